@@ -1,0 +1,209 @@
+"""Tensor level: the greedy residual series T = s_1 Q_1 + ... + s_n Q_n + R_n.
+
+Each term quantizes what the previous terms left over (R_0 = T, Q_k = round(R_{k-1} / s_k),
+R_k = R_{k-1} - s_k Q_k), so under the max rule the residual shrinks by a fixed factor per term
+(see `quant.contraction`). `expand_tensor` stores the integer terms (int8, uint8 for the
+asymmetric grid) and their scales; `expanded_sum` is the fast path used on activations at run
+time, which never materializes the integer terms.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from .config import GRIDS, SCALE_RULES, check_bits, check_terms
+from .quant import (contraction, dequantize, group_view, max_rule_scale, mse_scale, quantize,
+                    term_dtype)
+
+
+def check_tensor(t: torch.Tensor, what: str = "tensor") -> torch.Tensor:
+    """Rejects what the series cannot expand, with a message instead of a crash inside torch."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor, got {type(t).__name__}")
+    if t.numel() == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(t.shape)}); nothing to expand")
+    if not t.is_floating_point():
+        t = t.float()
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{what} holds NaN or Inf values; a series expansion needs finite numbers")
+    return t
+
+
+def _check_options(grid: str, scale_rule: str) -> None:
+    if grid not in GRIDS:
+        raise ValueError(f"grid={grid!r} is not allowed; choose one of {', '.join(GRIDS)}")
+    if scale_rule not in SCALE_RULES:
+        raise ValueError(f"scale_rule={scale_rule!r} is not allowed; choose one of {', '.join(SCALE_RULES)}")
+    if scale_rule == "fixed" and grid == "asymmetric":
+        raise ValueError("scale_rule='fixed' is defined for the 'symmetric' and 'full' grids only")
+
+
+def _series_steps(r: torch.Tensor, bits: int, terms: int, grid: str, scale_rule: str):
+    """Yields (q, scale, zero) per term over the 2-D view r, updating r in place to the residual."""
+    scale = None
+    f = contraction(bits, grid)
+    for k in range(terms):
+        if k == 0 and scale_rule == "mse":
+            scale, zero = mse_scale(r, bits, grid)  # clips outliers; later terms repair them
+        elif k > 0 and scale_rule == "fixed":
+            zero = None  # the previous term bounds the residual: no reduction needed
+            scale = scale * f
+        else:
+            scale, zero = max_rule_scale(r, bits, grid)
+        q = quantize(r, scale, zero, bits, grid)
+        r.sub_(dequantize(q, scale, zero))
+        yield q, scale, zero
+
+
+def expand_tensor(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: str = "per_tensor",
+                  grid: str = "symmetric", scale_rule: str = "max") -> "TensorSeries":
+    """Expands a tensor into `terms` integer terms of `bits` bits each.
+
+    Args:
+        t: any float tensor (weights: dim 0 is the output channel; activations: dim 0 the sample).
+        bits: bits per term, 1..8.
+        terms: number of terms, 1..16.
+        granularity: per_tensor | per_channel | per_sample | per_token (see `quant.group_view`).
+        grid: symmetric | full | asymmetric.
+        scale_rule: max (carries the bound) | mse (first term MSE-optimal, clips) | fixed
+            (s_k = s_{k-1} * f: one reduction in all).
+
+    Example:
+        >>> s = expand_tensor(torch.randn(64, 128), bits=4, terms=3, granularity="per_channel")
+        >>> s.terms[0][0].dtype, len(s.terms)
+        (torch.int8, 3)
+    """
+    check_bits(bits)
+    check_terms(terms)
+    _check_options(grid, scale_rule)
+    t = check_tensor(t)
+    work = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    r = group_view(work, granularity).clone()
+    qs, scales, zeros = [], [], []
+    for q, s, z in _series_steps(r, bits, terms, grid, scale_rule):
+        qs.append(q.to(term_dtype(grid)).reshape(t.shape))
+        scales.append(s.squeeze(1))
+        zeros.append(z.squeeze(1).to(torch.int32) if z is not None else None)
+    return TensorSeries(
+        q=torch.stack(qs), scales=torch.stack(scales),
+        zero_points=torch.stack(zeros) if zeros[0] is not None else None,
+        bits=bits, grid=grid, granularity=granularity, scale_rule=scale_rule, source=t)
+
+
+def expanded_sum(x: torch.Tensor, bits: int, terms: int, granularity: str = "per_sample",
+                 grid: str = "symmetric", scale_rule: str = "max",
+                 coeffs: Sequence[float] | None = None) -> torch.Tensor:
+    """sum_j coeffs[j] * t_j Qx_j without storing the integer terms (run-time activation path).
+
+    With all coefficients 1 this is x - R_n, which saves one accumulation per term.
+    """
+    r = group_view(x, granularity).clone() if x.is_floating_point() else group_view(x.float(), granularity)
+    if coeffs is None or all(c == 1 for c in coeffs[:terms]):
+        for _ in _series_steps(r, bits, terms, grid, scale_rule):
+            pass
+        return (group_view(x, granularity) - r).reshape(x.shape)
+    out = torch.zeros_like(r)
+    for c, (q, s, z) in zip(coeffs, _series_steps(r, bits, terms, grid, scale_rule)):
+        if c:
+            out.add_(dequantize(q, s, z), alpha=c)
+    return out.reshape(x.shape)
+
+
+@dataclass
+class TensorSeries:
+    """The integer terms and scales of one expanded tensor.
+
+    q: [n, *shape] integer terms (int8; uint8 for the asymmetric grid).
+    scales: [n, G] float scales, one per group (row of `quant.group_view`).
+    zero_points: [n, G] int32 or None (asymmetric grid only).
+    source: the expanded tensor itself, kept by reference for residuals and bounds.
+    """
+
+    q: torch.Tensor
+    scales: torch.Tensor
+    zero_points: torch.Tensor | None
+    bits: int
+    grid: str
+    granularity: str
+    scale_rule: str
+    source: torch.Tensor | None = None
+
+    @property
+    def n_terms(self) -> int:
+        return self.q.shape[0]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.q.shape[1:]
+
+    def _bshape(self) -> tuple[int, ...]:
+        """Shape that broadcasts a [G] scale vector against the tensor."""
+        if self.granularity == "per_tensor":
+            return (1,) * len(self.shape)
+        if self.granularity == "per_token":
+            return (*self.shape[:-1], 1)
+        return (self.shape[0],) + (1,) * (len(self.shape) - 1)
+
+    @property
+    def terms(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(integer term, broadcastable scale), ...], one pair per term."""
+        return [(self.q[k], self.scales[k].reshape(self._bshape())) for k in range(self.n_terms)]
+
+    def centered(self, k: int) -> torch.Tensor:
+        """Term k (0-based) as signed integers Q_k - z_k (int16), so that term = scale * centered."""
+        q = self.q[k].to(torch.int16)
+        if self.zero_points is None:
+            return q
+        return q - self.zero_points[k].reshape(self._bshape()).to(torch.int16)
+
+    def term(self, k: int) -> torch.Tensor:
+        """Float value s_k (Q_k - z_k) of term k (0-based)."""
+        return self.centered(k).float() * self.scales[k].reshape(self._bshape())
+
+    def partial(self, k: int) -> torch.Tensor:
+        """Float reconstruction from the first k terms (k = 0 gives zeros)."""
+        if not 0 <= k <= self.n_terms:
+            raise ValueError(f"k={k} is not allowed; choose 0..{self.n_terms}")
+        out = torch.zeros(self.shape, dtype=self.scales.dtype, device=self.q.device)
+        for i in range(k):
+            out += self.term(i)
+        return out
+
+    def contraction(self) -> float:
+        return contraction(self.bits, self.grid)
+
+    def bound(self, k: int) -> float:
+        """Proven bound on ||R_k||_inf for this grid and scale rule (float rounding aside)."""
+        f = self.contraction()
+        if self.source is None:
+            raise ValueError("bound() needs the source tensor; it was not kept")
+        t_inf = self.source.abs().max().item()
+        if self.scale_rule == "mse":
+            # the first term may clip (|R_1| <= |T|); from term 2 on the max rule applies
+            r1 = (self.source - self.partial(1)).abs().max().item()
+            return t_inf if k <= 1 else r1 * f ** (k - 1)
+        return t_inf * f**k
+
+    def residual_norms(self) -> pd.DataFrame:
+        """Per term k: max-abs and relative-L2 residual, SQNR in dB, and the proven max-abs bound."""
+        if self.source is None:
+            raise ValueError("residual_norms() needs the source tensor; it was not kept")
+        src = self.source.float()
+        sig = src.square().sum().item()
+        rows, acc = [], torch.zeros_like(src)
+        for k in range(self.n_terms):
+            acc += self.term(k)
+            r = src - acc
+            noise = r.square().sum().item()
+            rows.append({
+                "term": k + 1,
+                "max_abs": r.abs().max().item(),
+                "rel_l2": math.sqrt(noise / sig) if sig > 0 else 0.0,
+                "sqnr_db": 10 * math.log10(sig / noise) if noise > 0 and sig > 0 else math.inf,
+                "bound": self.bound(k + 1),
+            })
+        return pd.DataFrame(rows)
