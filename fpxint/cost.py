@@ -1,0 +1,101 @@
+"""Cost of an expansion, always reported next to accuracy.
+
+- weight storage: n_w * b_w bits per weight plus one float32 scale per group and term;
+- compute: one integer GEMM / convolution per kept cross term; bit-operations
+  BOPs = MACs x b_w x b_a x (kept pairs); an FP layer counts 32 x 32 bits per MAC;
+- the equal-budget reference: one term of n_w * b_w bits (weights) and n_a * b_a bits (activations),
+  which costs the same storage, e.g. W4x2 vs W8x1.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from .config import ExpansionConfig
+from .layers import pair_matrix
+from .model import expandable_layers, fold_batchnorm
+
+FP_BITS = 32
+
+
+@torch.no_grad()
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-accumulates per sample of every expandable layer, measured with hooks on one forward."""
+    fm = fold_batchnorm(model)
+    layers = dict(expandable_layers(fm))
+    macs: dict[str, int] = {}
+
+    def hook(name):
+        def f(m, i, o):
+            per_out = m.weight[0].numel()  # in_features, or in_channels/groups * kernel
+            macs[name] = macs.get(name, 0) + per_out * o[0].numel()
+        return f
+
+    hs = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
+    try:
+        p = next(fm.parameters())
+        fm(torch.zeros((1, *input_shape), dtype=p.dtype, device=p.device))
+    finally:
+        for h in hs:
+            h.remove()
+    return macs
+
+
+def cost_table(model: nn.Module, cfg: ExpansionConfig, input_shape: tuple[int, ...]) -> pd.DataFrame:
+    """Per expandable layer: MACs, params, bits, terms, integer GEMMs, BOPs, weight storage.
+
+    Returns:
+        Columns: layer, index, fp, macs, params, w_bits, w_terms, a_bits, a_terms, int_gemms, bops,
+        weight_bits (incl. scales), equal_budget_bops.
+    """
+    fm = fold_batchnorm(model) if cfg.fold_bn else model
+    layers = expandable_layers(fm)
+    macs = layer_macs(model, input_shape)
+    names = [n for n, _ in layers]
+    rows = []
+    for idx, (name, m) in enumerate(layers):
+        pos = "first" if idx == 0 else "last" if idx == len(names) - 1 else None
+        spec = cfg.layer_spec(name, pos)
+        params, mac = m.weight.numel(), macs.get(name, 0)
+        groups = m.weight.shape[0] if cfg.w_granularity == "per_channel" else 1
+        if spec.fp:
+            rows.append(dict(layer=name, index=idx, fp=True, macs=mac, params=params, w_bits=FP_BITS, w_terms=1,
+                             a_bits=FP_BITS, a_terms=1, int_gemms=0, bops=mac * FP_BITS * FP_BITS,
+                             weight_bits=params * FP_BITS, equal_budget_bops=mac * FP_BITS * FP_BITS))
+            continue
+        act = cfg.expands_activations
+        a_bits, a_terms = (spec.a_bits, spec.a_terms) if act else (FP_BITS, 1)
+        trunc = cfg.truncation if act else "full"
+        pairs = int(pair_matrix(spec.w_terms, a_terms, trunc, cfg.total_order).sum())
+        rows.append(dict(
+            layer=name, index=idx, fp=False, macs=mac, params=params, w_bits=spec.w_bits, w_terms=spec.w_terms,
+            a_bits=a_bits if act else FP_BITS, a_terms=a_terms, int_gemms=pairs if act else 0,
+            bops=mac * spec.w_bits * a_bits * pairs,
+            weight_bits=params * spec.w_bits * spec.w_terms + groups * spec.w_terms * FP_BITS,
+            equal_budget_bops=mac * (spec.w_bits * spec.w_terms) * (a_bits * a_terms if act else FP_BITS)))
+    return pd.DataFrame(rows)
+
+
+def cost_summary(model: nn.Module, cfg: ExpansionConfig, input_shape: tuple[int, ...]) -> dict:
+    """Whole-model cost: effective bits per weight, storage, integer GEMMs, BOPs, vs FP and equal budget."""
+    t = cost_table(model, cfg, input_shape)
+    params = int(t.params.sum())
+    fp_bops = int((t.macs * FP_BITS * FP_BITS).sum())
+    eff = float(t.weight_bits.sum()) / params
+    return {
+        "layers": len(t), "expanded_layers": int((~t.fp).sum()), "params": params,
+        "macs": int(t.macs.sum()),
+        "effective_bits": eff,
+        "weight_mb": float(t.weight_bits.sum()) / 8 / 2**20,
+        "fp_weight_mb": params * FP_BITS / 8 / 2**20,
+        "memory_vs_fp": eff / FP_BITS,
+        "int_gemms": int(t.int_gemms.sum()),
+        "bops": int(t.bops.sum()), "fp_bops": fp_bops,
+        "bops_vs_fp": float(t.bops.sum()) / fp_bops if fp_bops else math.nan,
+        "equal_budget_bops": int(t.equal_budget_bops.sum()),
+        "equal_budget_w_bits": cfg.w_bits * cfg.w_terms,
+        "equal_budget_a_bits": cfg.a_bits * cfg.a_terms if cfg.expands_activations else FP_BITS,
+    }

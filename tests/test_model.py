@@ -1,0 +1,142 @@
+"""Model level: expand() copies, folds BatchNorm, applies policies and overrides, rejects bad input."""
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fpxint import ExpansionConfig, LayerOverride, expand, expanded_layers, fold_batchnorm, set_mode
+from fpxint.model import expandable_layers, resolve_device
+
+
+def small_net():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    for m in net.modules():  # non-trivial running statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def test_expand_leaves_input_bit_identical_and_returns_new_module():
+    net = small_net()
+    before = copy.deepcopy(net.state_dict())
+    q = expand(net, ExpansionConfig(), device="cpu")
+    assert q is not net
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert isinstance(net[1], nn.BatchNorm2d) and not net.training is True
+    assert [n for n, _ in expanded_layers(q)] == ["0", "3", "8"]
+    assert q.fpxint_folded_bn == 2
+
+
+def test_fold_batchnorm_is_exact_up_to_rounding():
+    net = small_net()
+    x = torch.randn(4, 3, 12, 12)
+    folded = fold_batchnorm(net)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), net(x), atol=1e-5, rtol=1e-5)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_model_output_converges_geometrically():
+    net = small_net()
+    x = torch.randn(8, 3, 12, 12)
+    with torch.no_grad():
+        ref = fold_batchnorm(net)(x)
+        errs = [((expand(net, ExpansionConfig(w_terms=k, a_terms=k))(x) - ref).norm() / ref.norm()).item()
+                for k in (1, 2, 3, 4)]
+    assert all(b < a / 4 for a, b in zip(errs, errs[1:])), errs  # 4-bit terms: ~1/14 per term
+
+
+def test_first_last_policy_and_overrides():
+    net = small_net()
+    q = expand(net, ExpansionConfig(first_last="fp"))
+    assert [n for n, _ in expanded_layers(q)] == ["3"]
+    q = expand(net, ExpansionConfig(first_last="8bit"))
+    layers = dict(expanded_layers(q))
+    assert (layers["0"].w_bits, layers["0"].w_terms, layers["0"].a_bits) == (8, 1, 8)
+    assert layers["3"].w_bits == 4
+    cfg = ExpansionConfig(overrides={"3": LayerOverride(w_terms=5, a_bits=2), "8": {"fp": True}})
+    q = expand(net, cfg)
+    layers = dict(expanded_layers(q))
+    assert "8" not in layers and layers["3"].w_terms == 5 and layers["3"].a_bits == 2
+    assert ExpansionConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_integer_mode_matches_simulate_on_a_network():
+    net = small_net()
+    x = torch.randn(4, 3, 12, 12)
+    q = expand(net, ExpansionConfig(w_terms=3, a_terms=3))
+    with torch.no_grad():
+        ys = q(x)
+        yi = set_mode(q, "integer")(x)
+        ref = fold_batchnorm(net)(x)
+    # rounding flips may cascade through later activation quantizers: both stay equally close to FP
+    assert (ys - yi).norm() <= 0.5 * (ys - ref).norm() + 1e-5 * ys.norm()
+
+
+def test_mha_internals_stay_fp():
+    enc = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True).eval()
+    names = [n for n, _ in expandable_layers(enc)]
+    assert "self_attn.out_proj" not in names and "linear1" in names
+    q = expand(enc, ExpansionConfig(w_terms=3, a_terms=3, a_granularity="per_token"))
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        assert torch.allclose(q(x), enc(x), atol=0.05)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(w_bits=0), "w_bits=0 is not allowed; bits per term must be an integer 1..8"),
+    (dict(a_bits=9), "a_bits=9"), (dict(w_terms=0), "w_terms=0"), (dict(a_terms=17), "1..16"),
+    (dict(level="net"), "tensor, layer, model"), (dict(truncation="diag"), "full, total_order, weight_only"),
+    (dict(first_last="int8"), "same, 8bit, fp"), (dict(mode="fast"), "simulate, integer"),
+    (dict(order=1), "total order"), (dict(w_bits=2.5), "integer 1..8"),
+    (dict(overrides={"x": {"w_bits": 12}}), "w_bits=12"),
+])
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ExpansionConfig(**kwargs)
+
+
+def test_config_json_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown config keys"):
+        ExpansionConfig.from_dict({"w_bits": 4, "bogus": 1})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ExpansionConfig.from_json("{nope")
+
+
+def test_bad_models():
+    with pytest.raises(ValueError, match="no layer that can be expanded"):
+        expand(nn.Sequential(nn.ReLU(), nn.Conv3d(1, 1, 1)))
+    net = small_net()
+    net[0].weight.data[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        expand(net)
+    with pytest.raises(ValueError, match="does not have"):
+        expand(small_net(), ExpansionConfig(overrides={"nope": LayerOverride(fp=True)}))
+    with pytest.raises(ValueError, match="nn.Module"):
+        expand(torch.randn(3))
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="auto"):
+        resolve_device("tpu")
+
+
+def test_import_fpxint_does_not_import_streamlit():
+    code = "import sys, fpxint, fpxint.analysis, fpxint.plots; assert 'streamlit' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
