@@ -21,14 +21,12 @@ def find_shared(explicit: str | os.PathLike | None = None) -> Path | None:
         explicit: A path given by the user; wins over everything else.
 
     Returns:
-        The first existing folder among ``explicit``, ``$FPXINT_SHARED`` and ``<repo root>/../shared``,
-        or None when none of them exists.
+        The first given of ``explicit``, ``$FPXINT_SHARED`` and ``<repo root>/../shared``, resolved;
+        None when that folder does not exist (a path the user named never silently falls back).
     """
-    candidates = [explicit, os.environ.get("FPXINT_SHARED"), _REPO_ROOT.parent / "shared"]
-    for candidate in candidates:
-        if candidate and Path(candidate).expanduser().is_dir():
-            return Path(candidate).expanduser().resolve()
-    return None
+    chosen = explicit or os.environ.get("FPXINT_SHARED") or _REPO_ROOT.parent / "shared"
+    path = Path(chosen).expanduser()
+    return path.resolve() if path.is_dir() else None
 
 
 def cache_dir() -> Path:
