@@ -57,7 +57,9 @@ class ImageData:
         return self.images.shape[0]
 
 
-def stratified_indices(labels: torch.Tensor | None, limit: int | None, seed: int = 0, *, n: int | None = None) -> torch.Tensor:
+def stratified_indices(
+    labels: torch.Tensor | None, limit: int | None, seed: int = 0, *, n: int | None = None
+) -> torch.Tensor:
     """Chooses ``limit`` indices with (as nearly as possible) equal counts per class.
 
     The ``limit % classes`` extra images go to classes chosen by the seed; a class with too few
@@ -87,7 +89,8 @@ def stratified_indices(labels: torch.Tensor | None, limit: int | None, seed: int
     if labels is None:
         return torch.randperm(total, generator=gen)[:limit].sort().values
     classes = labels.unique()
-    pools = [torch.nonzero(labels == c).flatten()[torch.randperm(int((labels == c).sum()), generator=gen)] for c in classes]
+    members = [torch.nonzero(labels == c).flatten() for c in classes]
+    pools = [m[torch.randperm(len(m), generator=gen)] for m in members]
     order = torch.randperm(len(classes), generator=gen).tolist()  # who gets the remainder, and spare slots
     quota = {c: limit // len(classes) + (rank < limit % len(classes)) for rank, c in enumerate(order)}
     taken = {c: min(quota[c], len(pools[c])) for c in order}
@@ -105,9 +108,6 @@ def batches(data: ImageData, batch_size: int) -> Iterator[tuple[torch.Tensor, to
     for start in range(0, len(data), batch_size):
         stop = start + batch_size
         yield data.images[start:stop], None if data.labels is None else data.labels[start:stop]
-
-
-# ---- preprocessing -------------------------------------------------------------------------
 
 
 def _prepare_fn(spec: ModelSpec) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
@@ -141,9 +141,9 @@ def _normalize(images: torch.Tensor, spec: ModelSpec, scale: float = 255.0) -> t
     return images.float().div_(scale).sub_(mean).div_(std)  # in place: 10k CIFAR images are 120 MB
 
 
-def _decode_all(blobs: list[tuple[str, bytes]], channels: int, prepare) -> tuple[list[torch.Tensor | None], list[str]]:
+def _decode_all(blobs: list[tuple[str, bytes]], channels: int, prepare) -> tuple[list, list[str]]:
     """Decodes (name, bytes) pairs; JPEGs go through torchvision's batched decoder (fastest)."""
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    from torchvision.io import ImageReadMode, decode_jpeg
 
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else None for _, data in blobs]
@@ -158,33 +158,31 @@ def _decode_all(blobs: list[tuple[str, bytes]], channels: int, prepare) -> tuple
         except RuntimeError:
             pass  # a corrupt JPEG fails the whole chunk; its images are retried one by one below
     for i, (name, data) in enumerate(blobs):
-        if out[i] is None:
-            try:
-                out[i] = decode_image(tensors[i], mode=mode) if tensors[i] is not None else _pil_decode(data, channels)
-            except Exception:
-                try:  # torchvision cannot read BMP, TIFF, PPM; PIL can
-                    out[i] = _pil_decode(data, channels)
-                except Exception as exc:
-                    skipped.append(f"{name}: {str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__}")
-                    continue
-        out[i] = prepare(out[i][0] if out[i].ndim == 4 else out[i])  # animated GIF: first frame
+        try:
+            img = out[i] if out[i] is not None else _decode_one(tensors[i], data, mode, channels)
+        except Exception as exc:
+            skipped.append(f"{name}: {str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__}")
+            continue
+        out[i] = prepare(img[0] if img.ndim == 4 else img)  # animated GIF: first frame
     return out, skipped
 
 
-def _pil_decode(data: bytes, channels: int) -> torch.Tensor:
+def _decode_one(tensor: torch.Tensor | None, data: bytes, mode, channels: int) -> torch.Tensor:
     import io
 
     import numpy as np
     from PIL import Image
+    from torchvision.io import decode_image
 
     if not data:
         raise ValueError("empty file")
-    with Image.open(io.BytesIO(data)) as im:
-        arr = np.array(im.convert("L" if channels == 1 else "RGB"))
-    return torch.from_numpy(arr).unsqueeze(0) if channels == 1 else torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
-# ---- listing folders and zips --------------------------------------------------------------
+    try:
+        return decode_image(tensor, mode=mode)
+    except RuntimeError:  # torchvision cannot read BMP, TIFF, PPM; PIL can
+        with Image.open(io.BytesIO(data)) as im:
+            arr = np.array(im.convert("L" if channels == 1 else "RGB"))
+        img = torch.from_numpy(arr)
+        return img.unsqueeze(0) if channels == 1 else img.permute(2, 0, 1).contiguous()
 
 
 def _is_image(name: str) -> bool:
@@ -251,65 +249,87 @@ def _cache_file(cache_dir, parts: list) -> Path | None:
     return Path(cache_dir) / "images" / f"{digest}.pt"
 
 
-def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir) -> ImageData:
-    """Loads an image folder or a zip of images (read in place, nothing is extracted)."""
-    if path.suffix.lower() == ".zip":
+def _open_source(path: Path) -> tuple[list[str], list[int], Callable[[str], bytes], Callable[[], None]]:
+    """Lists a folder or zip: relative names, a change stamp for the cache key, a reader, a closer."""
+    if path.suffix.lower() == ".zip" and path.is_file():
         try:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
             raise DataError(f"not a readable zip archive: {path} ({exc})") from None
         infos = [i for i in archive.infolist() if not i.is_dir()]
         if sum(i.file_size for i in infos) > _MAX_ZIP_BYTES:
+            archive.close()
             raise DataError(f"zip archive {path} inflates to more than {_MAX_ZIP_BYTES >> 30} GiB; refusing")
-        names = [i.filename for i in infos]
-        stamp = [path.stat().st_size, path.stat().st_mtime_ns]
-        read = archive.read
-    else:
-        if not path.is_dir():
-            raise DataError(f"no such file or folder: {path}")
-        names, newest = _scan_dir(path)
-        stamp = [newest, path.stat().st_mtime_ns]
+        stat = path.stat()
+        return [i.filename for i in infos], [stat.st_size, stat.st_mtime_ns], archive.read, archive.close
+    if not path.is_dir():
+        raise DataError(f"no such file or folder: {path}")
+    names, newest = _scan_dir(path)
+    return names, [newest, path.stat().st_mtime_ns], lambda name: (path / name).read_bytes(), lambda: None
 
-        def read(name: str) -> bytes:
-            return (path / name).read_bytes()
 
-    files, classes, labels = _layout(names, str(path))
-    if classes is not None:
-        labels, classes = _map_labels(classes, labels, spec, str(path))
-    label_t = None if labels is None else torch.tensor(labels, dtype=torch.int64)
-    chosen = stratified_indices(label_t, limit, seed, n=len(files))
-    prepare, prep_key = _prepare_fn(spec)
-    key = [str(path.resolve()), len(files), stamp, prep_key]
-    full_cache, subset_cache = _cache_file(cache_dir, key + ["all"]), _cache_file(cache_dir, key + [chosen.tolist()])
-    cached = next((c for c in (full_cache, subset_cache) if c is not None and c.is_file()), None)
-    if cached is not None:
-        blob = torch.load(cached, weights_only=True)
-    else:
-        wanted = range(len(files)) if limit is None else chosen.tolist()
-        decoded, skipped = _decode_all([(files[i], read(files[i])) for i in wanted], spec.input_size[0], prepare)
-        ok = [i for i, img in zip(wanted, decoded) if img is not None]
-        if not ok:
-            raise DataError(f"none of the {len(decoded)} images in {path} could be decoded (e.g. {skipped[0]})")
-        blob = {"index": torch.tensor(ok), "images": torch.stack([img for img in decoded if img is not None]), "skipped": skipped}
-        target = full_cache if limit is None else subset_cache
-        if target is not None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(blob, target.with_suffix(".tmp"))
-            os.replace(target.with_suffix(".tmp"), target)  # atomic: a crash never leaves half a cache
-    rows = torch.isin(blob["index"], chosen).nonzero().flatten()  # the full cache holds every image
+def _read_cache(candidates: list[Path | None]) -> tuple[dict | None, Path | None]:
+    for candidate in candidates:
+        if candidate is not None and candidate.is_file():
+            try:
+                return torch.load(candidate, weights_only=True), candidate
+            except Exception:  # a damaged entry is only a cache miss; it is rewritten below
+                continue
+    return None, None
+
+
+def _write_cache(target: Path | None, blob: dict) -> None:
+    if target is None:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, target)  # atomic: a crash or a parallel run never leaves half an entry
+
+
+def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir) -> ImageData:
+    """Loads an image folder or a zip of images (read in place, nothing is extracted)."""
+    names, stamp, read, close = _open_source(path)
+    try:
+        files, classes, labels = _layout(names, str(path))
+        if classes is not None:
+            labels, classes = _map_labels(classes, labels, spec, str(path))
+        label_t = None if labels is None else torch.tensor(labels, dtype=torch.int64)
+        subset = limit is not None and limit < len(files)
+        chosen = stratified_indices(label_t, limit if subset else None, seed, n=len(files))
+        prepare, prep_key = _prepare_fn(spec)
+        listing = hashlib.sha256("\n".join(files).encode()).hexdigest()  # renames move labels
+        key = [str(path.resolve()), len(files), listing, stamp, prep_key]
+        full_entry = _cache_file(cache_dir, key + ["all"])
+        subset_entry = _cache_file(cache_dir, key + [chosen.tolist()]) if subset else None
+        blob, hit = _read_cache([full_entry, subset_entry])  # the full entry serves any subset
+        if blob is None:
+            wanted = chosen.tolist()
+            blobs = [(files[i], read(files[i])) for i in wanted]
+            decoded, skipped = _decode_all(blobs, spec.input_size[0], prepare)
+            ok = [i for i, img in zip(wanted, decoded) if img is not None]
+            if not ok:
+                raise DataError(f"none of the {len(decoded)} images in {path} decode (e.g. {skipped[0]})")
+            images = torch.stack([img for img in decoded if img is not None])
+            blob = {"index": torch.tensor(ok), "images": images, "skipped": skipped}
+            _write_cache(subset_entry if subset else full_entry, blob)
+    finally:
+        close()
+    rows = torch.isin(blob["index"], chosen).nonzero().flatten()
     index = blob["index"][rows]
-    images = _normalize(blob["images"][rows], spec)
     labels_out = None if label_t is None else label_t[index]
     chosen_names = {files[i] for i in chosen.tolist()}
     skipped = [s for s in blob["skipped"] if s.partition(": ")[0] in chosen_names]
-    how = "all" if limit is None or limit >= len(files) else f"{len(index)} stratified (seed {seed}) of"
+    how = f"{len(index)} stratified (seed {seed}) of" if subset else "all"
     kind = "unlabeled images" if classes is None else f"images in {len(set(labels))} classes"
     source = f"{path}: {how} {len(files)} {kind}" + (f", {len(skipped)} unreadable skipped" if skipped else "")
     present = 0 if labels_out is None else int(labels_out.unique().numel())
-    return ImageData(images, labels_out, classes, source, present, skipped, cached is not None)
+    images = _normalize(blob["images"][rows], spec)
+    return ImageData(images, labels_out, classes, source, present, skipped, from_cache=hit is not None)
 
 
-def _from_arrays(images: torch.Tensor, labels: torch.Tensor, spec: ModelSpec, limit, seed, source: str, classes, scale: float) -> ImageData:
+def _from_arrays(images, labels, spec: ModelSpec, limit, seed, source: str, classes, scale: float) -> ImageData:
+    """Subsets and normalizes in-memory images (digits, torchvision CIFAR-10)."""
     chosen = stratified_indices(labels, limit, seed)
     images, labels = images[chosen], labels[chosen]
     if images.shape[1:] != torch.Size(spec.input_size):
@@ -361,7 +381,8 @@ def load_data(
         if spec.input_size[0] != 1:
             raise DataError(f"digits images are 1x8x8 grayscale, but {spec.name} expects {spec.input_size}")
         # Digits pixels are 0..16; scaling by 16 is the training script's pixel/16.
-        return _from_arrays(x, y, spec, limit, seed, f"sklearn digits ({split} split)", [str(i) for i in range(10)], 16.0)
+        names = [str(i) for i in range(10)]
+        return _from_arrays(x, y, spec, limit, seed, f"sklearn digits ({split} split)", names, 16.0)
     if dataset_or_path == "cifar10":
         return _torchvision_cifar10(spec, split, limit, seed, cache_dir, allow_download)
     return _load_files(Path(dataset_or_path).expanduser(), spec, limit, seed, cache_dir)
@@ -379,5 +400,5 @@ def _torchvision_cifar10(spec, split, limit, seed, cache_dir, allow_download) ->
         hint = "downloading failed" if allow_download else "downloading is off"
         raise DataError(f"CIFAR-10 is not in {root} and {hint} ({str(exc).splitlines()[0][:80]})") from None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-    return _from_arrays(images, torch.tensor(ds.targets), spec, limit, seed, f"torchvision CIFAR-10 {split} ({root})",
-                        ds.classes, 255.0)
+    source = f"torchvision CIFAR-10 {split} ({root})"
+    return _from_arrays(images, torch.tensor(ds.targets), spec, limit, seed, source, ds.classes, 255.0)

@@ -74,7 +74,8 @@ def train(epochs: int, seed: int, batch_size: int = 64, lr: float = 3e-3) -> tup
             opt.step()
             sched.step()
         if (epoch + 1) % 10 == 0:
-            print(f"epoch {epoch + 1:3d}  loss {loss.item():.4f}  test {accuracy(model, test_data.images, test_data.labels):.2f} %")
+            test_top1 = accuracy(model, test_data.images, test_data.labels)
+            print(f"epoch {epoch + 1:3d}  loss {loss.item():.4f}  test {test_top1:.2f} %")
     meta = {
         "model": "digits_cnn",
         "split": DIGITS_SPLIT,
@@ -103,7 +104,8 @@ def main() -> None:
     model, meta = train(args.epochs, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(args.out / "digits_cnn.safetensors"), metadata={"split": DIGITS_SPLIT, "seed": str(args.seed)})
+    metadata = {"split": DIGITS_SPLIT, "seed": str(args.seed)}
+    save_file(state, str(args.out / "digits_cnn.safetensors"), metadata=metadata)
     (args.out / "digits_cnn.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta, indent=2))
 

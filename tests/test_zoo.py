@@ -167,7 +167,8 @@ def test_user_state_dicts_load_in_every_format(fmt, resnet20_state, tmp_path):
         save_file({k: v.contiguous() for k, v in resnet20_state.items()}, str(path))
     loaded = load_model("resnet20", weights=path)
     assert loaded.trained and loaded.weights_source == str(path) and loaded.spec.published_top1 is None
-    assert all(torch.equal(v, resnet20_state[k]) for k, v in loaded.model.state_dict().items() if "num_batches" not in k)
+    loaded_state = loaded.model.state_dict()
+    assert all(torch.equal(loaded_state[k], v) for k, v in resnet20_state.items() if "num_batches" not in k)
 
 
 def _bad_checkpoint(kind: str, tmp_path: Path, shared_dir: Path, state: dict) -> Path:
@@ -201,10 +202,12 @@ def _bad_checkpoint(kind: str, tmp_path: Path, shared_dir: Path, state: dict) ->
     ("empty", r"not a PyTorch or safetensors checkpoint: .*empty.pt \(empty file\)"),
     ("text", "not a PyTorch or safetensors checkpoint: .*text.pt"),
     ("truncated", "not a PyTorch or safetensors checkpoint: .*truncated.pt"),
-    ("other_architecture", r"checkpoint does not match resnet20: 0 missing keys, 60 unexpected \(e.g. layer1.3.conv1.weight\)"),
+    ("other_architecture",
+     r"checkpoint does not match resnet20: 0 missing keys, 60 unexpected \(e.g. layer1.3.conv1.weight\)"),
     ("wrong_shape", r"1 shape mismatches \(e.g. linear.weight: checkpoint \[5, 64\] vs model \[10, 64\]\)"),
-    ("missing_keys", r"checkpoint does not match resnet20: 4 missing keys \(e.g. layer3.2.bn2.weight\), 0 unexpected"),
-    ("pickled_module", "refusing to unpickle .*pickled_module.pt: it holds a pickled torch.nn.modules.linear.Linear"),
+    ("missing_keys",
+     r"checkpoint does not match resnet20: 4 missing keys \(e.g. layer3.2.bn2.weight\), 0 unexpected"),
+    ("pickled_module", "refusing to unpickle .*pickled_module.pt: it holds a pickled torch.nn.modules.linear"),
     ("torchscript", "is a TorchScript archive, not a state_dict: load it with load_torchscript"),
     ("not_a_state_dict", "holds a list, not a state_dict"),
 ])

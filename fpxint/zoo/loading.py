@@ -203,7 +203,8 @@ def _torchvision_weights(spec: ModelSpec, model: nn.Module, ckpt_dir: Path, allo
     if not allow_download:
         raise ModelLoadError(f"untrained: weights for {spec.name} are not in {ckpt_dir} and downloading is off")
     try:
-        state = tvm.get_weight(spec.weights).get_state_dict(progress=False, model_dir=str(ckpt_dir), check_hash=True)
+        weights = tvm.get_weight(spec.weights)
+        state = weights.get_state_dict(progress=False, model_dir=str(ckpt_dir), check_hash=True)
     except Exception as exc:
         raise ModelLoadError(
             f"untrained: weights for {spec.name} are not in {ckpt_dir} and downloading failed ({_first_line(exc)})"
@@ -281,7 +282,9 @@ def load_model(
     return LoadedModel(model.to(device).eval(), spec, trained, source, note)
 
 
-def load_torchscript(path: PathLike, like: str | ModelSpec | None = None, *, device: str | torch.device = "cpu") -> LoadedModel:
+def load_torchscript(
+    path: PathLike, like: str | ModelSpec | None = None, *, device: str | torch.device = "cpu"
+) -> LoadedModel:
     """Loads a TorchScript archive (``torch.jit.load`` runs no Python pickles).
 
     Args:
@@ -297,7 +300,8 @@ def load_torchscript(path: PathLike, like: str | ModelSpec | None = None, *, dev
     if not path.is_file():
         raise ModelLoadError(f"TorchScript file not found: {path}")
     if path.stat().st_size == 0 or not zipfile.is_zipfile(path):
-        raise ModelLoadError(f"not a TorchScript archive: {path} ({'empty file' if not path.stat().st_size else 'not a zip archive'})")
+        why = "empty file" if not path.stat().st_size else "not a zip archive"
+        raise ModelLoadError(f"not a TorchScript archive: {path} ({why})")
     try:
         model = torch.jit.load(str(path), map_location=device)
     except Exception as exc:
