@@ -112,7 +112,7 @@ def test_cifar_checkpoints_from_shared_reach_fp_accuracy(name, measured, shared_
     assert loaded.trained and loaded.weights_source == str(path)
     acc = top1(loaded.model, load_data(cifar_test_dir, loaded.spec, limit=500, seed=0))
     assert 75.0 <= acc <= 88.0
-    assert acc == pytest.approx(measured, abs=0.6)  # same images and weights; 3 images' slack for other JPEG decoders
+    assert acc == pytest.approx(measured, abs=0.6)  # 3 images of slack for other JPEG decoders
 
 
 def test_cifar_weights_are_found_in_the_cache_dir(shared_dir, tmp_path):
