@@ -125,3 +125,12 @@ def test_bad_options_raise_value_error_naming_allowed_values(kwargs, match):
 def test_bad_tensors(t, match):
     with pytest.raises(ValueError, match=match):
         expand_tensor(t)
+
+
+def test_fixed_rule_is_a_finer_uniform_quantizer():
+    """Symmetric grid + fixed ratio: s_1 Q_1 + ... + s_n Q_n = s_n round(T / s_n) (docs/method.md)."""
+    t = torch.randn(8, 300, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    s = expand_tensor(t, bits=3, terms=3, granularity="per_channel", scale_rule="fixed")
+    sn = s.scales[-1].unsqueeze(1)
+    direct = sn * torch.round(t / sn)
+    assert torch.allclose(s.partial(3).double(), direct, atol=1e-12)
