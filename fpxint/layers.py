@@ -109,9 +109,9 @@ class ExpandedLayer(nn.Module):
 
     def activation_terms(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Run-time series of the input: [(centered integers as float, broadcast scale), ...]."""
-        r = group_view(x, self._a_granularity()).clone()
+        r = group_view(x, self._a_granularity())
         out = []
-        for q, s, z in _series_steps(r, self.a_bits, self.a_terms, self.a_grid, self.scale_rule):
+        for q, s, z, _ in _series_steps(r, self.a_bits, self.a_terms, self.a_grid, self.scale_rule):
             q = q - z if z is not None else q
             out.append((q.reshape(x.shape), s.reshape(self._a_scale_shape(x))))
         return out
@@ -119,10 +119,10 @@ class ExpandedLayer(nn.Module):
     # ----- forward -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._pre(x)
-        y = self._integer_forward(x) if self.mode == "integer" else self._simulate_forward(x)
-        if self.bias is not None:
-            y = y + self.bias.reshape(self._bias_shape(y))
-        return y
+        if self.mode != "integer":
+            return self._simulate_forward(x)  # adds the bias inside its first float op
+        y = self._integer_forward(x)
+        return y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
 
     def _simulate_forward(self, x: torch.Tensor) -> torch.Tensor:
         C = self.pairs
@@ -136,7 +136,8 @@ class ExpandedLayer(nn.Module):
                         e = tuple(int(k == i) for k in range(C.shape[0]))
                         t = int(C[i, j]) * self._op(xs[j], self.weight_terms_sum(e))
                         y = t if y is None else y + t
-            return y if y is not None else self._zero_out(x)
+            y = y if y is not None else self._zero_out(x)
+            return y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
         groups: dict[tuple[int, ...], list[int]] = {}  # equal rows of C share one float op
         for i, row in enumerate(rows):
             if any(row):
@@ -146,7 +147,7 @@ class ExpandedLayer(nn.Module):
         for row, idx in groups.items():
             wc = tuple(int(k in idx) for k in range(len(rows)))
             if self.act_fp:
-                xr = x * row[0]
+                xr = x if row[0] == 1 else x * row[0]
             elif len(groups) == 1:
                 xr = expanded_sum(x, self.a_bits, self.a_terms, self._a_granularity(), self.a_grid,
                                   self.scale_rule, coeffs=row)
@@ -154,9 +155,12 @@ class ExpandedLayer(nn.Module):
                 if xs is None:
                     xs = [q * s for q, s in self.activation_terms(x)]
                 xr = sum(c * xj for c, xj in zip(row, xs) if c)
-            t = self._op(xr, self.weight_terms_sum(wc))
+            t = self._op(xr, self.weight_terms_sum(wc), self.bias if y is None else None)
             y = t if y is None else y + t
-        return y if y is not None else self._zero_out(x)
+        if y is None:
+            y = self._zero_out(x)
+            y = y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
+        return y
 
     def integer_accumulators(self, x: torch.Tensor) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
         """{(i, j): (exact integer accumulator C_ij * Qw_i * Qx_j as float64, scale s_i t_j)} for kept pairs.
@@ -207,8 +211,8 @@ class ExpandedLinear(ExpandedLayer):
     def _pre(self, x):
         return x
 
-    def _op(self, x, w):
-        return F.linear(x, w)
+    def _op(self, x, w, b=None):
+        return F.linear(x, w, b)
 
     def _int_op(self, xq, wq):
         return int_linear(xq, wq)
@@ -243,9 +247,9 @@ class _ExpandedConv(ExpandedLayer):
             return F.pad(x, self._rev_pad, mode=self.padding_mode)
         return x
 
-    def _op(self, x, w):
+    def _op(self, x, w, b=None):
         conv = F.conv1d if self.dim == 1 else F.conv2d
-        return conv(x, w, None, self.stride, self.padding, self.dilation, self.groups)
+        return conv(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
     def _int_op(self, xq, wq):
         return int_conv(xq, wq, self.dim, self.stride, self.padding, self.dilation, self.groups)
