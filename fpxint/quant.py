@@ -88,15 +88,20 @@ def max_rule_scale(r: torch.Tensor, bits: int, grid: str) -> tuple[torch.Tensor,
     return amax / denom, None
 
 
-def quantize(r: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int, grid: str) -> torch.Tensor:
-    """Integers (as float) on the grid nearest to r / scale; rows with scale 0 give 0 (or +1 binary)."""
+def quantize(r: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int, grid: str,
+             clamp: bool = True) -> torch.Tensor:
+    """Integers (as float) on the grid nearest to r / scale; rows with scale 0 give 0 (or +1 binary).
+
+    clamp=False is for callers that know nothing can fall outside the grid (saves one pass).
+    """
     qmin, qmax = grid_range(bits, grid)
     if grid == "symmetric" and bits == 1:
         return torch.where(r >= 0, 1.0, -1.0).to(r.dtype)  # nearest of {-1, +1}
     q = torch.div(r, _safe(scale))
     if zero is not None:
         q.add_(zero)
-    return q.round_().clamp_(qmin, qmax)
+    q.round_()
+    return q.clamp_(qmin, qmax) if clamp else q
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:

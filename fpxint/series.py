@@ -43,9 +43,15 @@ def _check_options(grid: str, scale_rule: str) -> None:
 
 
 def _series_steps(r: torch.Tensor, bits: int, terms: int, grid: str, scale_rule: str):
-    """Yields (q, scale, zero) per term over the 2-D view r, updating r in place to the residual."""
+    """Yields (q, scale, zero) per term over the 2-D view r.
+
+    The residual is updated in place from the second term on; the first update makes a new tensor,
+    so the caller's r is never modified and no up-front copy is needed. The symmetric grid under
+    the max and fixed rules cannot clip (|R / s| <= qmax by construction), so it skips the clamp.
+    """
     scale = None
     f = contraction(bits, grid)
+    clamp = grid != "symmetric" or scale_rule == "mse"
     for k in range(terms):
         if k == 0 and scale_rule == "mse":
             scale, zero = mse_scale(r, bits, grid)  # clips outliers; later terms repair them
@@ -54,9 +60,12 @@ def _series_steps(r: torch.Tensor, bits: int, terms: int, grid: str, scale_rule:
             scale = scale * f
         else:
             scale, zero = max_rule_scale(r, bits, grid)
-        q = quantize(r, scale, zero, bits, grid)
-        r.sub_(dequantize(q, scale, zero))
-        yield q, scale, zero
+        q = quantize(r, scale, zero, bits, grid, clamp=clamp)
+        if zero is not None:
+            r = r - dequantize(q, scale, zero) if k == 0 else r.sub_(dequantize(q, scale, zero))
+        else:  # r - s * q in one fused pass
+            r = torch.addcmul(r, q, scale, value=-1) if k == 0 else r.addcmul_(q, scale, value=-1)
+        yield q, scale, zero, r
 
 
 def expand_tensor(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: str = "per_tensor",
@@ -82,9 +91,9 @@ def expand_tensor(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: s
     _check_options(grid, scale_rule)
     t = check_tensor(t)
     work = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-    r = group_view(work, granularity).clone()
+    r = group_view(work, granularity)
     qs, scales, zeros = [], [], []
-    for q, s, z in _series_steps(r, bits, terms, grid, scale_rule):
+    for q, s, z, _ in _series_steps(r, bits, terms, grid, scale_rule):
         qs.append(q.to(term_dtype(grid)).reshape(t.shape))
         scales.append(s.squeeze(1))
         zeros.append(z.squeeze(1).to(torch.int32) if z is not None else None)
@@ -101,13 +110,14 @@ def expanded_sum(x: torch.Tensor, bits: int, terms: int, granularity: str = "per
 
     With all coefficients 1 this is x - R_n, which saves one accumulation per term.
     """
-    r = group_view(x, granularity).clone() if x.is_floating_point() else group_view(x.float(), granularity)
+    x2 = group_view(x if x.is_floating_point() else x.float(), granularity)
     if coeffs is None or all(c == 1 for c in coeffs[:terms]):
-        for _ in _series_steps(r, bits, terms, grid, scale_rule):
+        r = x2
+        for *_, r in _series_steps(x2, bits, terms, grid, scale_rule):
             pass
-        return (group_view(x, granularity) - r).reshape(x.shape)
-    out = torch.zeros_like(r)
-    for c, (q, s, z) in zip(coeffs, _series_steps(r, bits, terms, grid, scale_rule)):
+        return (x2 - r).reshape(x.shape)
+    out = torch.zeros_like(x2)
+    for c, (q, s, z, _) in zip(coeffs, _series_steps(x2, bits, terms, grid, scale_rule)):
         if c:
             out.add_(dequantize(q, s, z), alpha=c)
     return out.reshape(x.shape)
