@@ -1,0 +1,580 @@
+"""Command line: `python -m fpxint models | eval | sweep | expand`.
+
+The edge of the project: the only engine-side code that reads the environment (through
+`fpxint.zoo.paths.find_shared` / `cache_dir`), prints, and turns user errors into one line on
+stderr ("error: ...", exit code 2) instead of a traceback. Everything it measures comes from the
+engine (`expand`, `analysis.logits_of`, `cost.cost_summary`, `export`); the FP model is run once
+per command and every expanded model is compared with it on the same images.
+
+    python -m fpxint models
+    python -m fpxint eval resnet20 --w-bits 4 --a-bits 4 --terms 2 --limit 500
+    python -m fpxint sweep resnet20 --pairs 4:4,2:4 --terms 1,2,3 --out runs/r20
+    python -m fpxint expand digits_cnn --terms 2 --out runs/digits_w4x2 --check
+    python -m fpxint eval --expanded runs/digits_w4x2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .config import (A_GRANULARITIES, FIRST_LAST, GRIDS, LEVELS, MODES, SCALE_RULES, TRUNCATIONS,
+                     W_GRANULARITIES, ExpansionConfig, LayerOverride)
+
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """Bad command-line input; main() prints it as one line and returns 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the usage block and exit; we want one line
+        raise UsageError(f"{message} (see: python -m fpxint {self.prog.split(' ', 1)[-1]} --help)"
+                         if " " in self.prog else message)
+
+
+# ----- argument types -----------------------------------------------------------------------------
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _choice_list(allowed: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        items = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in items if v not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)} (comma-separated)")
+        return items
+    return parse
+
+
+def _pairs(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        w, sep, a = item.partition(":")
+        try:
+            out.append((int(w), int(a)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: pairs are W:A bits, e.g. 4:4,2:4,3:3") from None
+    return out
+
+
+def _override(text: str) -> tuple[str, LayerOverride]:
+    """'layer.name:fp' or 'layer.name:w_bits=8,a_bits=8' -> (name, LayerOverride)."""
+    name, sep, body = text.partition(":")
+    if not name or not sep or not body:
+        raise argparse.ArgumentTypeError(f"{text!r}: use NAME:fp or NAME:w_bits=8,a_terms=3")
+    if body.strip() == "fp":
+        return name, LayerOverride(fp=True)
+    kw = {}
+    for item in body.split(","):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in ("w_bits", "w_terms", "a_bits", "a_terms"):
+            raise argparse.ArgumentTypeError(f"{text!r}: keys are w_bits, w_terms, a_bits, a_terms (or 'fp')")
+        try:
+            kw[key] = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {key} needs an integer") from None
+    try:
+        return name, LayerOverride(**kw)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+
+
+# ----- parser -------------------------------------------------------------------------------------
+_CFG_FIELDS = ("w_bits", "w_terms", "a_bits", "a_terms", "level", "w_granularity", "a_granularity", "w_grid",
+               "a_grid", "scale_rule", "truncation", "order", "first_last", "mode", "fold_bn")
+
+
+def _add_config_options(p: argparse.ArgumentParser, bits_and_terms: bool = True) -> None:
+    g = p.add_argument_group("expansion config (defaults: fpxint.ExpansionConfig, or --config)")
+    g.add_argument("--config", metavar="JSON|PATH", help="a whole ExpansionConfig as JSON text or a file "
+                   "(an expansion's .json written by `expand` works too); the options below override it")
+    if bits_and_terms:
+        g.add_argument("--bits", type=int, help="bits per term, weights and activations (sets both)")
+        g.add_argument("--terms", type=int, help="number of terms, weights and activations (sets both)")
+        g.add_argument("--w-bits", type=int, help="bits per weight term, 1..8")
+        g.add_argument("--w-terms", type=int, help="weight terms, 1..16")
+        g.add_argument("--a-bits", type=int, help="bits per activation term, 1..8")
+        g.add_argument("--a-terms", type=int, help="activation terms, 1..16")
+    g.add_argument("--level", choices=LEVELS, help="tensor: weights only; layer; model: lockstep basis models")
+    g.add_argument("--w-granularity", choices=W_GRANULARITIES)
+    g.add_argument("--a-granularity", choices=A_GRANULARITIES, help="default per_sample")
+    g.add_argument("--w-grid", choices=GRIDS)
+    g.add_argument("--a-grid", choices=GRIDS)
+    g.add_argument("--scale-rule", choices=SCALE_RULES)
+    g.add_argument("--truncation", choices=TRUNCATIONS, help="which cross terms (i, j) to keep")
+    g.add_argument("--order", type=int, help="K of the total-order truncation i + j <= K")
+    g.add_argument("--first-last", choices=FIRST_LAST, help="policy for the first and last expandable layer")
+    g.add_argument("--mode", choices=MODES, help="simulate (float) or integer (exact integer GEMMs)")
+    g.add_argument("--no-fold-bn", dest="fold_bn", action="store_const", const=False,
+                   help="do not fold BatchNorm into the preceding layer")
+    g.add_argument("--override", action="append", type=_override, metavar="NAME:SPEC",
+                   help="per-layer settings, e.g. conv1:fp or fc:w_bits=8,a_bits=8 (repeatable)")
+
+
+def _add_run_options(p: argparse.ArgumentParser, limit_default: int | None = None) -> None:
+    g = p.add_argument_group("model, data and run")
+    g.add_argument("--weights", metavar="PATH", help="your own checkpoint (state_dict) for the architecture")
+    g.add_argument("--data", metavar="PATH", help="digits, cifar10, or an image folder / zip "
+                   "(default: the model's own test set: digits bundled, CIFAR-10 from the shared folder)")
+    g.add_argument("--limit", type=int, default=limit_default,
+                   help="evaluate N images, stratified by class" + (f" (default {limit_default})" if limit_default
+                                                                   else " (default: all)"))
+    g.add_argument("--seed", type=int, default=0, help="seed of the stratified subset")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--shared", metavar="DIR", help="the shared folder with checkpoints and CIFAR-10 "
+                   "(default: $FPXINT_SHARED, else ../shared beside the checkout)")
+    g.add_argument("--download", action="store_true", help="allow downloading missing weights")
+    g.add_argument("--no-cache", action="store_true", help="do not cache decoded images")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fpxint", description="FP=xINT series expansion: evaluate, sweep and export "
+                     "networks written as sums of low-bit integer terms.")
+    parser.add_argument("--version", action="version", version=f"fpxint {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("models", help="list the model registry")
+    p.add_argument("--family", help="only this family (builtin, cifar10, torchvision)")
+    p.add_argument("--json", action="store_true", help="print JSON records")
+
+    p = sub.add_parser("eval", help="FP and expanded top-1 and fidelity on a dataset")
+    p.add_argument("model", nargs="?", help="registry name (default: digits_cnn, or the one in --expanded)")
+    p.add_argument("--expanded", metavar="PREFIX", help="evaluate a saved expansion (PREFIX.safetensors + .json)")
+    _add_config_options(p)
+    _add_run_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("sweep", help="accuracy and error over bits x terms x level x truncation")
+    p.add_argument("model", nargs="?", help="registry name (default: digits_cnn)")
+    g = p.add_argument_group("grid")
+    g.add_argument("--bits", type=_int_list, default=[2, 3, 4], help="weight bits, e.g. 2,3,4 (default 2,3,4)")
+    g.add_argument("--a-bits", type=_int_list, help="activation bits (crossed with --bits; default: same as weights)")
+    g.add_argument("--pairs", type=_pairs, help="explicit W:A bit pairs instead of --bits x --a-bits, e.g. 4:4,2:4")
+    g.add_argument("--terms", type=_int_list, default=[1, 2, 3], help="terms on both sides (default 1,2,3)")
+    g.add_argument("--levels", type=_choice_list(LEVELS), default=None, help="e.g. layer,tensor (default: config's)")
+    g.add_argument("--truncations", type=_choice_list(TRUNCATIONS), default=None,
+                   help="e.g. full,total_order (default: config's)")
+    _add_config_options(p, bits_and_terms=False)
+    _add_run_options(p)
+    p.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv and PREFIX.json (updated after each row)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("expand", help="write an expanded model (safetensors + JSON config)")
+    p.add_argument("model", nargs="?", help="registry name (default: digits_cnn)")
+    p.add_argument("--out", metavar="PREFIX", required=True, help="writes PREFIX.safetensors and PREFIX.json")
+    p.add_argument("--check", action="store_true",
+                   help="load the files back and assert identical logits on --limit images of the data")
+    _add_config_options(p)
+    _add_run_options(p, limit_default=256)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+# ----- helpers ------------------------------------------------------------------------------------
+def _read_config(text: str) -> ExpansionConfig:
+    if not text.lstrip().startswith("{"):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--config {text!r} is neither JSON text nor an existing file")
+        text = path.read_text()
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--config is not valid JSON: {e}") from None
+    if isinstance(d, dict) and "format" in d and isinstance(d.get("config"), dict):
+        d = d["config"]  # an expansion's JSON written by `expand`
+    if not isinstance(d, dict):
+        raise UsageError("--config must be a JSON object with ExpansionConfig fields")
+    return ExpansionConfig.from_dict(d)
+
+
+def config_from_args(args: argparse.Namespace) -> ExpansionConfig:
+    """The ExpansionConfig the options describe: --config (or the defaults), then each given option."""
+    cfg = _read_config(args.config) if args.config else ExpansionConfig()
+    changes = {}
+    if getattr(args, "bits", None) is not None and not isinstance(args.bits, list):
+        changes.update(w_bits=args.bits, a_bits=args.bits)
+    if getattr(args, "terms", None) is not None and not isinstance(args.terms, list):
+        changes.update(w_terms=args.terms, a_terms=args.terms)
+    for name in _CFG_FIELDS:
+        if getattr(args, name, None) is not None and not isinstance(getattr(args, name), list):
+            changes[name] = getattr(args, name)
+    if args.override:
+        changes["overrides"] = {**dict(cfg.overrides), **dict(args.override)}
+    return cfg.replace(**changes)
+
+
+def _config_given(args: argparse.Namespace) -> bool:
+    names = ("config", "bits", "terms", "override") + _CFG_FIELDS
+    return any(getattr(args, n, None) is not None for n in names)
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit} is not allowed; give a number of images >= 1")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size} is not allowed; give a number >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads {args.threads} is not allowed; give a number >= 1")
+        torch.set_num_threads(args.threads)
+
+
+def _progress(args, desc: str, total: int):
+    from tqdm.auto import tqdm
+
+    enabled = not args.quiet and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled, leave=False,
+                dynamic_ncols=True)
+
+
+def _load_model(args, name: str | None):
+    from .zoo import DEFAULT_MODEL, find_shared, load_model
+
+    shared = find_shared(args.shared)
+    if args.shared and shared is None:
+        raise UsageError(f"--shared {args.shared}: no such folder")
+    lm = load_model(name or DEFAULT_MODEL, args.weights, shared_dir=shared, allow_download=args.download)
+    if not lm.trained:
+        print(f"warning: {lm.spec.name} has random weights ({lm.note})", file=sys.stderr)
+    return lm, shared
+
+
+def _load_data(args, spec, shared):
+    from .data import load_data
+    from .zoo import cache_dir
+
+    source = args.data
+    if source is None:
+        if spec.dataset == "digits":
+            source = "digits"
+        elif spec.dataset == "cifar10":
+            folder = shared / "data" / "cifar10-test" if shared else None
+            if folder is None or not folder.is_dir():
+                raise UsageError(f"no CIFAR-10 test images for {spec.name}: pass --data PATH (an ImageFolder of "
+                                 "the CIFAR-10 test set) or --shared DIR / FPXINT_SHARED (a folder with "
+                                 "data/cifar10-test)")
+            source = folder
+        else:
+            raise UsageError(f"{spec.name} needs evaluation images: pass --data PATH (an ImageFolder or zip of "
+                             f"{spec.dataset or 'labeled'} images, one folder per class)")
+    return load_data(source, spec, limit=args.limit, seed=args.seed,
+                     cache_dir=None if args.no_cache else cache_dir(), allow_download=args.download)
+
+
+@torch.no_grad()
+def _logits(args, net, data, desc: str, device) -> tuple[torch.Tensor, float]:
+    from .analysis import logits_of
+
+    t0 = time.perf_counter()
+    with _progress(args, desc, len(data)) as bar:
+        def cb(frac, _text):
+            bar.update(round(frac * len(data)) - bar.n)
+        logits, _ = logits_of(net, (data.images, data.labels), args.batch_size, device, cb)
+    return logits, time.perf_counter() - t0
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor | None, fp_logits: torch.Tensor | None = None) -> dict:
+    """top1 (%), and against FP: agreement (% same top-1), kl (KL(FP || expanded), nats/image),
+    logit_sqnr_db (None when the logits are identical)."""
+    out = {"top1": 100 * (logits.argmax(1) == labels).double().mean().item() if labels is not None else None}
+    if fp_logits is not None:
+        p, q = fp_logits.double(), logits.double()
+        out["agreement"] = 100 * (p.argmax(1) == q.argmax(1)).double().mean().item()
+        out["kl"] = F.kl_div(F.log_softmax(q, 1), F.log_softmax(p, 1), log_target=True, reduction="batchmean").item()
+        noise = (q - p).square().sum().item()
+        out["logit_sqnr_db"] = 10 * math.log10(p.square().sum().item() / noise) if noise > 0 else None
+    return out
+
+
+def _cost(model, cfg: ExpansionConfig, spec) -> dict:
+    from .cost import cost_summary
+
+    if spec.input_size is None:
+        return {}
+    c = cost_summary(model, cfg, spec.input_size)
+    return {k: c[k] for k in ("effective_bits", "weight_mb", "fp_weight_mb", "int_gemms", "bops_vs_fp",
+                              "expanded_layers", "layers")}
+
+
+def _environment(device) -> dict:
+    from .model import device_name
+
+    return {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
+            "fpxint": __version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def expanded_paths(prefix: str | os.PathLike) -> tuple[Path, Path]:
+    """PREFIX(.safetensors|.json) -> (PREFIX.safetensors, PREFIX.json); dots inside PREFIX are kept."""
+    p = str(prefix)
+    for suffix in (".safetensors", ".json"):
+        if p.endswith(suffix):
+            p = p[: -len(suffix)]
+    return Path(p + ".safetensors"), Path(p + ".json")
+
+
+def _fmt(v, nd=2, unit="") -> str:
+    return "n/a" if v is None else f"{v:.{nd}f}{unit}"
+
+
+def _print_result(r: dict) -> None:
+    delta = r["top1"] - r["fp_top1"] if r["top1"] is not None and r["fp_top1"] is not None else None
+    c = r.get("cost", {})
+    lines = [
+        ("model", f"{r['model']} ({r['weights']})"),
+        ("data", r["data"]),
+        ("config", r["label"]),
+        ("FP top-1", _fmt(r["fp_top1"], unit=" %")),
+        ("top-1", _fmt(r["top1"], unit=" %") + (f" ({delta:+.2f} vs FP)" if delta is not None else "")),
+        ("agreement", _fmt(r["agreement"], unit=" % same top-1 as FP")),
+        ("KL(FP||exp)", "n/a" if r["kl"] is None else f"{r['kl']:.3g} nats/image"),
+        ("logit SQNR", _fmt(r["logit_sqnr_db"], 1, " dB")),
+    ]
+    if c:
+        lines.append(("cost", f"{c['effective_bits']:.2f} bits/weight, {c['int_gemms']} integer GEMMs, "
+                              f"BOPs {100 * c['bops_vs_fp']:.2f} % of FP"))
+    lines.append(("time", f"FP {r['fp_seconds']:.1f} s, expanded {r['seconds']:.1f} s on {r['device_name']} "
+                          f"(torch {r['torch']}, {r['threads']} threads)"))
+    for k, v in lines:
+        print(f"{k:<12} {v}")
+
+
+# ----- commands -----------------------------------------------------------------------------------
+def cmd_models(args) -> int:
+    from .zoo import models_table
+
+    t = models_table()
+    if args.family:
+        if args.family not in set(t.family):
+            raise UsageError(f"--family {args.family!r}: choose one of {', '.join(dict.fromkeys(t.family))}")
+        t = t[t.family == args.family]
+    if args.json:
+        print(t.to_json(orient="records", indent=2))
+        return 0
+    cols = ["name", "family", "dataset", "input_size", "num_classes", "params", "published_top1", "checkpoint"]
+    t = t[cols].rename(columns={"input_size": "input", "num_classes": "classes", "published_top1": "ref_top1"})
+    print(t.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .export import load_expanded, read_meta
+    from .model import expand, resolve_device
+
+    _check_run_args(args)
+    saved_meta = None
+    if args.expanded:
+        if _config_given(args):
+            raise UsageError("config options cannot be combined with --expanded: the saved JSON holds the config")
+        st_path, js_path = expanded_paths(args.expanded)
+        if not js_path.is_file():
+            raise UsageError(f"--expanded {args.expanded}: {js_path} not found (write it with `fpxint expand`)")
+        saved_meta = read_meta(js_path)
+        if args.model and saved_meta.get("model") and args.model != saved_meta["model"]:
+            raise UsageError(f"{js_path} is an expansion of {saved_meta['model']}, not {args.model}")
+        cfg = ExpansionConfig.from_dict(saved_meta["config"])
+        name = args.model or saved_meta.get("model")
+    else:
+        cfg, name = config_from_args(args), args.model
+    device = resolve_device(args.device)
+    lm, shared = _load_model(args, name)
+    data = _load_data(args, lm.spec, shared)
+
+    t0 = time.perf_counter()  # expand first: a bad override fails before the FP run
+    if saved_meta is not None:
+        qmodel = load_expanded(lm.model, st_path, saved_meta, device=device)
+    else:
+        qmodel = expand(lm.model, cfg, device=device)
+    expand_seconds = time.perf_counter() - t0
+    fp_logits, fp_seconds = _logits(args, lm.model, data, "FP", device)
+    logits, run_seconds = _logits(args, qmodel, data, cfg.label(), device)
+    seconds = expand_seconds + run_seconds
+
+    fp = scores(fp_logits, data.labels)
+    r = {"model": lm.spec.name, "weights": lm.weights_source, "trained": lm.trained, "config": cfg.to_dict(),
+         "label": cfg.label(), "expanded_from": str(st_path) if saved_meta else None,
+         "data": data.source, "n_images": len(data), "fp_top1": fp["top1"],
+         **scores(logits, data.labels, fp_logits), "seconds": seconds, "fp_seconds": fp_seconds,
+         "cost": _cost(lm.model, cfg, lm.spec), **_environment(device)}
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        _print_result(r)
+    return 0
+
+
+def _sweep_configs(args, base: ExpansionConfig) -> list[ExpansionConfig]:
+    if args.pairs and args.a_bits:
+        raise UsageError("give either --pairs or --bits/--a-bits, not both")
+    pairs = args.pairs or [(b, a) for b in args.bits for a in (args.a_bits or [b])]
+    if not pairs or not args.terms:
+        raise UsageError("the sweep grid is empty: give --bits/--pairs and --terms")
+    configs, seen = [], set()
+    for level in args.levels or [base.level]:
+        for trunc in args.truncations or [base.truncation]:
+            for w, a in pairs:
+                for k in args.terms:
+                    cfg = base.replace(w_bits=w, a_bits=a, level=level, truncation=trunc).with_terms(k)
+                    key = cfg.to_json() if cfg.expands_activations else (w, k, level, "AFP")  # a_bits unused
+                    if key not in seen:
+                        seen.add(key)
+                        configs.append(cfg)
+    return configs
+
+
+def _check_overrides(model, cfg: ExpansionConfig) -> None:
+    from .model import expandable_layers
+
+    names = [n for n, _ in expandable_layers(model)]
+    unknown = [n for n, _ in cfg.overrides if n not in names]
+    if unknown:
+        raise UsageError(f"--override names layers that {type(model).__name__} does not have: {unknown}; "
+                         f"expandable layers: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+
+
+def _write_sweep(prefix: str, doc: dict) -> None:
+    import pandas as pd
+
+    out = Path(prefix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(doc["rows"]).to_csv(f"{out}.csv", index=False, float_format="%.6g")
+    Path(f"{out}.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def cmd_sweep(args) -> int:
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .model import expand, resolve_device
+
+    _check_run_args(args)
+    configs = _sweep_configs(args, config_from_args(args))  # validates every config before any work
+    device = resolve_device(args.device)
+    lm, shared = _load_model(args, args.model)
+    _check_overrides(lm.model, configs[0])
+    data = _load_data(args, lm.spec, shared)
+    fp_logits, fp_seconds = _logits(args, lm.model, data, "FP", device)
+    fp_top1 = scores(fp_logits, data.labels)["top1"]
+    argv = getattr(args, "argv", None)
+    doc = {"model": lm.spec.name, "weights": lm.weights_source, "trained": lm.trained, "data": data.source,
+           "n_images": len(data), "fp_top1": fp_top1, "fp_seconds": fp_seconds,
+           "command": "python -m fpxint " + " ".join(argv) if argv is not None else None,
+           **_environment(device), "rows": []}
+    outer = tqdm(configs, desc="sweep", unit="cfg", file=sys.stderr, dynamic_ncols=True,
+                 disable=args.quiet or not sys.stderr.isatty())
+    for cfg in outer:
+        t0 = time.perf_counter()
+        logits, _ = _logits(args, expand(lm.model, cfg, device=device), data, cfg.label(), device)
+        s = scores(logits, data.labels, fp_logits)
+        c = _cost(lm.model, cfg, lm.spec)
+        doc["rows"].append({
+            "model": lm.spec.name, "w_bits": cfg.w_bits, "a_bits": cfg.a_bits if cfg.expands_activations else None,
+            "terms": cfg.w_terms, "level": cfg.level, "truncation": cfg.truncation, "label": cfg.label(),
+            "n_images": len(data), "fp_top1": fp_top1, "top1": s["top1"],
+            "delta": s["top1"] - fp_top1 if s["top1"] is not None and fp_top1 is not None else None,
+            "agreement": s["agreement"], "kl": s["kl"], "logit_sqnr_db": s["logit_sqnr_db"],
+            "effective_bits": c.get("effective_bits"), "int_gemms": c.get("int_gemms"),
+            "bops_vs_fp": c.get("bops_vs_fp"), "seconds": time.perf_counter() - t0, "config": cfg.to_json()})
+        if args.out:
+            _write_sweep(args.out, doc)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    t = pd.DataFrame(doc["rows"])
+    print(f"{doc['model']} on {doc['data']}: FP top-1 {_fmt(fp_top1, unit=' %')} ({fp_seconds:.1f} s)")
+    cols = ["label", "top1", "delta", "agreement", "kl", "logit_sqnr_db", "effective_bits", "bops_vs_fp", "seconds"]
+    print(t[cols].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"))
+    if args.out:
+        print(f"wrote {args.out}.csv and {args.out}.json")
+    return 0
+
+
+def cmd_expand(args) -> int:
+    from .export import load_expanded, save_expanded
+    from .model import expand, resolve_device
+
+    _check_run_args(args)
+    cfg = config_from_args(args)
+    device = resolve_device(args.device)
+    lm, shared = _load_model(args, args.model)
+    qmodel = expand(lm.model, cfg, device="cpu")
+    blob, text = save_expanded(qmodel, lm.spec.name)
+    st_path, js_path = expanded_paths(args.out)
+    st_path.parent.mkdir(parents=True, exist_ok=True)
+    st_path.write_bytes(blob)
+    js_path.write_text(text + "\n")
+    r = {"model": lm.spec.name, "weights": lm.weights_source, "config": cfg.to_dict(), "label": cfg.label(),
+         "safetensors": str(st_path), "json": str(js_path), "bytes": len(blob),
+         "expanded_layers": len(qmodel.fpxint_layers), "cost": _cost(lm.model, cfg, lm.spec), "check": None}
+    if args.check:
+        data = _load_data(args, lm.spec, shared)
+        q1, _ = _logits(args, qmodel.to(device), data, "in memory", device)
+        loaded = load_expanded(lm.model, st_path, js_path, device=device)
+        q2, _ = _logits(args, loaded, data, "loaded", device)
+        same = torch.equal(q1, q2)
+        r["check"] = {"identical_logits": same, "n_images": len(data), "data": data.source,
+                      "max_abs_diff": (q1 - q2).abs().max().item(), **scores(q2, data.labels)}
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"wrote {st_path} ({len(blob) / 1024:.1f} KiB) and {js_path}: {lm.spec.name} {cfg.label()}, "
+              f"{r['expanded_layers']} layers expanded")
+        if r["check"]:
+            ck = r["check"]
+            verdict = "identical logits" if ck["identical_logits"] else f"MISMATCH (max |diff| {ck['max_abs_diff']:.3g})"
+            print(f"check: reloaded from disk, {verdict} on {ck['n_images']} images, top-1 {_fmt(ck['top1'], unit=' %')}")
+    if args.check and not r["check"]["identical_logits"]:
+        print("error: the reloaded expansion does not reproduce the in-memory model's logits", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "eval": cmd_eval, "sweep": cmd_sweep, "expand": cmd_expand}
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    else:
+        text = str(e).strip() or type(e).__name__
+    return " ".join(text.split())[:500]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit code (0 ok, 1 failure, 2 bad input, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv
+        return COMMANDS[args.command](args)
+    except SystemExit as e:  # --help / --version
+        return e.code if isinstance(e.code, int) else 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except torch.OutOfMemoryError:
+        print("error: out of memory; try a smaller --batch-size or --limit", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:  # UsageError, ModelLoadError and DataError are ValueErrors
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
