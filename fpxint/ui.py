@@ -1,0 +1,561 @@
+"""The app's Streamlit layer, and the only module of fpxint that imports Streamlit.
+
+- `sidebar()`: the shared sidebar (model, data, every field of the expansion) rendered once per
+  run by app.py; it builds ONE `ExpansionConfig` and keeps it in the URL (`st.query_params`).
+- cached loaders (`st.cache_resource`, bounded) for models, images and expanded models;
+  cached computations (`st.cache_data`) keyed by model + `cfg.to_json()` + data description.
+- `run_block()`: Run / Stop buttons, progress, results kept in the session so a failed, invalid
+  or stopped run never wipes what is on screen.
+- small render helpers (`header`, `chart`, `metrics_table`) that keep the pages thin.
+
+Progress bars live inside the cached functions on purpose: Streamlit replays elements created
+inside a cached function on a cache hit, while an element created outside it would break replay.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from . import analysis, config as C, cost
+from .config import ExpansionConfig
+from .data import DataError, ImageData, load_data
+from .model import device_name, expand, expanded_layers, resolve_device
+from .zoo import DEFAULT_MODEL, cache_dir, find_shared, get_spec, list_models, load_model
+
+DEVICES = ("auto", "cpu", "cuda")
+DATA_SOURCES = ("bundled", "random", "upload")
+CFG_KEYS = ("w_bits", "w_terms", "a_bits", "a_terms", "level", "w_granularity", "a_granularity", "scale_rule",
+            "w_grid", "a_grid", "truncation", "first_last", "mode")
+_BASE = ExpansionConfig()
+DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL, "data": "bundled", "n_images": 500, "device": "auto",
+                            **{k: getattr(_BASE, k) for k in CFG_KEYS}}
+INT_RANGES = {"w_bits": (1, C.MAX_BITS), "a_bits": (1, C.MAX_BITS), "w_terms": (1, C.MAX_TERMS),
+              "a_terms": (1, C.MAX_TERMS), "n_images": (1, 50_000)}
+CHOICES = {"level": C.LEVELS, "w_granularity": C.W_GRANULARITIES, "a_granularity": C.A_GRANULARITIES,
+           "scale_rule": C.SCALE_RULES, "w_grid": C.GRIDS, "a_grid": C.GRIDS, "truncation": C.TRUNCATIONS,
+           "first_last": C.FIRST_LAST, "mode": C.MODES, "device": DEVICES, "data": DATA_SOURCES}
+FAMILY = {"builtin": "built-in, digits", "cifar10": "CIFAR-10", "torchvision": "ImageNet, torchvision", "user": "user"}
+_UPLOADS = Path(tempfile.gettempdir()) / "fpxint-uploads"
+
+
+# ----- the context every page reads ------------------------------------------------------------
+@dataclass
+class Context:
+    """What the sidebar resolved this run: the model, the images, the one config, the device."""
+
+    model_name: str
+    mref: tuple | None = None          # (name, uploaded weights path or None, device): the model's cache key
+    loaded: Any = None                 # fpxint.zoo.LoadedModel
+    dref: tuple | None = None          # (name, source, limit): the data description, part of every cache key
+    data: ImageData | None = None
+    cfg: ExpansionConfig | None = None
+    device: str | None = None
+    device_label: str = ""
+    errors: tuple[str, ...] = ()
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded is not None and self.data is not None and self.cfg is not None and self.device is not None
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.loaded is not None and self.loaded.trained)
+
+    @property
+    def labeled(self) -> bool:
+        return self.data is not None and self.data.labels is not None
+
+    @property
+    def cheap(self) -> bool:
+        """The built-in model is tiny: its default views may compute on page load."""
+        return self.loaded is not None and self.loaded.spec.family == "builtin"
+
+    @property
+    def cfg_json(self) -> str | None:
+        return self.cfg.to_json() if self.cfg is not None else None
+
+    @property
+    def accuracy_off(self) -> str | None:
+        """Why accuracy features are off (None when they are on)."""
+        if self.loaded is not None and not self.loaded.trained:
+            return (f"{self.model_name} is untrained (random weights: {self.loaded.note or 'no checkpoint'}); "
+                    "accuracy means nothing here. Error and convergence analysis still work on random probe inputs.")
+        return None
+
+    def describe(self) -> str:
+        parts = [self.model_name + ("" if self.loaded is None else
+                                    f" ({FAMILY.get(self.loaded.spec.family, '')}{'' if self.trained else ', UNTRAINED'})")]
+        if self.data is not None:
+            parts.append(self.data.source)
+        if self.cfg is not None:
+            parts.append(f"{self.cfg.label()}, {self.cfg.mode}")
+        if self.device_label:
+            parts.append(self.device_label)
+        return " · ".join(parts)
+
+
+def context() -> Context:
+    """The context the sidebar built in this run (app.py renders the sidebar before the page)."""
+    return st.session_state.get("_ctx") or Context(DEFAULT_MODEL, errors=("the sidebar has not run yet",))
+
+
+# ----- cached loaders --------------------------------------------------------------------------
+@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
+def _load_model(name: str, weights: str | None, device: str):
+    return load_model(name, weights=weights, shared_dir=find_shared(), device=device)
+
+
+def _random_cap(spec) -> int:
+    return 16 if spec.input_size[1] * spec.input_size[2] > 64 * 64 else 512  # CPU-sized probes for ImageNet models
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading images…")
+def _load_images(name: str, source: str, limit: int) -> ImageData:
+    spec = get_spec(name)
+    if source == "random":
+        n = min(limit, _random_cap(spec))
+        gen = torch.Generator().manual_seed(0)
+        images = torch.randn((n, *spec.input_size), generator=gen)
+        return ImageData(images, None, None, f"random probe inputs: {n} Gaussian images (seed 0), unlabeled", 0)
+    return load_data(source, spec, limit=limit, cache_dir=cache_dir())
+
+
+def model_of(mref: tuple):
+    return _load_model(*mref)
+
+
+def images_of(dref: tuple) -> ImageData:
+    return _load_images(*dref)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Expanding…")
+def expanded_model(mref: tuple, cfg_json: str) -> torch.nn.Module:
+    """The expanded model of a config (shared, read only: never call set_mode on it)."""
+    return expand(model_of(mref).model, ExpansionConfig.from_json(cfg_json), device=mref[2])
+
+
+def _save_upload(upload) -> Path:
+    """Writes an upload to a file named by its sha256 (the loaders take paths; the name is the cache key)."""
+    data = upload.getvalue()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    _UPLOADS.mkdir(parents=True, exist_ok=True)
+    path = _UPLOADS / f"{digest}{Path(upload.name).suffix.lower()}"
+    if not path.exists():
+        path.write_bytes(data)
+    return path
+
+
+# ----- the sidebar -----------------------------------------------------------------------------
+def _read_query_params(names: list[str]) -> list[str]:
+    """Copies valid URL parameters into the widgets' state; returns one line per rejected one."""
+    bad = []
+    choices = {**CHOICES, "model": tuple(names)}
+    for key in DEFAULTS:
+        if key not in st.query_params:
+            continue
+        raw = st.query_params[key]
+        if key in INT_RANGES:
+            lo, hi = INT_RANGES[key]
+            if not raw.isdigit() or not lo <= int(raw) <= hi:
+                bad.append(f"{key}={raw!r} (an integer {lo}..{hi})")
+                continue
+            st.session_state[key] = int(raw)
+        elif raw in choices[key]:
+            st.session_state[key] = raw
+        else:
+            bad.append(f"{key}={raw!r} (one of {', '.join(choices[key])})")
+    return bad
+
+
+def _write_query_params() -> None:
+    """The URL holds every setting that differs from the default, so a link reproduces the view."""
+    want = {k: str(st.session_state[k]) for k in DEFAULTS if st.session_state.get(k) != DEFAULTS[k]}
+    if want != {k: st.query_params[k] for k in st.query_params}:
+        st.query_params.from_dict(want)
+
+
+def _default_source(name: str) -> str:
+    return "random" if get_spec(name).dataset == "imagenet" else "bundled"
+
+
+def _on_model_change() -> None:
+    st.session_state["data"] = _default_source(st.session_state["model"])
+
+
+def _bundled_source(spec) -> tuple[str | None, str]:
+    """(source for load_data or None, why not) of a model's bundled dataset."""
+    if spec.dataset == "digits":
+        return "digits", ""
+    if spec.dataset == "cifar10":
+        shared = find_shared()
+        folder = shared / "data" / "cifar10-test" if shared else None
+        if folder is None or not folder.is_dir():
+            return None, ("CIFAR-10 test images not found: set FPXINT_SHARED to the shared folder (it holds "
+                          "data/cifar10-test), or choose 'random probe inputs' or upload a zip of images")
+        return str(folder), ""
+    return None, (f"no {spec.dataset or 'matching'} images are bundled: upload a zip of class folders "
+                  "(or of unlabeled images), or choose 'random probe inputs'")
+
+
+def _source_label(spec, source: str) -> str:
+    if source == "bundled":
+        return {"digits": "digits test split (bundled)", "cifar10": "CIFAR-10 test images (shared)"}.get(
+            spec.dataset, f"{spec.dataset} images (none bundled)")
+    return {"random": "random probe inputs (unlabeled)", "upload": "upload a zip of images"}[source]
+
+
+def sidebar() -> Context:
+    """Renders the shared sidebar and builds the one ExpansionConfig every page uses."""
+    specs = {s.name: s for s in list_models()}
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    if not st.session_state.get("_qp_read"):  # first load: the URL wins over the defaults
+        st.session_state["_qp_read"] = True
+        st.session_state["_qp_bad"] = _read_query_params(list(specs))
+        if "model" in st.query_params and "data" not in st.query_params:
+            st.session_state["data"] = _default_source(st.session_state["model"])
+    errors: list[str] = []
+    sb = st.sidebar
+    sb.title("FP=xINT explorer")
+    if st.session_state.get("_qp_bad"):
+        sb.warning("Ignored link settings: " + "; ".join(st.session_state["_qp_bad"]))
+
+    sb.subheader("Model")
+    name = sb.selectbox("Model", list(specs), key="model", on_change=_on_model_change,
+                        format_func=lambda n: f"{n} ({FAMILY.get(specs[n].family, specs[n].family)})")
+    spec = specs[name]
+    with sb.expander("Upload weights for this architecture"):
+        up = st.file_uploader(f"Checkpoint for {name} (.safetensors / .pt / .pth)", key="weights_upload",
+                              type=["safetensors", "pt", "pth", "th"],
+                              help="A state_dict of this architecture. Read with weights_only=True: never unpickled as code.")
+
+    sb.subheader("Data")
+    source = sb.selectbox("Images", DATA_SOURCES, key="data", format_func=lambda s: _source_label(spec, s))
+    limit = sb.number_input("Number of images (stratified subset)", *INT_RANGES["n_images"], key="n_images", step=100)
+    zip_up = sb.file_uploader("Zip of images (class folders or flat)", type=["zip"], key="data_upload") \
+        if source == "upload" else None
+
+    sb.subheader("Expansion")
+    c1, c2 = sb.columns(2)
+    c1.number_input("Weight bits", *INT_RANGES["w_bits"], key="w_bits")
+    c2.number_input("Weight terms", *INT_RANGES["w_terms"], key="w_terms")
+    c1.number_input("Activation bits", *INT_RANGES["a_bits"], key="a_bits")
+    c2.number_input("Activation terms", *INT_RANGES["a_terms"], key="a_terms")
+    sb.selectbox("Level", C.LEVELS, key="level", help="tensor: weights only; layer: weights and inputs; "
+                 "model: lockstep sum of basis models (same function as layer)")
+    with sb.expander("Quantizer and policy", expanded=False):
+        st.selectbox("Weight scale granularity", C.W_GRANULARITIES, key="w_granularity")
+        st.selectbox("Activation scale granularity", C.A_GRANULARITIES, key="a_granularity")
+        st.selectbox("Scale rule", C.SCALE_RULES, key="scale_rule")
+        st.selectbox("Weight grid", C.GRIDS, key="w_grid")
+        st.selectbox("Activation grid", C.GRIDS, key="a_grid")
+        st.selectbox("Cross-term truncation", C.TRUNCATIONS, key="truncation")
+        st.selectbox("First / last layer", C.FIRST_LAST, key="first_last")
+    sb.subheader("Execution")
+    c1, c2 = sb.columns(2)
+    c1.selectbox("Device", DEVICES, key="device")
+    c2.selectbox("Mode", C.MODES, key="mode")
+
+    ctx = Context(name)
+    try:
+        dev = resolve_device(st.session_state["device"])
+        ctx.device, ctx.device_label = dev.type, device_name(dev)
+        sb.caption(f"Device in use: **{ctx.device_label}**")
+    except ValueError as e:
+        errors.append(f"Device: {e}")
+    try:
+        ctx.cfg = ExpansionConfig(**{k: st.session_state[k] for k in CFG_KEYS})
+        sb.caption(f"Config: **{ctx.cfg.label()}** · the URL holds it: copy the link to share this view.")
+    except ValueError as e:
+        errors.append(f"Invalid configuration: {e}")
+    if ctx.device is not None:
+        try:
+            weights = str(_save_upload(up)) if up is not None else None
+            ctx.mref = (name, weights, ctx.device)
+            ctx.loaded = model_of(ctx.mref)
+            if not ctx.loaded.trained:
+                sb.warning(f"Untrained: {name} has random weights ({ctx.loaded.note}). Accuracy features are off.")
+        except Exception as e:  # noqa: BLE001 - ModelLoadError explains itself; anything else still must not crash
+            errors.append(f"Model {name} is unavailable: {_first_line(e)}")
+    try:
+        if source == "bundled":
+            where, why = _bundled_source(spec)
+            if where is None:
+                raise DataError(why)
+        elif source == "upload":
+            if zip_up is None:
+                raise DataError("no zip uploaded yet: upload a zip of images in the sidebar, or choose another source")
+            where = str(_save_upload(zip_up))
+        else:
+            where = "random"
+        ctx.dref = (name, where, int(limit))
+        ctx.data = images_of(ctx.dref)
+        sb.caption(ctx.data.source)
+    except Exception as e:  # noqa: BLE001 - DataError explains itself
+        errors.append(f"Data unavailable: {_first_line(e)}")
+    ctx.errors = tuple(errors)
+    _write_query_params()
+    st.session_state["_ctx"] = ctx
+    return ctx
+
+
+# ----- page helpers ----------------------------------------------------------------------------
+def header(title: str, intro: str = "") -> Context:
+    """Page title, what is loaded, and every sidebar error (the page keeps its previous results)."""
+    ctx = context()
+    st.title(title)
+    if intro:
+        st.markdown(intro)
+    st.caption(ctx.describe())
+    for err in ctx.errors:
+        st.error(err)
+    return ctx
+
+
+def chart(fig, name: str) -> None:
+    """Renders a figure with Streamlit's theme and remembers it for the HTML report."""
+    st.plotly_chart(fig, theme="streamlit", key=f"chart_{name}")
+    st.session_state.setdefault("_figures", {})[name] = fig
+
+
+def run_block(name: str, ctx: Context, compute: Callable[[], Any], extra: str = "", *, auto: bool = False,
+              label: str = "Run") -> Any:
+    """Run / Stop buttons, then the newest successful result of this block (None before the first).
+
+    `compute` is a call into a cached function; the result is kept in the session with its key
+    (model + config + data + `extra`). Going back to a configuration already computed costs nothing
+    and needs no click. An invalid configuration, an error or a Stop keeps the previous result.
+    """
+    key = f"{ctx.mref}|{ctx.cfg_json}|{ctx.dref}|{extra}" if ctx.ready else None
+    slot, done = f"_result_{name}", st.session_state.setdefault("_done", set())
+    row = st.container(horizontal=True, vertical_alignment="center")
+    clicked = row.button(label, type="primary", key=f"run_{name}", disabled=key is None)
+    stopped = row.button("Stop", key=f"stop_{name}", help="Interrupts a running computation; results on screen stay.")
+    c3 = row.empty()
+    if stopped:
+        st.info("Stopped. The results below are from the last completed run.")
+    elif key is not None and (clicked or key in done or (auto and slot not in st.session_state)):
+        try:
+            t0 = time.perf_counter()
+            result = compute()
+            st.session_state[slot] = (key, ctx.describe(), result, time.perf_counter() - t0)
+            done.add(key)
+        except Exception as e:  # noqa: BLE001 - any engine failure becomes a message, never a traceback
+            st.error(f"{label} failed: {_first_line(e)}. The results below (if any) are from the last successful run.")
+    stored = st.session_state.get(slot)
+    if stored is None:
+        c3.caption("Press Run to compute with the sidebar's configuration.")
+        return None
+    if stored[0] != key:
+        st.warning(f"Showing earlier results ({stored[1]}). Press **{label}** for the current settings.")
+    else:
+        c3.caption(f"Shown: the current settings (computed or cached; last call {stored[3]:.2f} s).")
+    return stored[2]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
+
+
+class _Progress:
+    """A progress bar created inside a cached function (so cache hits replay it without errors).
+
+    `part(i, n)` returns a callback for stage i of n: the engine's f(fraction, text) mapped into
+    that stage's slice of the bar. Each update is also where Streamlit can stop the run.
+    """
+
+    def __init__(self, what: str):
+        self.slot, self.what, self.last = st.empty(), what, -1.0
+
+    def __call__(self, fraction: float, text: str = "") -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        if fraction - self.last >= 0.02 or fraction >= 1.0:  # fewer messages to replay
+            self.last = fraction
+            self.slot.progress(fraction, text=f"{self.what}: {text}" if text else self.what)
+
+    def part(self, i: int, n: int, text: str = "") -> Callable[[float, str], None]:
+        return lambda f, t="": self((i + f) / n, f"{text} {t}".strip())
+
+    def done(self) -> None:
+        self.slot.empty()
+
+
+# ----- cached computations (keys: model ref + config JSON + data ref + options) ------------------
+def _batch(spec) -> int:
+    return max(8, min(256, 2**22 // (spec.input_size[0] * spec.input_size[1] * spec.input_size[2])))
+
+
+def _probe(spec, data: ImageData) -> torch.Tensor:
+    """The probe batch for output-space errors: a few images, fewer for big inputs."""
+    pixels = spec.input_size[0] * spec.input_size[1] * spec.input_size[2]
+    return data.images[: max(4, min(64, 2**18 // pixels))]
+
+
+def _xy(data: ImageData) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return data.images, data.labels
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def expansion_metrics(mref: tuple, cfg_json: str, dref: tuple) -> dict:
+    """FP and expanded top-1 / fidelity, timing and cost of one configuration."""
+    lm, data, cfg = model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json)
+    bar, bs = _Progress(f"Evaluating {cfg.label()}"), _batch(lm.spec)
+    t0 = time.perf_counter()
+    fp_logits, labels = analysis.logits_of(lm.model, _xy(data), bs, mref[2], bar.part(0, 2, "FP model"))
+    fp_seconds = time.perf_counter() - t0
+    res = analysis.evaluate(lm.model, cfg, _xy(data), fp_logits, bs, mref[2], bar.part(1, 2, "expanded"))
+    bar.done()
+    fp_top1 = 100 * (fp_logits.argmax(1) == labels).float().mean().item() if labels is not None else None
+    return {**res, "fp_top1": fp_top1, "fp_seconds": fp_seconds, "labeled": labels is not None,
+            "trained": lm.trained, "label": cfg.label(), "cost": cost.cost_summary(lm.model, cfg, lm.spec.input_size)}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def residuals(mref: tuple, cfg_json: str, dref: tuple, space: str) -> pd.DataFrame:
+    """Per layer x term errors: weight space (weight_residuals) or output space on the probe batch."""
+    lm, cfg = model_of(mref), ExpansionConfig.from_json(cfg_json)
+    if space == "weight":
+        return analysis.weight_residuals(lm.model, cfg)
+    probe, bar, n = _probe(lm.spec, images_of(dref)), _Progress("Layer outputs"), max(cfg.w_terms, cfg.a_terms)
+    frames = []
+    for k in range(1, n + 1):
+        bar(k / (n + 1), f"{k} of {n} terms")
+        frames.append(analysis.layer_output_errors(lm.model, cfg, probe, terms=[k], device=mref[2]))
+    bar.done()
+    return pd.concat(frames, ignore_index=True)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def convergence(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int) -> tuple:
+    """(weight residuals, model output errors) for each bit width, 1..max_terms terms."""
+    lm, cfg = model_of(mref), ExpansionConfig.from_json(cfg_json)
+    probe, bar = _probe(lm.spec, images_of(dref)), _Progress("Convergence")
+    wdf, odf = [], []
+    for i, b in enumerate(bits):
+        cb = cfg.replace(w_bits=b, a_bits=b)
+        w = analysis.weight_residuals(lm.model, cb, terms=max_terms)
+        w["bits"] = b  # the sweep's bit width (first/last layers may use 8 bits under that policy)
+        wdf.append(w)
+        for k in range(1, max_terms + 1):
+            bar.part(i, len(bits), f"{b}-bit")(k / (max_terms + 1), f"{k} terms")
+            odf.append(analysis.model_output_error(lm.model, cb, probe, terms=[k], device=mref[2]).assign(bits=b))
+    bar.done()
+    return pd.concat(wdf, ignore_index=True), pd.concat(odf, ignore_index=True)
+
+
+def _with_cost(df: pd.DataFrame, model, input_size) -> pd.DataFrame:
+    costs = [cost.cost_summary(model, ExpansionConfig.from_json(c), input_size) for c in df["config"]]
+    return df.assign(bits_per_weight=[c["effective_bits"] for c in costs], bops=[c["bops"] for c in costs])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def accuracy(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int) -> dict:
+    """Top-1 (or agreement) over bits x terms with cost columns, and the equal-budget comparison."""
+    lm, data, cfg = model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json)
+    bar, bs = _Progress("Accuracy grid"), _batch(lm.spec)
+    pairs = [(b, n) for b in bits for n in range(2, max_terms + 1) if n * b <= C.MAX_BITS]
+    single = sorted({n * b for b, n in pairs})
+    grid = analysis.accuracy_grid(lm.model, _xy(data), cfg, bits, tuple(range(1, max_terms + 1)), batch_size=bs,
+                                  device=mref[2], progress=bar.part(0, 2 if single else 1, "grid"))
+    grid = _with_cost(grid, lm.model, lm.spec.input_size)
+    budget = pd.DataFrame()
+    if single:
+        one = analysis.accuracy_grid(lm.model, _xy(data), cfg, tuple(single), (1,), batch_size=bs, device=mref[2],
+                                     progress=bar.part(1, 2, "equal budget"))
+        rows = []
+        for b, n in pairs:
+            s = grid[(grid.w_bits == b) & (grid.terms == n)].iloc[0]
+            o = one[one.w_bits == n * b].iloc[0]
+            for kind, r, lab, wb in (("series", s, f"W{b}x{n}", b), ("single term", o, f"W{n * b}x1", n * b)):
+                rows.append({"budget": f"{n * b} bits", "label": lab, "kind": kind, "w_bits": wb,
+                             "top1": r["top1"], "agreement": r["agreement"], "kl": r["kl"]})
+        budget = pd.DataFrame(rows)
+    bar.done()
+    return {"grid": grid, "budget": budget, "fp_top1": grid["fp_top1"].iloc[0], "labeled": data.labels is not None}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def basis_demo(mref: tuple, cfg_json: str, dref: tuple, seed: int) -> dict:
+    """Sums the basis models in a shuffled order (AbelianAdd) and, wrongly, as separate networks."""
+    from .basis import abelian_add, basis_models
+
+    q, probe = expanded_model(mref, cfg_json), _probe(model_of(mref).spec, images_of(dref))[:32].to(mref[2])
+    bar = _Progress("Basis models")
+    bases = basis_models(q)
+    order = sorted(bases)
+    if seed:
+        random.Random(seed).shuffle(order)
+    with torch.no_grad():
+        y = q(probe)
+        bar(0.3, "AbelianAdd in the chosen order")
+        y_add = abelian_add(*[bases[k] for k in order])(probe)
+        bar(0.6, "AbelianAdd in reverse order")
+        y_rev = abelian_add(*[bases[k] for k in reversed(order)])(probe)
+        bar(0.8, "separate networks")
+        y_sep = sum(bases[k](probe) for k in order)
+    bar.done()
+    diff = lambda a: float((a.double() - y.double()).abs().max())  # noqa: E731
+    rows = pd.DataFrame({"method": ["AbelianAdd, chosen order", "AbelianAdd, reverse order",
+                                    "sum of separately run outputs"],
+                         "max_abs_diff": [diff(y_add), diff(y_rev), diff(y_sep)]})
+    return {"order": order, "rows": rows, "n_models": len(bases), "scale": float(y.abs().max())}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def compare(mref: tuple, cfg_a: str, cfg_b: str, dref: tuple) -> dict:
+    """Metrics, output-error curves and per-layer weight errors of two configurations."""
+    lm = model_of(mref)
+    probe = _probe(lm.spec, images_of(dref))
+    out = {}
+    for tag, cj in (("A", cfg_a), ("B", cfg_b)):
+        cfg = ExpansionConfig.from_json(cj)
+        terms = list(range(1, max(3, cfg.w_terms, cfg.a_terms) + 1))
+        out[tag] = {"metrics": expansion_metrics(mref, cj, dref), "label": cfg.label(),
+                    "curve": analysis.model_output_error(lm.model, cfg, probe, terms=terms, device=mref[2]),
+                    "weights": analysis.weight_residuals(lm.model, cfg)}
+    return out
+
+
+@st.cache_data(max_entries=4, show_spinner="Serializing the expanded model…")
+def export_bytes(mref: tuple, cfg_json: str) -> tuple[bytes, str]:
+    from .export import save_expanded
+
+    return save_expanded(expanded_model(mref, cfg_json), mref[0])
+
+
+def layer_terms(mref: tuple, cfg_json: str, layer: str) -> dict:
+    """The integer terms Q_k (signed), scales s_k and bits of one layer of the expanded model."""
+    layers = dict(expanded_layers(expanded_model(mref, cfg_json)))
+    m = layers[layer]
+    return {"q": [m.w_centered(i).cpu().numpy() for i in range(m.w_terms)],
+            "scales": [m.w_scale[i].float().cpu().numpy() for i in range(m.w_terms)],
+            "bits": m.w_bits, "shape": tuple(m.w_q.shape[1:])}
+
+
+def expanded_layer_names(mref: tuple, cfg_json: str) -> list[str]:
+    return [n for n, _ in expanded_layers(expanded_model(mref, cfg_json))]
+
+
+def metrics_table(results: dict[str, dict]) -> pd.DataFrame:
+    """One row per metric, one column per configuration label (results of expansion_metrics)."""
+    rows = {}
+    for name, r in results.items():
+        c = r["cost"]
+        rows[name] = {
+            "FP top-1 (%)": r["fp_top1"], "expanded top-1 (%)": r["top1"],
+            "agreement with FP (%)": r.get("agreement"), "KL(FP‖expanded)": r.get("kl"),
+            "effective bits / weight": c["effective_bits"], "integer GEMMs / forward": c["int_gemms"],
+            "weight memory (MB)": c["weight_mb"], "memory vs FP (%)": 100 * c["memory_vs_fp"],
+            "BOPs / image": c["bops"], "BOPs vs FP (%)": 100 * c["bops_vs_fp"],
+            "images": r["n_images"], "time (s)": r["seconds"]}
+    return pd.DataFrame(rows)
