@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 # Okabe-Ito-style colour-blind-safe hues, readable on white and on Streamlit's dark background.
@@ -41,8 +42,21 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, 
                       legend={"title": {"text": ""}}, margin={"t": 60, "r": 20, "b": 50, "l": 60})
     fig.update_xaxes(title_text=x)
     fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
-    if log_y:
-        fig.update_yaxes(dtick="D2", exponentformat="power")  # label 1, 2, 5 of each decade only
+    return fig
+
+
+def _tidy_log_axes(fig: go.Figure) -> go.Figure:
+    """Log axes label every decade when the data span several, else 1-2-5 within a decade."""
+    for axis, attr in (("yaxis", "y"), ("xaxis", "x")):
+        layout_axis = fig.layout[axis]
+        if layout_axis.type != "log":
+            continue
+        values = np.concatenate([np.asarray(getattr(t, attr), dtype=float).ravel() for t in fig.data
+                                 if t.type in ("scatter", "bar") and getattr(t, attr) is not None
+                                 and len(getattr(t, attr))] or [np.ones(1)])
+        values = values[np.isfinite(values) & (values > 0)]
+        span = np.log10(values.max() / values.min()) if len(values) else 0.0
+        layout_axis.update(exponentformat="power", dtick=max(1, int(span // 6)) if span >= 2 else "D2")
     return fig
 
 
@@ -98,7 +112,7 @@ def residual_heatmap(df: pd.DataFrame, metric: str = "rel_l2", space: str = "wei
             "number of terms", "layer", height=max(320, 26 * len(order) + 140))
     fig.update_xaxes(tickmode="array", tickvals=terms, type="category")
     fig.update_yaxes(autorange="reversed", type="category")
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def residual_bars(df: pd.DataFrame, metric: str = "rel_l2", space: str = "weight", highlight: Sequence[str] = ()) -> go.Figure:
@@ -107,20 +121,20 @@ def residual_bars(df: pd.DataFrame, metric: str = "rel_l2", space: str = "weight
     label, log = _metric_label(metric, space)
     order = df.drop_duplicates("layer").sort_values("index")["layer"].tolist()
     terms = sorted(df[term_col].unique())
+    ramp = sample_colorscale("Blues", list(np.linspace(0.4, 0.95, len(terms))))  # later terms: darker
     fig = go.Figure()
     for k, t in enumerate(terms):
         part = df[df[term_col] == t].set_index("layer").reindex(order)
         y = _positive(part[metric]) if log else part[metric]
-        shade = 0.35 + 0.65 * (k + 1) / len(terms)  # later terms: darker bars
         fig.add_bar(x=order, y=y, name=f"{t} term{'s' if t > 1 else ''}",
-                    marker={"color": f"rgba(0,114,178,{shade:.2f})",
+                    marker={"color": ramp[k],
                             "line": {"color": ["#D55E00" if n in highlight else "rgba(0,0,0,0)" for n in order],
                                      "width": 3}},
                     hovertemplate=f"%{{x}}<br>{t} terms: %{{y:.3g}}<extra></extra>")
     space_name = "weight" if space == "weight" else "output"
     _layout(fig, f"Per-layer {space_name} error by number of terms (worst layers outlined)", "layer", label, log_y=log)
     fig.update_layout(barmode="group")
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def layer_detail(df: pd.DataFrame, layer: str, metric: str = "rel_l2", space: str = "weight") -> go.Figure:
@@ -134,15 +148,16 @@ def layer_detail(df: pd.DataFrame, layer: str, metric: str = "rel_l2", space: st
                     name=f"measured {metric}", line={"color": color},
                     hovertemplate="terms %{x}<br>%{y:.3g}<extra></extra>")
     if space == "weight" and "bound" in part:
+        fig.add_scatter(x=part[term_col], y=_positive(part["bound"]), mode="lines", name="proven bound on max |R|",
+                        line={"color": FP_COLOR, "dash": "dash", "width": 5}, opacity=0.5,
+                        hovertemplate="terms %{x}<br>bound %{y:.3g}<extra></extra>")
         fig.add_scatter(x=part[term_col], y=_positive(part["max_abs"]), mode="lines+markers", name="measured max |R|",
                         line={"color": color, "dash": "dot"}, hovertemplate="terms %{x}<br>max|R| %{y:.3g}<extra></extra>")
-        fig.add_scatter(x=part[term_col], y=_positive(part["bound"]), mode="lines", name="proven bound on max |R|",
-                        line={"color": FP_COLOR, "dash": "dash"}, hovertemplate="terms %{x}<br>bound %{y:.3g}<extra></extra>")
         log = True
         label = f"{label} / max |R| (weight units)" if metric != "sqnr_db" else label
     _layout(fig, f"Layer {layer}: error vs number of terms", "number of terms", label, log_y=log and metric != "sqnr_db")
     fig.update_xaxes(dtick=1)
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def weight_convergence(df: pd.DataFrame, layer: str | None = None) -> go.Figure:
@@ -161,13 +176,13 @@ def weight_convergence(df: pd.DataFrame, layer: str | None = None) -> go.Figure:
                         line={"color": color}, legendgroup=str(bits),
                         hovertemplate=f"{bits}-bit, %{{x}} terms<br>max |R| %{{y:.3g}}<extra></extra>")
         fig.add_scatter(x=agg["term"], y=_positive(agg["bound"]), mode="lines", name=f"{bits}-bit bound",
-                        line={"color": color, "dash": "dash"}, legendgroup=str(bits),
+                        line={"color": color, "dash": "dash", "width": 4}, opacity=0.6, legendgroup=str(bits),
                         hovertemplate=f"{bits}-bit, %{{x}} terms<br>bound %{{y:.3g}}<extra></extra>")
     where = f"layer {layer}" if layer else "worst layer"
     _layout(fig, f"Weight residual vs number of terms ({where}); dashed: proven bound",
             "number of terms", "max |residual| (weight units, log)", log_y=True)
     fig.update_xaxes(dtick=1)
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def output_convergence(df: pd.DataFrame, metric: str = "rel_l2") -> go.Figure:
@@ -182,7 +197,7 @@ def output_convergence(df: pd.DataFrame, metric: str = "rel_l2") -> go.Figure:
     _layout(fig, "Model output vs FP, by number of terms", "number of terms", label.replace("ΔY‖/‖Y", "Δlogits‖/‖logits"),
             log_y=log)
     fig.update_xaxes(dtick=1)
-    return fig
+    return _tidy_log_axes(fig)
 
 
 X_AXES = {"terms": "number of terms", "bits_per_weight": "effective bits per weight (incl. scales)",
@@ -220,27 +235,28 @@ def accuracy_recovery(df: pd.DataFrame, fp_value: float | None, x: str = "terms"
         fig.update_xaxes(type="log")
     elif x == "terms":
         fig.update_xaxes(dtick=1)
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def equal_budget(df: pd.DataFrame, fp_value: float | None, y: str = "top1") -> go.Figure:
     """n terms of b bits against one term of n*b bits (same weight storage), grouped per budget.
 
-    `df` columns: budget (e.g. "8 bits"), label ("W4x2", "W8x1"), kind ("series" / "single term"),
-    w_bits, top1 / agreement.
+    `df` columns: pair (x category, e.g. "W4x2 vs W8x1"), label ("W4x2", "W8x1"), kind ("series" /
+    "single term"), w_bits, top1 / agreement.
     """
     ylabel = "top-1 accuracy (%)" if y == "top1" else "top-1 agreement with FP (%)"
     fig = go.Figure()
     for kind, pattern in (("series", ""), ("single term", "/")):
         part = df[df["kind"] == kind]
-        fig.add_bar(x=part["budget"], y=part[y], name=f"{kind}", text=part["label"], textposition="outside",
+        fig.add_bar(x=part["pair"], y=part[y], name=f"{kind}", text=part["label"], textposition="outside",
                     marker={"color": [bit_color(b) for b in part["w_bits"]], "pattern": {"shape": pattern}},
                     hovertemplate="%{text}<br>" + ylabel + ": %{y:.2f}<extra></extra>")
     if fp_value is not None:
         fig.add_hline(y=fp_value, line={"color": FP_COLOR, "dash": "dash"}, annotation_text=f"FP {fp_value:.2f} %")
-    _layout(fig, "Equal budget: n terms of b bits vs one term of n·b bits", "bits per weight (budget)", ylabel)
+    _layout(fig, "Equal budget: n terms of b bits vs one term of n·b bits", "same weight storage (n·b bits per weight)",
+            ylabel)
     fig.update_layout(barmode="group")
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def term_histograms(terms: Sequence[np.ndarray], bits: int) -> go.Figure:
@@ -254,7 +270,7 @@ def term_histograms(terms: Sequence[np.ndarray], bits: int) -> go.Figure:
         fig.update_xaxes(title_text="integer value", row=1, col=k + 1)
     _layout(fig, f"Integer values of each {bits}-bit weight term", "integer value", "", height=320)
     fig.update_yaxes(title_text="count (weights)", row=1, col=1)
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def term_heatmaps(terms: Sequence[np.ndarray], bits: int) -> go.Figure:
@@ -271,7 +287,7 @@ def term_heatmaps(terms: Sequence[np.ndarray], bits: int) -> go.Figure:
     _layout(fig, "Weight terms as integer maps", "input x kernel position", "", height=380)
     fig.update_yaxes(title_text="output channel", row=1, col=1)
     fig.update_yaxes(autorange="reversed")
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def term_scales(scales: Sequence[np.ndarray], bits: int) -> go.Figure:
@@ -285,7 +301,7 @@ def term_scales(scales: Sequence[np.ndarray], bits: int) -> go.Figure:
                         hovertemplate=f"s{k + 1}, channel %{{x}}: %{{y:.3g}}<extra></extra>")
     _layout(fig, "Scale of each term (each term's scale shrinks by about 2^b)", "output channel",
             "scale (weight units per integer step, log)", log_y=True, height=340)
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def difference_bars(rows: pd.DataFrame) -> go.Figure:
@@ -301,7 +317,7 @@ def difference_bars(rows: pd.DataFrame) -> go.Figure:
                            hovertemplate="%{x}<br>max |Δ| = %{text}<extra></extra>"))
     _layout(fig, "Max |output difference| to the expanded model", "how the basis models are combined",
             "max |Δ logits| (log)", log_y=True, height=360)
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def compare_output_curves(curves: dict[str, pd.DataFrame], metric: str = "rel_l2") -> go.Figure:
@@ -315,7 +331,7 @@ def compare_output_curves(curves: dict[str, pd.DataFrame], metric: str = "rel_l2
                         hovertemplate=f"{name}<br>%{{x}} terms: %{{y:.3g}}<extra></extra>")
     _layout(fig, "Model output error vs number of terms", "number of terms", label, log_y=log)
     fig.update_xaxes(dtick=1)
-    return fig
+    return _tidy_log_axes(fig)
 
 
 def compare_layer_bars(frames: dict[str, pd.DataFrame], metric: str = "rel_l2") -> go.Figure:
@@ -328,4 +344,4 @@ def compare_layer_bars(frames: dict[str, pd.DataFrame], metric: str = "rel_l2") 
                     marker={"color": COMPARE_COLORS[k % 2]}, hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>")
     _layout(fig, "Per-layer weight error (all terms of each configuration)", "layer", label, log_y=log)
     fig.update_layout(barmode="group")
-    return fig
+    return _tidy_log_axes(fig)

@@ -277,6 +277,7 @@ def sidebar() -> Context:
         sb.caption(f"Config: **{ctx.cfg.label()}** · the URL holds it: copy the link to share this view.")
     except ValueError as e:
         errors.append(f"Invalid configuration: {e}")
+        sb.error("Invalid configuration: see the message on the page.")
     if ctx.device is not None:
         try:
             weights = str(_save_upload(up)) if up is not None else None
@@ -477,7 +478,7 @@ def accuracy(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max
             s = grid[(grid.w_bits == b) & (grid.terms == n)].iloc[0]
             o = one[one.w_bits == n * b].iloc[0]
             for kind, r, lab, wb in (("series", s, f"W{b}x{n}", b), ("single term", o, f"W{n * b}x1", n * b)):
-                rows.append({"budget": f"{n * b} bits", "label": lab, "kind": kind, "w_bits": wb,
+                rows.append({"pair": f"W{b}x{n} vs W{n * b}x1", "budget": n * b, "label": lab, "kind": kind, "w_bits": wb,
                              "top1": r["top1"], "agreement": r["agreement"], "kl": r["kl"]})
         budget = pd.DataFrame(rows)
     bar.done()
@@ -544,6 +545,12 @@ def layer_terms(mref: tuple, cfg_json: str, layer: str) -> dict:
 
 def expanded_layer_names(mref: tuple, cfg_json: str) -> list[str]:
     return [n for n, _ in expanded_layers(expanded_model(mref, cfg_json))]
+
+
+def table(df: pd.DataFrame, **kw) -> None:
+    """A dataframe tall enough to show every row (tables here are short)."""
+    styled = df.style.format(lambda v: f"{v:.4g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else v)
+    st.dataframe(styled, height=35 * (len(df) + 1) + 3, width="stretch", **kw)
 
 
 def metrics_table(results: dict[str, dict]) -> pd.DataFrame:

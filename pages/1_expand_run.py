@@ -12,7 +12,9 @@ if r is not None:
     cols = st.columns(4)
     if r["labeled"] and r["trained"]:
         cols[0].metric("FP top-1", f"{r['fp_top1']:.2f} %", help="The full-precision model on the same images.")
-        cols[1].metric(f"Expanded top-1 ({r['label']})", f"{r['top1']:.2f} %", delta=f"{r['top1'] - r['fp_top1']:+.2f} pt")
+        delta = r["top1"] - r["fp_top1"]
+        cols[1].metric(f"Expanded top-1 ({r['label']})", f"{r['top1']:.2f} %", delta=f"{delta:+.2f} pt vs FP",
+                       delta_color="normal" if abs(delta) >= 0.005 else "off")
     else:
         why = "untrained model" if not r["trained"] else "unlabeled images"
         cols[0].metric("Agreement with FP (top-1)", f"{r['agreement']:.2f} %", help=f"Fidelity, not accuracy: {why}.")
@@ -35,4 +37,4 @@ if r is not None:
     st.caption(f"Equal-budget reference: one term of {c['equal_budget_w_bits']} weight bits stores the same; "
                f"{c['expanded_layers']} of {c['layers']} layers expanded, {c['params']:,} weights.")
     with st.expander("All metrics"):
-        st.dataframe(ui.metrics_table({r["label"]: r}), width="stretch")
+        ui.table(ui.metrics_table({r["label"]: r}))

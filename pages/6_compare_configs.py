@@ -31,7 +31,7 @@ if res is not None:
     names = {f"A: {a['label']}": a["metrics"], f"B: {b['label']}": b["metrics"]}
     table = ui.metrics_table(names)
     table["B - A"] = table.iloc[:, 1] - table.iloc[:, 0]
-    st.dataframe(table, width="stretch")
+    ui.table(table)
     ui.chart(plots.compare_output_curves({f"A: {a['label']}": a["curve"], f"B: {b['label']}": b["curve"]}),
              "compare_output")
     ui.chart(plots.compare_layer_bars({f"A: {a['label']}": a["weights"], f"B: {b['label']}": b["weights"]}),

@@ -22,7 +22,7 @@ if res is not None:
     c3.download_button("Metrics (.csv)", table.to_csv().encode(), file_name=f"{stem}_metrics.csv", mime="text/csv",
                        key="dl_metrics", width="stretch")
     st.caption(f"Model file: {len(blob) / 2**20:.2f} MB.")
-    st.dataframe(table, width="stretch")
+    ui.table(table)
 
 st.subheader("HTML report")
 figures = st.session_state.get("_figures", {})

@@ -180,7 +180,7 @@ def test_accuracy_recovery_grid_equal_budget_and_x_axes():
     names = [t.name for t in rec.data]
     assert "2-bit terms" in names and "4-bit one term (RTN)" in names and "FP model" in names
     assert {t.name for t in budget.data} == {"series", "single term"}
-    assert sorted(set(budget.data[0].x)) == ["4 bits", "8 bits"]  # W2x2 vs W4x1, W4x2 vs W8x1
+    assert list(budget.data[0].x) == ["W2x2 vs W4x1", "W4x2 vs W8x1"]
     grid = at.dataframe[0].value
     assert len(grid) == 4 and (grid["top1"] <= 100).all()
     at.segmented_control(key="acc_x").set_value("bops").run()

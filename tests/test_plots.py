@@ -81,7 +81,7 @@ def test_output_space_frames_use_terms_column():
 def test_layer_detail_draws_bound_in_weight_space():
     fig = plots.layer_detail(_weight_df(), "conv2", "rel_l2", "weight")
     _check_labelled(fig)
-    assert [t.name for t in fig.data][-1].startswith("proven bound") and fig.layout.yaxis.type == "log"
+    assert any(t.name.startswith("proven bound") for t in fig.data) and fig.layout.yaxis.type == "log"
 
 
 def test_weight_convergence_one_measured_and_one_bound_per_bit_width():
@@ -117,11 +117,14 @@ def test_accuracy_recovery_fidelity_without_fp_line():
 
 
 def test_equal_budget():
-    df = pd.DataFrame([dict(budget="8 bits", label="W4x2", kind="series", w_bits=4, top1=89.0),
-                       dict(budget="8 bits", label="W8x1", kind="single term", w_bits=8, top1=89.5)])
+    df = pd.DataFrame([dict(pair="W4x2 vs W8x1", label="W4x2", kind="series", w_bits=4, top1=89.0),
+                       dict(pair="W4x2 vs W8x1", label="W8x1", kind="single term", w_bits=8, top1=89.5),
+                       dict(pair="W2x4 vs W8x1", label="W2x4", kind="series", w_bits=2, top1=80.0),
+                       dict(pair="W2x4 vs W8x1", label="W8x1", kind="single term", w_bits=8, top1=89.5)])
     fig = plots.equal_budget(df, 90.0)
     _check_labelled(fig)
     assert len(fig.data) == 2 and fig.layout.barmode == "group"
+    assert list(fig.data[0].x) == ["W4x2 vs W8x1", "W2x4 vs W8x1"]  # one category per pair: bars never stack
 
 
 def test_basis_term_figures():
@@ -139,6 +142,14 @@ def test_difference_bars_marks_exact_zero():
     fig = plots.difference_bars(pd.DataFrame({"method": ["a", "b"], "max_abs_diff": [0.0, 3.2]}))
     _check_labelled(fig)
     assert fig.data[0].text[0] == "0 (exact)" and fig.layout.yaxis.type == "log"
+    assert fig.layout.yaxis.dtick == 3  # 18 decades: a label every third one
+
+
+def test_log_ticks_follow_the_data_span():
+    narrow = plots.residual_bars(_weight_df(terms=1))  # one term: errors within a decade
+    assert narrow.layout.yaxis.dtick == "D2"
+    wide = plots.output_convergence(_output_df(bits=(8,), terms=4))  # 0.3 .. 1e-8
+    assert wide.layout.yaxis.dtick == 1 and wide.layout.yaxis.exponentformat == "power"
 
 
 def test_compare_figures():
