@@ -252,10 +252,12 @@ def equal_budget(df: pd.DataFrame, fp_value: float | None, y: str = "top1") -> g
                     marker={"color": [bit_color(b) for b in part["w_bits"]], "pattern": {"shape": pattern}},
                     hovertemplate="%{text}<br>" + ylabel + ": %{y:.2f}<extra></extra>")
     if fp_value is not None:
-        fig.add_hline(y=fp_value, line={"color": FP_COLOR, "dash": "dash"}, annotation_text=f"FP {fp_value:.2f} %")
+        fig.add_hline(y=fp_value, line={"color": FP_COLOR, "dash": "dash"}, annotation_text=f"FP {fp_value:.2f} %",
+                      annotation_position="top left")
     _layout(fig, "Equal budget: n terms of b bits vs one term of n·b bits", "same weight storage (n·b bits per weight)",
             ylabel)
     fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1.12 * max(df[y].max(), fp_value or 0)])  # room for the labels above the bars
     return _tidy_log_axes(fig)
 
 
