@@ -1,0 +1,171 @@
+"""Beyond the paper, part 1: how much each layer's terms matter (per-layer sensitivity).
+
+`layer_sensitivity` expands ONE layer (one side, or both) with k terms, leaves every other layer in
+FP, and measures the model output against FP on probe inputs: real images, unlabeled images or
+Gaussian inputs. `weights_only_sensitivity` is the calibration-free proxy that runs no forward pass.
+Both return the same tidy table, which `fpxint.allocate` turns into per-layer term counts.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from .config import ExpansionConfig, LayerSpec
+from .layers import expand_layer
+from .model import expandable_layers, fold_batchnorm, resolve_device
+from .series import expand_tensor
+
+Progress = Callable[[float, str], None]
+FLOOR = 1e-14  # relative noise floor (float32 output rounding) so logs and ratios stay finite
+
+
+def to_db(noise: float) -> float:
+    """Relative noise power -> SQNR in dB (floored so that exact results stay finite)."""
+    return -10 * math.log10(max(noise, FLOOR))
+
+
+def rel_noise(ref: torch.Tensor, out: torch.Tensor) -> float:
+    """Noise power of `out` against `ref`, relative to the power of `ref` (floored)."""
+    ref, out = ref.double(), out.double()
+    return max((out - ref).square().sum().item() / max(ref.square().sum().item(), 1e-300), FLOOR)
+
+
+def _swap(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    parent, _, attr = name.rpartition(".")
+    owner = root.get_submodule(parent) if parent else root
+    old = getattr(owner, attr)
+    setattr(owner, attr, new)
+    return old
+
+
+def plan_layers(model: nn.Module, cfg: ExpansionConfig,
+                ) -> tuple[nn.Module, list[tuple[int, str, nn.Module, LayerSpec]]]:
+    """The model as `expand` sees it (BN folded, a private copy) and its expanded layers' base specs."""
+    fm = fold_batchnorm(model) if cfg.fold_bn else copy.deepcopy(model).eval()
+    layers = expandable_layers(fm)
+    out = []
+    for idx, (name, m) in enumerate(layers):
+        pos = "first" if idx == 0 else "last" if idx == len(layers) - 1 else None
+        spec = cfg.layer_spec(name, pos)
+        if not spec.fp:
+            out.append((idx, name, m, spec))
+    if not out:
+        raise ValueError("the config expands no layer (all are FP): nothing to allocate")
+    return fm, out
+
+
+def _side_spec(spec: LayerSpec, side: str, k: int) -> LayerSpec:
+    # The other side is made (near) exact: 8-bit weights x 3 terms leave ~1e-7 relative error.
+    if side == "weight":
+        return LayerSpec(spec.w_bits, k, spec.a_bits, spec.a_terms)
+    if side == "activation":
+        return LayerSpec(8, 3, spec.a_bits, k)
+    return LayerSpec(spec.w_bits, k, spec.a_bits, k)
+
+
+@torch.no_grad()
+def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tensor, labels: torch.Tensor | None = None,
+                      terms: Sequence[int] = (1, 2, 3, 4), sides: Sequence[str] = ("both",),
+                      stop_db: float | None = None, device: str | None = None,
+                      progress: Progress | None = None) -> pd.DataFrame:
+    """Model-output error when only one layer is expanded (every other layer stays FP).
+
+    Args:
+        probe: input batch (images, or Gaussian inputs for a calibration-free probe).
+        labels: when given, top-1 of each variant on the probe is measured as well.
+        terms: numbers of terms k to try.
+        sides: "both" (k weight and k activation terms), "weight" (activations FP) and/or
+            "activation" (weights near exact: 8 bits x 3 terms).
+        stop_db: once a layer and side reach this SQNR, larger k are not run but extrapolated
+            geometrically from the last two measured k (the series shrinks by a fixed factor per term).
+
+    Returns:
+        Columns: layer, index, side, terms, noise (output noise power / FP output power), sqnr_db,
+        measured (False: extrapolated), top1 and fp_top1 (percent, with labels).
+
+    Example:
+        >>> s = layer_sensitivity(model, ExpansionConfig(w_bits=3, a_bits=3), images[:64], terms=[2])
+        >>> sensitivity_ranking(s)  # most sensitive layer first
+    """
+    bad = set(sides) - {"both", "weight", "activation"}
+    if bad:
+        raise ValueError(f"sides {sorted(bad)} not allowed; use 'both', 'weight' or 'activation'")
+    dev = resolve_device(device)
+    fm, plan = plan_layers(model, cfg)
+    fm, probe = fm.to(dev), probe.to(dev)
+    ref = fm(probe)
+    fp_top1 = None if labels is None else 100 * (ref.argmax(1).cpu() == labels).float().mean().item()
+    jobs = [(p, s, k) for p in plan for s in sides for k in sorted(terms)]
+    rows, last = [], {}
+    for n, ((idx, name, layer, spec), side, k) in enumerate(jobs):
+        if progress:
+            progress(n / len(jobs), f"{name} {side} {k} terms")
+        hist = last.setdefault((name, side), [])
+        if stop_db is not None and len(hist) >= 2 and hist[-1][1] <= 10 ** (-stop_db / 10):
+            (k1, n1), (k2, n2) = hist[-2:]
+            noise = max(n2 * min(n2 / n1, 1.0) ** ((k - k2) / (k2 - k1)), FLOOR)
+            rows.append({"layer": name, "index": idx, "side": side, "terms": k, "noise": noise,
+                         "sqnr_db": to_db(noise), "measured": False})
+            continue
+        # Only activations in FP: the engine's weight-only truncation; otherwise full pairs.
+        c = cfg.replace(truncation="weight_only" if side == "weight" else "full", level="layer", mode="simulate")
+        old = _swap(fm, name, expand_layer(layer, c, _side_spec(spec, side, k)))
+        try:
+            y = fm(probe)
+        finally:
+            _swap(fm, name, old)
+        noise = rel_noise(ref, y)
+        hist.append((k, noise))
+        row = {"layer": name, "index": idx, "side": side, "terms": k, "noise": noise, "sqnr_db": to_db(noise),
+               "measured": True}
+        if labels is not None:
+            row.update(top1=100 * (y.argmax(1).cpu() == labels).float().mean().item(), fp_top1=fp_top1)
+        rows.append(row)
+    if progress:
+        progress(1.0, "done")
+    return pd.DataFrame(rows)
+
+
+def sensitivity_ranking(sens: pd.DataFrame, terms: int | None = None, side: str = "both") -> pd.DataFrame:
+    """Layers ordered from most to least sensitive (lowest output SQNR first) at `terms` terms.
+
+    Returns:
+        Columns: rank, layer, index, sqnr_db, noise (and top1, when measured).
+    """
+    d = sens[sens.side == side]
+    d = d[d.terms == (terms if terms is not None else d.terms.min())]
+    d = d.sort_values("sqnr_db").reset_index(drop=True)
+    d.insert(0, "rank", range(1, len(d) + 1))
+    return d.drop(columns=["side"])
+
+
+@torch.no_grad()
+def weights_only_sensitivity(model: nn.Module, cfg: ExpansionConfig, max_terms: int) -> pd.DataFrame:
+    """Calibration-free proxy (no forward pass) in the shape of `layer_sensitivity`'s table.
+
+    Weight side: the relative residual energy of each layer's weights after k terms. Activation side:
+    the relative residual energy of a stand-in input (Gaussian for the first layer, which reads
+    normalized images; rectified Gaussian after, which read ReLU outputs). Every layer counts with
+    gain 1: a layer's relative error is taken to reach the output unchanged.
+    """
+    _, plan = plan_layers(model, cfg)
+    gen = torch.Generator().manual_seed(0)
+    stand_in = torch.randn(64, 4096, generator=gen)
+    rows = []
+    for n, (idx, name, layer, spec) in enumerate(plan):
+        w = expand_tensor(layer.weight.detach().float(), spec.w_bits, max_terms, cfg.w_granularity, cfg.w_grid,
+                          cfg.scale_rule).residual_norms()
+        # First layer: normalized images ~ Gaussian; later layers mostly read ReLU outputs.
+        x = stand_in if n == 0 else stand_in.clamp_min(0)
+        a = expand_tensor(x, spec.a_bits, max_terms, "per_tensor" if cfg.a_granularity == "per_tensor"
+                          else "per_channel", cfg.a_grid, cfg.scale_rule).residual_norms()
+        for side, df in (("weight", w), ("activation", a)):
+            for k, r in zip(df.term, df.rel_l2):
+                rows.append({"layer": name, "index": idx, "side": side, "terms": int(k),
+                             "noise": max(r * r, FLOOR), "sqnr_db": to_db(r * r)})
+    return pd.DataFrame(rows)

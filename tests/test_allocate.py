@@ -1,0 +1,196 @@
+"""Per-layer term allocation: budgets hold, the solver is exact, the result is an ordinary config,
+and on a real ResNet-20 it matches or beats uniform terms at equal cost."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from fpxint import ExpansionConfig, expand
+from fpxint.allocate import (Budget, _solve_dp, _solve_greedy, allocate, cost_accuracy_curve, layer_sensitivity,
+                             sensitivity_ranking)
+from fpxint.cost import cost_summary, cost_table
+from fpxint.data import load_data, stratified_indices
+from fpxint.zoo import load_model
+
+W2A2 = ExpansionConfig(w_bits=2, a_bits=2, w_terms=3, a_terms=3)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    lm = load_model("digits_cnn")
+    train = load_data("digits", lm.spec, split="train")
+    idx = stratified_indices(train.labels, 96, 0)
+    return lm.model, train.images[idx], train.labels[idx]
+
+
+@pytest.fixture(scope="module")
+def digits_sens(digits):
+    model, x, y = digits
+    return allocate(model, W2A2, "gemms=1x", x, y, max_terms=5).sensitivity
+
+
+def _sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
+    return 10 * math.log10(ref.double().square().sum().item() / (out - ref).double().square().sum().item())
+
+
+# ----- budgets -----------------------------------------------------------------------------------
+def test_budget_parse_and_errors():
+    assert Budget.parse("gemms=0.75x") == Budget("int_gemms", 0.75, True)
+    assert Budget.parse("bops=2e8") == Budget("bops", 2e8, False)
+    assert Budget.parse("sqnr=30", metric="bops") == Budget("sqnr_db", 30.0, False, "bops")
+    for bad in ("gemms", "flops=1", "gemms=abc", "sqnr=30x"):
+        with pytest.raises(ValueError, match="gemms|sqnr|target|number"):
+            Budget.parse(bad)
+    with pytest.raises(ValueError, match="int_gemms, bops, weight_bits"):
+        Budget("area", 1.0)
+
+
+@pytest.mark.parametrize("metric", ["int_gemms", "bops", "weight_bits"])
+@pytest.mark.parametrize("solver", ["dp", "greedy"])
+def test_allocation_never_exceeds_its_budget(digits, digits_sens, metric, solver):
+    model, x, y = digits
+    for frac in (0.4, 0.75, 1.0, 1.6):
+        a = allocate(model, W2A2, Budget(metric, frac, relative=True), x, y, max_terms=5, solver=solver,
+                     sensitivity=digits_sens)
+        engine = cost_summary(model, a.config, x.shape[1:])  # the engine's own count, not the allocator's
+        used = (engine[metric] if metric != "weight_bits"
+                else int(cost_table(model, a.config, x.shape[1:]).weight_bits.sum()))
+        assert used <= a.cap + 1e-6 and a.cap == pytest.approx(frac * a.uniform_cost[metric])
+        if metric == "weight_bits":  # storage does not depend on activation terms: they stay as configured
+            assert (a.layers.a_terms == W2A2.a_terms).all()
+
+
+def test_more_budget_never_predicts_more_error(digits, digits_sens):
+    model, x, y = digits
+    pred = [allocate(model, W2A2, f"gemms={g}", x, y, max_terms=5, sensitivity=digits_sens).predicted_sqnr_db
+            for g in (8, 16, 24, 36, 60)]
+    assert all(b >= a - 1e-9 for a, b in zip(pred, pred[1:]))
+
+
+def test_budget_below_the_cheapest_allocation_is_explained(digits, digits_sens):
+    model, x, y = digits
+    with pytest.raises(ValueError, match="below the cheapest allocation"):
+        allocate(model, W2A2, "gemms=3", x, y, max_terms=5, sensitivity=digits_sens)
+
+
+# ----- the solvers on the additive model -------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(2, 3), st.integers(0, 10_000), st.floats(0.1, 1.0))
+def test_dp_is_exact_and_greedy_feasible(n_layers, k, seed, frac):
+    """Against brute force over every choice: DP finds the minimum, both respect the cap."""
+    rng = np.random.default_rng(seed)
+    grid = [[(w, a) for w in range(1, k + 1) for a in range(1, k + 1)]] * n_layers
+    noise = [np.array([rng.uniform(0.1, 1) * 0.25 ** w + rng.uniform(0.1, 1) * 0.3 ** a for w, a in g]) for g in grid]
+    integer = seed % 2 == 0  # GEMMs: pairs per layer; BOPs: pairs x the layer's MACs
+    macs = [1.0 if integer else rng.uniform(1, 50) for _ in grid]
+    costs = [np.array([w * a * m for w, a in g]) for g, m in zip(grid, macs)]
+    cap = frac * sum(c.max() for c in costs)
+    best = math.inf
+    for pick in itertools.product(*[range(len(g)) for g in grid]):
+        if sum(c[j] for c, j in zip(costs, pick)) <= cap:
+            best = min(best, sum(n[j] for n, j in zip(noise, pick)))
+    for solve in (_solve_dp, _solve_greedy):
+        choice = solve(grid, noise, costs, cap)
+        if choice is None:
+            assert best == math.inf
+            continue
+        idx = [g.index(c) for g, c in zip(grid, choice)]
+        assert sum(c[j] for c, j in zip(costs, idx)) <= cap * (1 + 1e-9)
+        if solve is _solve_dp and integer:  # exact on integer costs
+            assert sum(n[j] for n, j in zip(noise, idx)) == pytest.approx(best)
+
+
+# ----- sensitivity ------------------------------------------------------------------------------------
+def test_sensitivity_table_and_ranking(digits):
+    model, x, y = digits
+    s = layer_sensitivity(model, W2A2, x, y, terms=[1, 3])
+    assert len(s) == 4 * 2 and {"layer", "side", "terms", "noise", "sqnr_db", "top1", "fp_top1"} <= set(s.columns)
+    wide = s.pivot_table(index="layer", columns="terms", values="sqnr_db")
+    assert (wide[3] > wide[1]).all()  # more terms, less error, for every layer
+    r = sensitivity_ranking(s, terms=1)
+    assert list(r["rank"]) == [1, 2, 3, 4] and r.sqnr_db.is_monotonic_increasing
+    with pytest.raises(ValueError, match="sides"):
+        layer_sensitivity(model, W2A2, x, sides=["bias"])
+
+
+# ----- the result is an ordinary config; the caller's model is untouched --------------------------------
+def test_allocation_is_an_ordinary_config_and_model_untouched(digits):
+    model, x, y = digits
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a = allocate(model, W2A2, "bops=0.8x", x, y, max_terms=4)
+    cfg = ExpansionConfig.from_json(a.config.to_json())
+    assert cfg == a.config and len(cfg.overrides) == 4
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    q = expand(model, cfg)
+    got = {n: (m.w_terms, m.a_terms) for n, m in q.named_modules() if hasattr(m, "w_terms")}
+    assert got == {r.layer: (r.w_terms, r.a_terms) for r in a.layers.itertuples()}
+    with torch.no_grad():
+        assert a.measured_sqnr_db == pytest.approx(_sqnr(model(x), q(x)), abs=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["weights", "synthetic"])
+def test_calibration_free_modes(digits, mode):
+    model, x, _ = digits
+    a = allocate(model, W2A2, "gemms=0.75x", None if mode == "weights" else x, mode=mode, input_shape=x.shape[1:],
+                 max_terms=5)
+    assert a.cost["int_gemms"] <= 0.75 * a.uniform_cost["int_gemms"] and a.mode == mode
+    assert ("no forward pass" in a.data) if mode == "weights" else ("Gaussian" in a.data)
+    assert (a.measured_sqnr_db is None) == (mode == "weights")
+
+
+def test_targets_hold_on_the_calibration_images(digits, digits_sens):
+    model, x, y = digits
+    a = allocate(model, W2A2, "sqnr=12", x, y, max_terms=5, sensitivity=digits_sens)
+    assert a.measured_sqnr_db >= 12
+    b = allocate(model, W2A2, "top1_drop=1", x, y, max_terms=5, sensitivity=digits_sens)
+    assert b.top1 >= b.fp_top1 - 1
+    with pytest.raises(ValueError, match="labeled"):
+        allocate(model, W2A2, "top1_drop=1", x, max_terms=5)
+    with pytest.raises(ValueError, match="not reached"):
+        allocate(model, W2A2, "sqnr=90", x, y, max_terms=5, sensitivity=digits_sens)
+    with pytest.raises(ValueError, match="no integer GEMMs"):
+        allocate(model, W2A2.replace(truncation="weight_only"), "gemms=1x", x, y, max_terms=3)
+
+
+def test_cost_accuracy_curve(digits):
+    model, x, y = digits
+    a = allocate(model, W2A2, "gemms=0.75x", x, y, max_terms=4)
+    c = cost_accuracy_curve(model, W2A2, x[:48], y[:48], [("alloc", a.config)], terms=[1, 3])
+    assert list(c.kind) == ["fp", "uniform", "uniform", "allocated"]
+    assert list(c.int_gemms) == [0, 4, 36, a.cost["int_gemms"]] and c.top1.notna().all()
+
+
+def test_cli_writes_a_config_within_budget(tmp_path):
+    from fpxint.cli_allocate import _main
+
+    out = tmp_path / "alloc.json"
+    rc = _main(["allocate", "digits_cnn", "--bits", "2", "--terms", "3", "--budget-gemms", "0.75x", "--calib", "64",
+                "--max-terms", "4", "--eval", "64", "--uniform-terms", "3", "--out", str(out), "--save",
+                str(tmp_path / "r"), "-q"])
+    assert rc == 0
+    cfg = ExpansionConfig.from_json(out.read_text())
+    assert cost_summary(load_model("digits_cnn").model, cfg, (1, 8, 8))["int_gemms"] <= 27
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert "disjoint" in summary["images"] and (tmp_path / "r.curve.csv").is_file()
+    assert _main(["allocate", "digits_cnn", "--bits", "2"]) == 2  # no budget: one-line usage error
+
+
+# ----- a real checkpoint --------------------------------------------------------------------------------
+def test_resnet20_allocation_matches_or_beats_uniform_at_equal_cost(shared_dir, cifar_test_dir):
+    """Equal integer-GEMM budget (uniform W3A3 x 3 terms); error measured on images the allocation never saw."""
+    lm = load_model("resnet20", shared_dir=shared_dir)
+    data = load_data(cifar_test_dir, lm.spec, limit=96, seed=0)
+    calib, probe = data.images[:48], data.images[48:]  # stratified set, split in two disjoint halves
+    cfg = ExpansionConfig(w_bits=3, a_bits=3, w_terms=3, a_terms=3)
+    a = allocate(lm.model, cfg, "gemms=1x", calib, mode="unlabeled", max_terms=4)
+    assert a.cost["int_gemms"] <= a.uniform_cost["int_gemms"] == 180
+    with torch.no_grad():
+        ref = lm.model(probe)
+        uniform, alloc = _sqnr(ref, expand(lm.model, cfg)(probe)), _sqnr(ref, expand(lm.model, a.config)(probe))
+    assert alloc >= uniform - 0.25, (alloc, uniform)
