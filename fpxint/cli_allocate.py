@@ -1,0 +1,208 @@
+"""Command line for per-layer term allocation: `python -m fpxint allocate ...` (see fpxint.allocate).
+
+    python -m fpxint allocate resnet20 --w-bits 3 --a-bits 3 --terms 4 --budget-gemms 0.75x --out alloc.json
+    python -m fpxint allocate resnet20 --w-bits 3 --a-bits 3 --budget-sqnr 25 --calibration synthetic
+    python -m fpxint allocate digits_cnn --bits 2 --terms 4 --budget-bops 0.75x --eval all --uniform-terms 3,4,5
+
+Calibration and evaluation images never overlap: `--calib N` stratified images choose the
+allocation; `--eval N|all` reports accuracy on images outside them (digits: calibration from the
+bundled train split, evaluation on the test split). `--out` writes an ordinary ExpansionConfig JSON
+that `python -m fpxint eval --config alloc.json` reads back.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+_BUDGETS = (("gemms", "int_gemms", "max integer GEMMs: N, or a multiple of the uniform config's, e.g. 0.75x"),
+            ("bops", "bops", "max bit-operations: N or e.g. 0.75x"),
+            ("weight_bits", "weight_bits", "max weight storage in bits: N or e.g. 0.8x (weight terms only)"),
+            ("sqnr", "sqnr_db", "target model-output SQNR in dB on the calibration images (cheapest that meets it)"),
+            ("top1_drop", "top1_drop", "target: at most this many top-1 points below FP on the calibration images"))
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Adds the `allocate` subcommand to fpxint's subparsers."""
+    from .allocate import COSTS, MODES, SOLVERS
+    from .cli import _add_config_options, _add_run_options
+
+    p = subparsers.add_parser("allocate", help="choose per-layer term counts under a budget (beyond the paper)",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("model", nargs="?", help="registry name (default: digits_cnn)")
+    g = p.add_argument_group("budget (exactly one)").add_mutually_exclusive_group(required=True)
+    for flag, _, text in _BUDGETS:
+        g.add_argument(f"--budget-{flag.replace('_', '-')}", dest=f"budget_{flag}", metavar="VALUE", help=text)
+    a = p.add_argument_group("allocation")
+    a.add_argument("--metric", choices=COSTS, default="int_gemms", help="cost a target minimises (default int_gemms)")
+    a.add_argument("--calibration", choices=MODES, help="data the choice may use: weights (none), synthetic "
+                   "(Gaussian inputs), unlabeled or labeled images (default: labeled when the images have labels)")
+    a.add_argument("--calib", type=int, default=256, help="calibration images, stratified (default 256)")
+    a.add_argument("--max-terms", type=int, default=6, help="largest term count per side and layer (default 6)")
+    a.add_argument("--solver", choices=SOLVERS, default="dp", help="dp: exact on the additive noise model (default)")
+    a.add_argument("--sensitivity", metavar="CSV", help="reuse this sensitivity table if it exists, else write it")
+    e = p.add_argument_group("evaluation and output")
+    e.add_argument("--eval", default="0", metavar="N|all",
+                   help="report top-1 of uniform and allocated on N (or all) images disjoint from calibration")
+    e.add_argument("--uniform-terms", default="1,2,3,4",
+                   help="uniform term counts for the comparison (default 1,2,3,4)")
+    e.add_argument("--out", metavar="PATH", help="write the allocated ExpansionConfig as JSON")
+    e.add_argument("--save", metavar="PREFIX", help="write PREFIX.layers.csv, PREFIX.curve.csv and PREFIX.json")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_config_options(p)
+    _add_run_options(p)
+    return p
+
+
+def _budget(args):
+    from .allocate import Budget
+    from .cli import UsageError
+
+    for flag, kind, _ in _BUDGETS:
+        text = getattr(args, f"budget_{flag}", None)
+        if text is not None:
+            try:
+                return Budget.parse(f"{kind}={text}", metric=args.metric)
+            except ValueError as e:
+                raise UsageError(f"--budget-{flag.replace('_', '-')} {text!r}: {e}") from None
+    raise UsageError("give one budget: --budget-gemms, --budget-bops, --budget-weight-bits, --budget-sqnr "
+                     "or --budget-top1-drop")
+
+
+def _split(args, spec, shared):
+    """(calibration images, labels), (evaluation images, labels), and a line saying which images are which."""
+    from .cli import UsageError, _load_data
+    from .data import load_data, stratified_indices
+
+    if spec.dataset == "digits" and args.data in (None, "digits"):
+        train, test = load_data("digits", spec, split="train"), load_data("digits", spec, split="test")
+        ci = stratified_indices(train.labels, args.calib, args.seed)
+        cal, ev, where = (train.images[ci], train.labels[ci]), (test.images, test.labels), "digits"
+        ev_pool = "the test split"
+    else:
+        data = _load_data(args, spec, shared)
+        if args.calib >= len(data):
+            raise UsageError(f"--calib {args.calib} leaves no evaluation images out of {len(data)}")
+        ci = stratified_indices(data.labels, args.calib, args.seed, n=len(data))
+        rest = torch.ones(len(data), dtype=torch.bool)
+        rest[ci] = False
+        lab = data.labels
+        cal = (data.images[ci], None if lab is None else lab[ci])
+        ev, where, ev_pool = (data.images[rest], None if lab is None else lab[rest]), data.source, "the rest"
+    n_eval = len(ev[0]) if args.eval == "all" else int(args.eval)
+    if n_eval < len(ev[0]):
+        ei = stratified_indices(ev[1], n_eval, args.seed + 1, n=len(ev[0])) if n_eval > 0 else torch.arange(0)
+        ev = (ev[0][ei], None if ev[1] is None else ev[1][ei])
+    text = (f"{where}: allocation chosen on {len(cal[0])} stratified images (seed {args.seed}); "
+            f"accuracy on {len(ev[0])} images of {ev_pool}, disjoint from them")
+    return cal, ev, text
+
+
+def _check(args) -> None:
+    from .cli import UsageError, _check_run_args
+
+    _check_run_args(args)
+    if args.calib < 1:
+        raise UsageError(f"--calib {args.calib} is not allowed; give a number of images >= 1")
+    if args.eval != "all" and (not args.eval.isdigit()):
+        raise UsageError(f"--eval {args.eval!r} is not allowed; give a number of images or 'all'")
+    try:
+        args.uniform_terms = [int(v) for v in args.uniform_terms.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--uniform-terms {args.uniform_terms!r}: comma-separated integers, e.g. 2,3,4") from None
+
+
+def run(args) -> int:
+    """Runs `fpxint allocate`; returns the exit code (errors are raised as ValueError for main())."""
+    from .allocate import allocate, cost_accuracy_curve
+    from .cli import _load_model, config_from_args
+    from .model import resolve_device
+
+    _check(args)
+    budget, cfg, device = _budget(args), config_from_args(args), resolve_device(args.device)
+    lm, shared = _load_model(args, args.model)
+    (cx, cy), (ex, ey), which = _split(args, lm.spec, shared)
+    mode = args.calibration or ("labeled" if cy is not None else "unlabeled")
+    sens_path = Path(args.sensitivity) if args.sensitivity else None
+    sens = pd.read_csv(sens_path) if sens_path and sens_path.is_file() else None
+    progress = None if args.quiet or not sys.stderr.isatty() else (
+        lambda f, t: print(f"\r{100 * f:5.1f} % {t[:60]:<60}", end="", file=sys.stderr))
+    a = allocate(lm.model, cfg, budget, cx, cy, mode=mode, max_terms=args.max_terms, solver=args.solver,
+                 sensitivity=sens, device=device, progress=progress)
+    if progress:
+        print(file=sys.stderr)
+    if sens_path and sens is None:
+        a.sensitivity.to_csv(sens_path, index=False)
+    curve = None
+    if len(ex) and lm.trained:
+        curve = cost_accuracy_curve(lm.model, cfg, ex, ey, [(f"allocated ({budget.describe()})", a.config)],
+                                    args.uniform_terms, args.batch_size, device)
+    summary = {"model": lm.spec.name, "weights": lm.weights_source, "base_config": cfg.to_json(),
+               "budget": budget.describe(), "cap": a.cap, "mode": a.mode, "calibration_data": a.data,
+               "images": which, "solver": a.solver, "predicted_sqnr_db": a.predicted_sqnr_db,
+               "calib_sqnr_db": a.measured_sqnr_db, "calib_top1": a.top1, "calib_fp_top1": a.fp_top1,
+               **{f"{k}": a.cost[k] for k in ("int_gemms", "bops", "weight_bits")},
+               **{f"uniform_{k}": a.uniform_cost[k] for k in ("int_gemms", "bops", "weight_bits")},
+               "config": json.loads(a.config.to_json())}
+    if args.out:
+        Path(args.out).write_text(a.config.to_json(indent=2) + "\n")
+    if args.save:
+        a.layers.to_csv(f"{args.save}.layers.csv", index=False)
+        if curve is not None:
+            curve.to_csv(f"{args.save}.curve.csv", index=False)
+        Path(f"{args.save}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if args.json:
+        summary["layers"] = a.layers.to_dict(orient="records")
+        summary["curve"] = None if curve is None else curve.drop(columns="config").to_dict(orient="records")
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    _print(a, summary, curve)
+    return 0
+
+
+def _print(a, s: dict, curve) -> None:
+    t = a.layers[["layer", "w_bits", "w_terms", "a_bits", "a_terms", "int_gemms", "bops", "noise_db"]].copy()
+    t["bops"] = (100 * t.bops / t.bops.sum()).map(lambda v: f"{v:.1f} %")
+    print(t.rename(columns={"bops": "bops_share"}).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    u = a.uniform_cost
+    lines = [("model", f"{s['model']} ({s['weights']})"), ("images", s["images"]),
+             ("calibration", f"{s['mode']}: {s['calibration_data']}"), ("budget", f"{s['budget']} ({a.solver})"),
+             ("int GEMMs", f"{s['int_gemms']} vs uniform {u['int_gemms']} ({_pct(s['int_gemms'], u['int_gemms'])})"),
+             ("BOPs", f"{s['bops']:.4g} vs uniform {u['bops']:.4g} ({_pct(s['bops'], u['bops'])})"),
+             ("weight bits", f"{s['weight_bits']:.4g} vs uniform {u['weight_bits']:.4g}"),
+             ("SQNR", f"predicted {a.predicted_sqnr_db:.1f} dB" + (
+                 "" if a.measured_sqnr_db is None else f", measured {a.measured_sqnr_db:.1f} dB on calibration"))]
+    if a.top1 is not None:
+        lines.append(("calib top-1", f"{a.top1:.2f} % (FP {a.fp_top1:.2f} %)"))
+    for k, v in lines:
+        print(f"{k:<12} {v}")
+    if curve is not None:
+        cols = ["label", "int_gemms", "bops_vs_fp", "sqnr_db", "agreement", "top1", "fp_top1", "n_images"]
+        print(curve[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def _pct(v: float, ref: float) -> str:
+    return f"{100 * (v / ref - 1):+.1f} %" if ref else "n/a"
+
+
+def _main(argv: list[str]) -> int:
+    """`fpxint allocate` on its own parser, for use before fpxint.cli wires the subcommand in (and tests)."""
+    from .cli import _one_line, _Parser
+
+    parser = _Parser(prog="fpxint")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    try:
+        return run(parser.parse_args(argv))
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except ValueError as e:  # UsageError, ModelLoadError, DataError: one line, exit code 2
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
