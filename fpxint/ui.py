@@ -53,7 +53,7 @@ class Context:
     """What the sidebar resolved this run: the model, the images, the one config, the device."""
 
     model_name: str
-    mref: tuple | None = None          # (name, uploaded weights path or None, device): the model's cache key
+    mref: tuple | None = None          # (name, uploaded weights path or None, device, allow_download): model cache key
     loaded: Any = None                 # fpxint.zoo.LoadedModel
     dref: tuple | None = None          # (name, source, limit): the data description, part of every cache key
     data: ImageData | None = None
@@ -110,8 +110,8 @@ def context() -> Context:
 
 # ----- cached loaders --------------------------------------------------------------------------
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def _load_model(name: str, weights: str | None, device: str):
-    return load_model(name, weights=weights, shared_dir=find_shared(), device=device)
+def _load_model(name: str, weights: str | None, device: str, allow_download: bool = False):
+    return load_model(name, weights=weights, shared_dir=find_shared(), device=device, allow_download=allow_download)
 
 
 def _random_cap(spec) -> int:
@@ -237,6 +237,8 @@ def sidebar() -> Context:
         up = st.file_uploader(f"Checkpoint for {name} (.safetensors / .pt / .pth)", key="weights_upload",
                               type=["safetensors", "pt", "pth", "th"],
                               help="A state_dict of this architecture. Read with weights_only=True: never unpickled as code.")
+        st.checkbox("Allow downloading missing pretrained weights", key="allow_download",
+                    help="CIFAR-10 ResNets and torchvision models fetch their published checkpoints (needs internet).")
 
     sb.subheader("Data")
     source = sb.selectbox("Images", DATA_SOURCES, key="data", format_func=lambda s: _source_label(spec, s))
@@ -281,7 +283,7 @@ def sidebar() -> Context:
     if ctx.device is not None:
         try:
             weights = str(_save_upload(up)) if up is not None else None
-            ctx.mref = (name, weights, ctx.device)
+            ctx.mref = (name, weights, ctx.device, bool(st.session_state.get("allow_download")))
             ctx.loaded = model_of(ctx.mref)
             if not ctx.loaded.trained:
                 sb.warning(f"Untrained: {name} has random weights ({ctx.loaded.note}). Accuracy features are off.")

@@ -126,7 +126,7 @@ def test_every_page_config_run_and_stop(server):
         _idle(page)
     page.wait_for_url("**w_terms=3**")
     assert "a_terms=3" in page.url
-    page.get_by_role("button", name="Run", exact=True).click()
+    page.locator('[data-testid="stMainBlockContainer"]').get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Expanded top-1 (W4x3 A4x3 layer)").wait_for(timeout=60_000)
     _idle(page)
     _no_exception(page)
@@ -154,9 +154,10 @@ def test_every_page_config_run_and_stop(server):
     page.get_by_label("Up to terms").fill("6")
     page.get_by_label("Up to terms").press("Enter")
     _idle(page)
-    page.get_by_role("button", name="Run", exact=True).click()
+    main = page.locator('[data-testid="stMainBlockContainer"]')  # the toolbar has a Stop of its own
+    main.get_by_role("button", name="Run", exact=True).click()
     page.wait_for_selector('[data-testid="stProgress"]', timeout=30_000)
-    page.get_by_role("button", name="Stop", exact=True).click()
+    main.get_by_role("button", name="Stop", exact=True).click()
     _idle(page)
     page.get_by_text("Stopped. The results below are from the last completed run.").wait_for(timeout=10_000)
     assert page.locator(".js-plotly-plot").count() >= 2
