@@ -46,7 +46,7 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, 
 
 
 def _tidy_log_axes(fig: go.Figure) -> go.Figure:
-    """Log axes label every decade when the data span several, else 1-2-5 within a decade."""
+    """Log axes label every decade (or every few) when the data span several, else 1-2-5 ticks."""
     for axis, attr in (("yaxis", "y"), ("xaxis", "x")):
         layout_axis = fig.layout[axis]
         if layout_axis.type != "log":
@@ -56,7 +56,10 @@ def _tidy_log_axes(fig: go.Figure) -> go.Figure:
                                  and len(getattr(t, attr))] or [np.ones(1)])
         values = values[np.isfinite(values) & (values > 0)]
         span = np.log10(values.max() / values.min()) if len(values) else 0.0
-        layout_axis.update(exponentformat="power", dtick=max(1, int(span // 6)) if span >= 2 else "D2")
+        if span >= 2:
+            layout_axis.update(exponentformat="power", dtick=max(1, int(span // 6)))
+        else:  # within a decade or two: 1-2-5 ticks, each written out in full (no bare "2" or "5")
+            layout_axis.update(dtick="D2", tickformat=".0e")
     return fig
 
 
