@@ -322,11 +322,13 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
                                          progress))
     nw, na = _tables(sensitivity, plan, max_terms)
     fixed_a = [spec.a_terms if act else 1 for *_, spec in plan] if metric == "weight_bits" or not act else None
-    grid, noise, costs = _choices(nw, na, _layer_costs(model, cfg, plan, input_shape, max_terms)[metric], fixed_a)
+    all_costs = _layer_costs(model, cfg, plan, input_shape, max_terms)
+    grid, noise, costs = _choices(nw, na, all_costs[metric], fixed_a)
     solve = _solve_dp if solver == "dp" else _solve_greedy
     uniform = _summary_cost(model, cfg, input_shape)
 
-    ref = fm.to(dev)(probe.to(dev)) if probe is not None else None
+    with torch.no_grad():
+        ref = fm.to(dev)(probe.to(dev)) if probe is not None else None
     fp_top1 = None if labels is None else 100 * (ref.argmax(1).cpu() == labels).float().mean().item()
 
     @torch.no_grad()
@@ -355,7 +357,6 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
     table = pd.DataFrame([{"layer": name, "index": idx, "w_bits": spec.w_bits, "w_terms": w, "a_bits": spec.a_bits,
                            "a_terms": a, "noise_db": -to_db(nw[i, w - 1] + (0 if fixed_a else na[i, a - 1]))}
                           for i, ((idx, name, _, spec), (w, a)) in enumerate(zip(plan, choice))])
-    all_costs = _layer_costs(model, cfg, plan, input_shape, max_terms)
     for c in COSTS:
         table.insert(len(table.columns) - 1, c, [all_costs[c][i, w - 1, a - 1] for i, (w, a) in enumerate(choice)])
     n = len(probe) if probe is not None else 0
