@@ -101,10 +101,12 @@ def residual_heatmap(df: pd.DataFrame, metric: str = "rel_l2", space: str = "wei
     text = [[f"{v:.3g}" for v in row] for row in table.to_numpy(float)]
     ylabels = [f"⚠ {name}" if name in highlight else name for name in order]
     colorbar = {"title": {"text": "error" if log else "dB"}}
-    if log:
-        lo, hi = math.floor(np.nanmin(z)), math.ceil(np.nanmax(z))
-        ticks = list(range(lo, hi + 1))
-        colorbar.update(tickvals=ticks, ticktext=[f"1e{t}" for t in ticks])
+    if log:  # colour is log10(error): tick at 1, 2, 5 x 10^k inside the range (decades only when it is wide)
+        zmin, zmax = np.nanmin(z), np.nanmax(z)
+        steps = (1,) if zmax - zmin > 3 else (1, 2, 5)
+        ticks = [math.log10(m) + k for k in range(math.floor(zmin), math.ceil(zmax) + 1) for m in steps
+                 if zmin - 1e-9 <= math.log10(m) + k <= zmax + 1e-9]
+        colorbar.update(tickvals=ticks, ticktext=[f"{10 ** t:.0e}" for t in ticks])
     fig = go.Figure(go.Heatmap(
         z=z, x=terms, y=ylabels, text=text, colorscale="Viridis", reversescale=not log, colorbar=colorbar,
         texttemplate="%{text}" if z.size <= 120 else None,

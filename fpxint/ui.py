@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import runpy
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ CHOICES = {"level": C.LEVELS, "w_granularity": C.W_GRANULARITIES, "a_granularity
            "first_last": C.FIRST_LAST, "mode": C.MODES, "device": DEVICES, "data": DATA_SOURCES}
 FAMILY = {"builtin": "built-in, digits", "cifar10": "CIFAR-10", "torchvision": "ImageNet, torchvision", "user": "user"}
 _UPLOADS = Path(tempfile.gettempdir()) / "fpxint-uploads"
+APP = Path(__file__).resolve().parents[1] / "app.py"
 
 
 # ----- the context every page reads ------------------------------------------------------------
@@ -312,8 +314,24 @@ def sidebar() -> Context:
 
 
 # ----- page helpers ----------------------------------------------------------------------------
+def _legacy_routing() -> bool:
+    """Whether Streamlit's legacy pages/ routing ran this page file directly, without app.py.
+
+    Streamlit consults the pages/ folder until st.navigation has run once in the process: on a
+    server's first run (and on every AppTest run) a link to a page starts the page file itself.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the legacy routing
+        return False
+    return bool(PagesManager.uses_pages_directory)
+
+
 def header(title: str, intro: str = "") -> Context:
     """Page title, what is loaded, and every sidebar error (the page keeps its previous results)."""
+    if _legacy_routing():  # run app.py instead: its navigation runs this page with the shared sidebar
+        runpy.run_path(str(APP), run_name="__main__")
+        st.stop()
     ctx = context()
     st.title(title)
     if intro:

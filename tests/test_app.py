@@ -16,11 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-PAGES = {
-    "expand": "pages/1_expand_run.py", "residuals": "pages/2_layer_residuals.py",
-    "convergence": "pages/3_convergence_curves.py", "accuracy": "pages/4_accuracy_recovery.py",
-    "basis": "pages/5_basis_models.py", "compare": "pages/6_compare_configs.py", "export": "pages/7_export_results.py",
-}
+PAGES = {name: f"pages/{i}_{name}.py" for i, name in enumerate(
+    ["expand", "residuals", "convergence", "accuracy", "basis", "compare", "export"], start=1)}
 RUN_BUTTON = {"residuals": "run_residuals_weight", "convergence": "run_convergence", "accuracy": "run_accuracy",
               "basis": "run_basis", "compare": "run_compare", "export": "run_export", "expand": "run_expand"}
 

@@ -25,7 +25,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 EXCEPTION = '[data-testid="stException"]'
-RUNNING = '[data-testid="stStatusWidgetRunningIcon"]'
+RUNNING = '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"]'
 PAGES = [  # (nav link text, url path, charts expected after a run)
     ("Layer residuals", "residuals", 3), ("Convergence", "convergence", 2), ("Accuracy recovery", "accuracy", 2),
     ("Basis models", "basis", 4), ("Compare", "compare", 2), ("Export", "export", 0),
@@ -97,7 +97,10 @@ def _shot(page, name: str) -> None:
     height = page.evaluate("""() => Math.max(...['stMainBlockContainer', 'stSidebarContent'].map(id => {
         const e = document.querySelector(`[data-testid="${id}"]`); return e ? e.scrollHeight + 120 : 0; }))""")
     page.set_viewport_size({"width": 1400, "height": int(min(max(height, 900), 7000))})
-    page.wait_for_timeout(600)  # plotly re-lays out on resize
+    page.wait_for_timeout(300)  # plotly re-lays out on resize; charts scrolled into view draw now
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
+        .every(c => c.querySelector('.main-svg'))""", timeout=30_000)
+    page.wait_for_timeout(300)
     page.screenshot(path=str(SHOTS / f"{name}.png"))
     page.set_viewport_size({"width": 1400, "height": 900})
 
@@ -108,13 +111,29 @@ def _charts(page, n: int) -> None:
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)  # drawn, not just mounted
 
 
+def test_cold_server_link_to_a_page(server):
+    """The server's first run: Streamlit's legacy pages/ routing starts the page; app.py must take over."""
+    url, browser = server
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    t0 = time.perf_counter()
+    page.goto(f"{url}/convergence?w_bits=3")
+    page.get_by_role("heading", name="Convergence").wait_for(timeout=120_000)
+    print(f"page on screen {time.perf_counter() - t0:.2f} s after page load (cold server)")
+    _idle(page)
+    _no_exception(page)
+    assert page.get_by_text("Page not found").count() == 0
+    assert page.locator('[data-testid="stSidebarNav"] a').count() == 7  # the app's navigation, not pages/
+    assert page.get_by_label("Weight bits", exact=True).input_value() == "3"
+    page.close()
+
+
 def test_every_page_config_run_and_stop(server):
     url, browser = server
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     t0 = time.perf_counter()
     page.goto(url)
     page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
-    print(f"first result {time.perf_counter() - t0:.2f} s after page load (cold server)")
+    print(f"first result {time.perf_counter() - t0:.2f} s after page load (new session)")
     _idle(page)
     _no_exception(page)
     _shot(page, "1_expand_default")
