@@ -1,0 +1,240 @@
+"""The fused series (fpxint.fused) against the eager oracle (fpxint.series), bit for bit.
+
+Every test compares with `series.expand_tensor` / `series.expanded_sum` through torch.equal: the
+kernel mirrors each float operation, so no tolerance is needed. The fallback path (no compiler,
+backend="torch", float64, non-CPU) must give the same results.
+"""
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fpxint
+import fpxint.layers as layers
+from fpxint import fused
+from fpxint.series import expand_tensor, expanded_sum
+
+COMBOS = [(g, r) for g in ("symmetric", "full", "asymmetric") for r in ("max", "fixed", "mse")
+          if not (g == "asymmetric" and r == "fixed")]
+ODD_SHAPES = [(64, 3, 3, 3), (32, 1, 3, 3), (7, 1), (1, 5), (1, 1), (33, 129), (5,), (), (2, 3, 4)]
+
+needs_kernel = pytest.mark.skipif(fused.kernel_info()["backend"] != "c",
+                                  reason=f"fused C kernel unavailable: {fused.kernel_info()['reason']}")
+
+
+def bits_for(grid, rule="max"):
+    """All bit widths; the MSE rule (16 eager candidate passes per call) on a spread of them."""
+    bits = range(2, 9) if grid == "full" else range(1, 9)
+    return [b for b in bits if b in (1, 2, 5, 8)] if rule == "mse" else bits
+
+
+def assert_same_series(a, b):
+    assert torch.equal(a.q, b.q) and a.q.dtype == b.q.dtype and a.q.shape == b.q.shape
+    assert torch.equal(a.scales, b.scales) and a.scales.dtype == b.scales.dtype
+    if a.zero_points is None:
+        assert b.zero_points is None
+    else:
+        assert torch.equal(a.zero_points, b.zero_points) and a.zero_points.dtype == b.zero_points.dtype
+    assert (a.bits, a.grid, a.granularity, a.scale_rule) == (b.bits, b.grid, b.granularity, b.scale_rule)
+    assert b.source is not None and b.source.dtype == a.source.dtype and torch.equal(a.source, b.source)
+
+
+def weight(shape, seed=0, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) * scale
+
+
+@needs_kernel
+@pytest.mark.parametrize("grid,rule", COMBOS)
+@pytest.mark.parametrize("granularity", ["per_channel", "per_tensor"])
+def test_expand_weights_equals_expand_tensor(grid, rule, granularity):
+    ws = [weight(s, i) for i, s in enumerate(ODD_SHAPES)]
+    for bits in bits_for(grid, rule):
+        got = fused.expand_weights(ws, bits, 5, granularity, grid, rule, backend="c")
+        for w, g in zip(ws, got):
+            assert_same_series(expand_tensor(w, bits, 5, granularity, grid, rule), g)
+
+
+@needs_kernel
+@pytest.mark.parametrize("terms", [1, 2, 3, 8, 16])
+def test_many_terms_reach_the_float_floor(terms):
+    w = weight((48, 200), 1)
+    for grid in ("symmetric", "asymmetric"):
+        assert_same_series(expand_tensor(w, 3, terms, "per_channel", grid),
+                           fused.expand_tensor_fused(w, 3, terms, "per_channel", grid, backend="c"))
+
+
+@needs_kernel
+def test_long_rows_split_over_threads_and_per_token():
+    w = weight((150_001,), 2)                          # one long row: split path
+    wide = weight((3, 70_000), 3)                      # few long rows: split path, several rows
+    tok = weight((4, 6, 10), 4)
+    for grid, rule in COMBOS[:2] + [("full", "fixed"), ("asymmetric", "max")]:  # long mse: slow tier
+        bits = 3
+        assert_same_series(expand_tensor(w, bits, 4, "per_tensor", grid, rule),
+                           fused.expand_tensor_fused(w, bits, 4, "per_tensor", grid, rule, backend="c"))
+        assert_same_series(expand_tensor(wide, bits, 3, "per_channel", grid, rule),
+                           fused.expand_tensor_fused(wide, bits, 3, "per_channel", grid, rule, backend="c"))
+        assert_same_series(expand_tensor(tok, bits, 3, "per_token", grid, rule),
+                           fused.expand_tensor_fused(tok, bits, 3, "per_token", grid, rule, backend="c"))
+
+
+@needs_kernel
+def test_special_values_all_zero_rows_constants_and_ties():
+    w = torch.zeros(6, 17)
+    w[1] = 1.0                                         # constant row
+    w[2, 3] = -2.5                                     # one value
+    w[3] = torch.arange(17) * 0.5 - 4                  # exact half steps: rounding ties
+    w[4] = torch.tensor([1e-30, -1e-38, 3e-39] + [0.0] * 14)   # tiny and subnormal
+    w[5] = torch.tensor([1.5e38, -1.5e38] + [1.0] * 15)  # near the float32 maximum (range still finite)
+    for grid, rule in COMBOS:
+        for bits in bits_for(grid, rule):
+            assert_same_series(expand_tensor(w, bits, 4, "per_channel", grid, rule),
+                               fused.expand_tensor_fused(w, bits, 4, "per_channel", grid, rule, backend="c"))
+
+
+@needs_kernel
+@pytest.mark.slow
+@pytest.mark.parametrize("grid,rule", COMBOS)
+def test_long_rows_every_combo(grid, rule):
+    w, x = weight((300_001,), 18), weight((2, 100_000), 19)
+    for bits in (1, 4, 8) if grid != "full" else (2, 4, 8):
+        assert_same_series(expand_tensor(w, bits, 6, "per_tensor", grid, rule),
+                           fused.expand_tensor_fused(w, bits, 6, "per_tensor", grid, rule, backend="c"))
+        for gran in ("per_tensor", "per_sample"):
+            assert torch.equal(expanded_sum(x, bits, 4, gran, grid, rule),
+                               fused.expanded_sum_fused(x, bits, 4, gran, grid, rule, backend="c"))
+
+
+@needs_kernel
+def test_dtypes_follow_expand_tensor():
+    w = weight((8, 9), 5)
+    for t in (w.half(), w.bfloat16(), w.double(), (w * 10).to(torch.int32), w.t()):  # last: non-contiguous
+        assert_same_series(expand_tensor(t, 4, 3, "per_channel"), fused.expand_tensor_fused(t, 4, 3, "per_channel"))
+
+
+@needs_kernel
+def test_thread_count_does_not_change_results():
+    ws = [weight((64, 576), 6), weight((200_000,), 7)]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fused.expand_weights(ws, 4, 4, "per_tensor", backend="c")
+        torch.set_num_threads(max(2, before))
+        many = fused.expand_weights(ws, 4, 4, "per_tensor", backend="c")
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, many):
+        assert_same_series(a, b)
+
+
+@needs_kernel
+@pytest.mark.parametrize("grid,rule", COMBOS)
+@pytest.mark.parametrize("granularity", ["per_sample", "per_tensor", "per_token"])
+def test_expanded_sum_fused_equals_expanded_sum(grid, rule, granularity):
+    xs = [weight((4, 3, 5, 5), 8).relu(), weight((2, 7), 9), weight((1, 1), 10)]
+    for bits in [b for b in bits_for(grid, rule) if b in (1, 2, 3, 4, 8)]:
+        for x in xs:
+            for coeffs in (None, (1, 0, 1)) if rule == "mse" else (None, (1, 0, 1), (0, 1), (2, -1, 0.5)):
+                want = expanded_sum(x, bits, 3, granularity, grid, rule, coeffs=coeffs)
+                got = fused.expanded_sum_fused(x, bits, 3, granularity, grid, rule, coeffs=coeffs, backend="c")
+                assert torch.equal(want, got), (bits, tuple(x.shape), coeffs)
+
+
+@needs_kernel
+def test_expanded_sum_fused_long_rows():
+    x = weight((3, 70_000), 11)
+    for grid, rule in COMBOS[:2] + [("full", "fixed"), ("asymmetric", "max")]:
+        for gran in ("per_tensor", "per_sample"):
+            for coeffs in (None, (1, 0, 1)):
+                want = expanded_sum(x, 4, 3, gran, grid, rule, coeffs=coeffs)
+                assert torch.equal(want, fused.expanded_sum_fused(x, 4, 3, gran, grid, rule, coeffs=coeffs, backend="c"))
+
+
+def test_non_finite_and_bad_arguments_raise_like_eager():
+    bad = weight((4, 4), 12)
+    bad[2, 1] = float("nan")
+    inf = weight((4, 4), 13)
+    inf[0, 0] = float("inf")
+    for t in (bad, inf):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            fused.expand_weights([weight((3, 3)), t])
+    with pytest.raises(ValueError, match="empty"):
+        fused.expand_weights([torch.empty(0, 3)])
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        fused.expand_weights([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="bits per term"):
+        fused.expand_weights([bad], bits=9)
+    with pytest.raises(ValueError, match="scale_rule='fixed'"):
+        fused.expand_weights([bad], grid="asymmetric", scale_rule="fixed")
+    with pytest.raises(ValueError, match="backend="):
+        fused.expand_weights([bad], backend="gpu")
+    x = weight((2, 5), 14)
+    x[1, 1] = float("nan")                             # the activation path hands NaN to the eager code
+    assert torch.equal(torch.isnan(fused.expanded_sum_fused(x, 4, 2)), torch.isnan(expanded_sum(x, 4, 2)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 300), bits=st.integers(1, 8), terms=st.integers(1, 6),
+       combo=st.sampled_from(COMBOS), gran=st.sampled_from(["per_channel", "per_tensor"]),
+       scale=st.floats(1e-6, 1e6), seed=st.integers(0, 2**31 - 1))
+def test_property_random_shapes(rows, cols, bits, terms, combo, gran, scale, seed):
+    grid, rule = combo
+    bits = max(bits, 2) if grid == "full" else bits
+    w = weight((rows, cols), seed, scale)
+    assert_same_series(expand_tensor(w, bits, terms, gran, grid, rule),
+                       fused.expand_tensor_fused(w, bits, terms, gran, grid, rule))
+    x = w.reshape(1, rows, cols)
+    assert torch.equal(expanded_sum(x, bits, terms, "per_sample", grid, rule),
+                       fused.expanded_sum_fused(x, bits, terms, "per_sample", grid, rule))
+
+
+def test_torch_backend_and_missing_compiler_fall_back(monkeypatch):
+    ws = [weight((16, 3, 3, 3), 15), weight((10, 16), 16)]
+    want = [expand_tensor(w, 4, 3, "per_channel") for w in ws]
+    for got in fused.expand_weights(ws, 4, 3, "per_channel", backend="torch"), fused.expand_weights(ws, 4, 3):
+        for a, b in zip(want, got):
+            assert_same_series(a, b)
+    monkeypatch.setattr(fused.shutil, "which", lambda name: None)
+    fused._load_once.cache_clear()
+    try:
+        info = fused.kernel_info()
+        assert info["backend"] == "torch" and "compiler" in info["reason"]
+        for a, b in zip(want, fused.expand_weights(ws, 4, 3, "per_channel")):
+            assert_same_series(a, b)
+        x = weight((2, 4, 3, 3), 17)
+        assert torch.equal(fused.expanded_sum_fused(x, 4, 2), expanded_sum(x, 4, 2))
+        with pytest.raises(RuntimeError, match="not available"):
+            fused.expand_weights(ws, backend="c")
+    finally:
+        monkeypatch.undo()
+        fused._load_once.cache_clear()
+
+
+def test_import_does_not_build_the_kernel():
+    code = "import fpxint, fpxint.fused as f; print(f._load_once.cache_info().currsize)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0"
+
+
+@needs_kernel
+def test_expanded_model_forward_is_unchanged_with_the_fused_activation_path(monkeypatch):
+    """What the wiring in layers.py will do: the same outputs, bit for bit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, groups=8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)).eval()
+    x = torch.randn(5, 3, 8, 8)
+    for cfg in (fpxint.ExpansionConfig(w_bits=4, w_terms=2, a_bits=4, a_terms=2),
+                fpxint.ExpansionConfig(w_bits=3, w_terms=3, a_bits=3, a_terms=3, truncation="total_order"),
+                fpxint.ExpansionConfig(a_grid="asymmetric", a_granularity="per_tensor", scale_rule="mse")):
+        q = fpxint.expand(model, cfg, device="cpu")
+        with torch.no_grad():
+            want = q(x)
+            monkeypatch.setattr(layers, "expanded_sum", fused.expanded_sum_fused)
+            got = q(x)
+            monkeypatch.undo()
+        assert torch.equal(want, got), cfg.label()
