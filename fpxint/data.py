@@ -331,11 +331,12 @@ def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir) -> ImageDat
 def _from_arrays(images, labels, spec: ModelSpec, limit, seed, source: str, classes, scale: float) -> ImageData:
     """Subsets and normalizes in-memory images (digits, torchvision CIFAR-10)."""
     chosen = stratified_indices(labels, limit, seed)
+    n_total = len(labels)
     images, labels = images[chosen], labels[chosen]
     if images.shape[1:] != torch.Size(spec.input_size):
         raise DataError(f"{source} images are {'x'.join(map(str, images.shape[1:]))}, but {spec.name} expects "
                         f"{'x'.join(map(str, spec.input_size))}")
-    how = "all" if len(chosen) == len(labels) and limit is None else f"{len(chosen)} stratified (seed {seed}) of"
+    how = f"all {n_total}" if len(chosen) == n_total else f"{len(chosen)} stratified (seed {seed}) of {n_total}"
     return ImageData(_normalize(images, spec, scale), labels, list(classes), f"{source}: {how} images",
                      int(labels.unique().numel()))
 

@@ -30,7 +30,7 @@ from . import analysis, config as C, cost
 from .config import ExpansionConfig
 from .data import DataError, ImageData, load_data
 from .model import device_name, expand, expanded_layers, resolve_device
-from .zoo import DEFAULT_MODEL, cache_dir, find_shared, get_spec, list_models, load_model
+from .zoo import DEFAULT_MODEL, cache_dir, find_shared, get_spec, load_model, model_family, model_names
 
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("bundled", "random", "upload")
@@ -217,12 +217,12 @@ def _source_label(spec, source: str) -> str:
 
 def sidebar() -> Context:
     """Renders the shared sidebar and builds the one ExpansionConfig every page uses."""
-    specs = {s.name: s for s in list_models()}
+    names = model_names()  # no spec is built for the menu: torchvision's import costs seconds
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     if not st.session_state.get("_qp_read"):  # first load: the URL wins over the defaults
         st.session_state["_qp_read"] = True
-        st.session_state["_qp_bad"] = _read_query_params(list(specs))
+        st.session_state["_qp_bad"] = _read_query_params(names)
         if "model" in st.query_params and "data" not in st.query_params:
             st.session_state["data"] = _default_source(st.session_state["model"])
     errors: list[str] = []
@@ -232,9 +232,9 @@ def sidebar() -> Context:
         sb.warning("Ignored link settings: " + "; ".join(st.session_state["_qp_bad"]))
 
     sb.subheader("Model")
-    name = sb.selectbox("Model", list(specs), key="model", on_change=_on_model_change,
-                        format_func=lambda n: f"{n} ({FAMILY.get(specs[n].family, specs[n].family)})")
-    spec = specs[name]
+    name = sb.selectbox("Model", names, key="model", on_change=_on_model_change,
+                        format_func=lambda n: f"{n} ({FAMILY.get(model_family(n), model_family(n))})")
+    spec = get_spec(name)
     with sb.expander("Upload weights for this architecture"):
         up = st.file_uploader(f"Checkpoint for {name} (.safetensors / .pt / .pth)", key="weights_upload",
                               type=["safetensors", "pt", "pth", "th"],

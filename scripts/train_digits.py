@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from fpxint.data import load_data  # noqa: E402
-from fpxint.zoo.digits import DIGITS_SPLIT, DigitsCNN  # noqa: E402
+from fpxint.zoo.digits import DIGITS_SPLIT, SPLIT_FILE, DigitsCNN, sklearn_test_indices  # noqa: E402
 from fpxint.zoo.registry import WEIGHTS_DIR, get_spec  # noqa: E402
 
 
@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
+    # the held-out split's indices, bundled so the app reads the test images without scikit-learn
+    SPLIT_FILE.write_text(json.dumps({"split": DIGITS_SPLIT, "test_indices": sklearn_test_indices()}) + "\n")
     model, meta = train(args.epochs, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}

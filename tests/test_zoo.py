@@ -263,3 +263,42 @@ def test_find_shared_prefers_explicit_then_env(tmp_path, monkeypatch):
     assert find_shared(tmp_path / "missing") is None  # a named path never silently falls back
     monkeypatch.setenv("FPXINT_CACHE", str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c"
+
+
+def test_bundled_digits_split_is_sklearns_split():
+    """The app reads the test split from bundled indices; they must be scikit-learn's split exactly."""
+    import json
+
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from fpxint.zoo.digits import SPLIT_FILE, digits_split
+
+    bunch = load_digits()
+    _, x_test, _, y_test = train_test_split(bunch.images, bunch.target, test_size=0.25, stratify=bunch.target,
+                                            random_state=0)
+    x, y = digits_split("test")
+    assert torch.equal(x, torch.tensor(x_test, dtype=torch.float32).unsqueeze(1))
+    assert torch.equal(y, torch.tensor(y_test))
+    assert len(json.loads(SPLIT_FILE.read_text())["test_indices"]) == 450
+
+
+def test_model_names_are_cheap_and_match_the_registry():
+    from fpxint.zoo import model_family, model_names
+
+    assert model_names()[0] == "digits_cnn"
+    assert [s.name for s in list_models()] == model_names()
+    assert model_family("vit_b_16") == "torchvision"
+    with pytest.raises(ModelLoadError, match="unknown model"):
+        model_family("nope")
+
+
+def test_pickled_code_is_refused_with_a_clear_message(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"a": Evil()}, path)
+    with pytest.raises(ModelLoadError, match=r"refusing to unpickle .*evil.pt: it holds a pickled posix.system"):
+        load_model("resnet20", weights=path)

@@ -7,6 +7,12 @@ training script and :func:`fpxint.data.load_data` use exactly the same held-out 
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,8 +52,35 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+SPLIT_FILE = Path(__file__).resolve().parents[1] / "weights" / "digits_split.json"
+
+
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits.csv.gz read directly: `import sklearn` costs about a second."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("the built-in digits data needs scikit-learn installed (pip install scikit-learn)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+
+
+def sklearn_test_indices() -> list[int]:
+    """Indices of the test split exactly as DIGITS_SPLIT defines it (imports scikit-learn)."""
+    from sklearn.model_selection import train_test_split
+
+    _, y = _read_digits()
+    _, test = train_test_split(np.arange(len(y)), test_size=0.25, stratify=y, random_state=0)
+    return [int(i) for i in test]
+
+
 def digits_split(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     """Returns the digits images and labels of one split of the fixed stratified split.
+
+    The split's indices are bundled (weights/digits_split.json, written by scripts/train_digits.py
+    and checked against scikit-learn's `train_test_split` in the tests), so the app does not have
+    to import scikit-learn.
 
     Args:
         split: ``"train"`` (1,347 images), ``"test"`` (450) or ``"all"`` (1,797).
@@ -55,14 +88,15 @@ def digits_split(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         ``(images, labels)``: float32 ``(N, 1, 8, 8)`` with raw pixel values 0..16, int64 ``(N,)``.
     """
-    from sklearn.datasets import load_digits  # deferred: sklearn is slow to import
-    from sklearn.model_selection import train_test_split
-
     if split not in ("train", "test", "all"):
         raise ValueError(f"digits split must be 'train', 'test' or 'all', got {split!r}")
-    bunch = load_digits()
-    x, y = bunch.images, bunch.target
-    if split != "all":
-        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
-        x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+    x, y = _read_digits()
+    if split == "test":
+        idx = np.asarray(json.loads(SPLIT_FILE.read_text())["test_indices"])
+        x, y = x[idx], y[idx]
+    elif split == "train":  # training only: the order train_test_split gives, so training is reproducible
+        from sklearn.model_selection import train_test_split
+
+        idx, _ = train_test_split(np.arange(len(y)), test_size=0.25, stratify=y, random_state=0)
+        x, y = x[idx], y[idx]
     return torch.tensor(x, dtype=torch.float32).unsqueeze(1), torch.tensor(y, dtype=torch.int64)

@@ -115,7 +115,8 @@ def _read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         text = str(exc)
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        # torch words it "Unsupported global: GLOBAL x" or "unsupported GLOBAL x whose module ... is blocked"
+        found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
         if found:
             raise ModelLoadError(
                 f"refusing to unpickle {path}: it holds a pickled {found.group(1)}, not just tensors "

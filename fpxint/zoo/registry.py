@@ -15,7 +15,8 @@ from typing import Callable
 
 from torch import nn
 
-__all__ = ["ModelSpec", "ModelLoadError", "DEFAULT_MODEL", "list_models", "get_spec", "models_table"]
+__all__ = ["ModelSpec", "ModelLoadError", "DEFAULT_MODEL", "list_models", "model_names", "model_family", "get_spec",
+           "models_table"]
 
 DEFAULT_MODEL = "digits_cnn"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -142,29 +143,46 @@ def _torchvision_spec(name: str) -> ModelSpec:
     )
 
 
-@functools.cache
-def _registry() -> dict[str, ModelSpec]:
-    specs = [_digits_spec()]
-    specs += [_cifar_spec(depth, ckpt, top1) for depth, (ckpt, top1) in _CIFAR.items()]
-    specs += [_torchvision_spec(name) for name in _TORCHVISION]
-    return {spec.name: spec for spec in specs}
+def _builders() -> dict[str, Callable[[], ModelSpec]]:
+    """name -> spec builder: listing names costs nothing; a spec is built when first asked for."""
+    out: dict[str, Callable[[], ModelSpec]] = {DEFAULT_MODEL: _digits_spec}
+    out.update({f"resnet{d}": functools.partial(_cifar_spec, d, ckpt, top1) for d, (ckpt, top1) in _CIFAR.items()})
+    out.update({name: functools.partial(_torchvision_spec, name) for name in _TORCHVISION})
+    return out
+
+
+_FAMILIES = {DEFAULT_MODEL: "builtin", **{f"resnet{d}": "cifar10" for d in _CIFAR},
+             **{n: "torchvision" for n in _TORCHVISION}}
+
+
+def model_names(family: str | None = None) -> list[str]:
+    """Registered names (the default first) without building any spec: cheap, for menus."""
+    return [n for n, f in _FAMILIES.items() if family is None or f == family]
+
+
+def model_family(name: str) -> str:
+    """The family of a registered name, without building its spec."""
+    if name not in _FAMILIES:
+        raise ModelLoadError(f"unknown model {name!r}; available: {', '.join(model_names())}")
+    return _FAMILIES[name]
 
 
 def list_models(family: str | None = None) -> list[ModelSpec]:
     """Returns the registered models, the default first, optionally only one ``family``."""
-    return [s for s in _registry().values() if family is None or s.family == family]
+    return [get_spec(n) for n in model_names(family)]
 
 
+@functools.cache
 def get_spec(name: str) -> ModelSpec:
-    """Returns the spec of a registered model.
+    """Returns the spec of a registered model (built on first use: torchvision imports take seconds).
 
     Raises:
         ModelLoadError: ``name`` is not registered; the message lists the available names.
     """
-    try:
-        return _registry()[name]
-    except KeyError:
-        raise ModelLoadError(f"unknown model {name!r}; available: {', '.join(_registry())}") from None
+    builder = _builders().get(name)
+    if builder is None:
+        raise ModelLoadError(f"unknown model {name!r}; available: {', '.join(model_names())}")
+    return builder()
 
 
 def models_table():
