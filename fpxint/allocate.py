@@ -34,23 +34,23 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from . import knapsack as ks
 from .config import MAX_TERMS, ExpansionConfig, LayerOverride
-from .cost import FP_BITS, cost_summary, layer_macs
-from .layers import pair_matrix
+from .cost import cost_summary
 from .model import expand, resolve_device
-from .sensitivity import (FLOOR, Progress, layer_sensitivity, plan_layers, rel_noise, sensitivity_ranking, to_db,
+from .sensitivity import (Progress, layer_sensitivity, plan_layers, rel_noise, sensitivity_ranking, to_db,
                           weights_only_sensitivity)
 
 __all__ = ["Budget", "Allocation", "allocate", "cost_accuracy_curve", "layer_sensitivity", "sensitivity_ranking",
            "weights_only_sensitivity", "MODES", "SOLVERS", "COSTS", "TARGETS"]
 MODES = ("weights", "synthetic", "unlabeled", "labeled")
 SOLVERS = ("dp", "greedy")
-COSTS = ("int_gemms", "bops", "weight_bits")
+COSTS = ks.COSTS
 TARGETS = ("sqnr_db", "top1_drop")
 _ALIASES = {"gemms": "int_gemms", "int_gemms": "int_gemms", "bops": "bops", "weight_bits": "weight_bits",
             "bits": "weight_bits", "sqnr": "sqnr_db", "sqnr_db": "sqnr_db", "top1_drop": "top1_drop",
             "drop": "top1_drop"}
-_DP_BINS = 2000  # cost resolution of the knapsack for non-integer costs
+_N_UNIFORM = 3   # per-side uniform configs measured beside the solver's choice
 _STOP_DB = 80.0  # a layer side this far below the output adds nothing a budget can see: extrapolate beyond
 
 
@@ -116,6 +116,9 @@ class Allocation:
         predicted_sqnr_db: SQNR of the additive noise model; measured_sqnr_db: on the calibration
             images (None in `weights` mode); top1 / fp_top1 on them when labeled.
         data: which data the choice used; sensitivity: the tables N_w, N_a it used.
+        solver: which candidate won: the solver ("dp" / "greedy") or a per-side uniform config
+            ("uniform w6 a2": the same terms in every layer) that measured better on the calibration
+            inputs; candidates: every candidate measured (cost, predicted and measured SQNR).
     """
 
     config: ExpansionConfig
@@ -132,116 +135,7 @@ class Allocation:
     data: str
     solver: str
     sensitivity: pd.DataFrame = field(repr=False)
-
-
-def _tables(sens: pd.DataFrame, plan, max_terms: int) -> tuple[np.ndarray, np.ndarray]:
-    """N_w, N_a as [layers, max_terms] arrays, made non-increasing in k (more terms never hurt).
-
-    A side that was not measured (activations in FP) is all zeros.
-    """
-    out = []
-    for side in ("weight", "activation"):
-        t = np.zeros((len(plan), max_terms))
-        for i, (_, name, _, _) in enumerate(plan):
-            d = sens[(sens.layer == name) & (sens.side == side)].sort_values("terms").noise.to_numpy()
-            if len(d):
-                if len(d) < max_terms:
-                    raise ValueError(f"the sensitivity table has {len(d)} terms for {name}; max_terms is {max_terms}")
-                t[i] = np.minimum.accumulate(d[:max_terms])
-        out.append(t)
-    return out[0], out[1]
-
-
-def _layer_costs(model, cfg: ExpansionConfig, plan, input_shape, max_terms: int) -> dict[str, np.ndarray]:
-    """Cost of every (w_terms, a_terms) choice per layer, [layers, max_terms, max_terms], as fpxint.cost counts it."""
-    macs = layer_macs(model, tuple(input_shape))
-    act = cfg.expands_activations
-    ka = max([max_terms] + [spec.a_terms for *_, spec in plan])  # pinned activation terms may exceed max_terms
-    out = {c: np.zeros((len(plan), max_terms, ka)) for c in COSTS}
-    for i, (_, name, layer, spec) in enumerate(plan):
-        groups = layer.weight.shape[0] if cfg.w_granularity == "per_channel" else 1
-        a_bits = spec.a_bits if act else FP_BITS
-        for w in range(1, max_terms + 1):
-            for a in range(1, ka + 1):
-                pairs = int(pair_matrix(w, a if act else 1, cfg.truncation if act else "full", cfg.total_order).sum())
-                out["int_gemms"][i, w - 1, a - 1] = pairs if act else 0
-                out["bops"][i, w - 1, a - 1] = macs.get(name, 0) * spec.w_bits * a_bits * pairs
-                out["weight_bits"][i, w - 1, a - 1] = layer.weight.numel() * spec.w_bits * w + groups * w * FP_BITS
-    return out
-
-
-def _choices(nw, na, cost, fixed_a: list[int] | None):
-    """Per layer: the allowed (w, a) choices with their predicted noise and cost.
-
-    `fixed_a` pins each layer's activation terms (weight-bit budgets, FP activations): storage does
-    not depend on them, so they are not the allocator's to spend.
-    """
-    kw, ka = nw.shape[1], na.shape[1]
-    grid = [[(w, a) for w in range(1, kw + 1) for a in ([fixed_a[i]] if fixed_a else range(1, ka + 1))]
-            for i in range(len(nw))]
-    noise = [np.array([nw[i, w - 1] + (0.0 if fixed_a else na[i, a - 1]) for w, a in g]) for i, g in enumerate(grid)]
-    costs = [np.array([cost[i, w - 1, a - 1] for w, a in g]) for i, g in enumerate(grid)]
-    return grid, noise, costs
-
-
-def _solve_dp(grid, noise, costs, cap: float) -> list[tuple[int, int]] | None:
-    """Exact minimum of the summed noise with total cost <= cap (costs rounded up to a grid)."""
-    integer = all(np.allclose(c, np.round(c)) for c in costs) and cap <= 50 * _DP_BINS
-    unit = 1.0 if integer else max(cap, 1e-12) / _DP_BINS
-    units = [np.ceil(c / unit - 1e-9).astype(int) for c in costs]
-    top = int(math.floor(cap / unit + 1e-9))
-    if top < sum(int(u.min()) for u in units):
-        return None
-    best = np.full(top + 1, np.inf)
-    best[0] = 0.0
-    args = []
-    for n, u in zip(noise, units):
-        new, arg = np.full(top + 1, np.inf), np.full(top + 1, -1)
-        for j in np.argsort(u, kind="stable"):
-            if u[j] > top:
-                continue
-            cand = np.full(top + 1, np.inf)
-            cand[u[j]:] = best[: top + 1 - u[j]] + n[j]
-            better = cand < new
-            new[better], arg[better] = cand[better], j
-        best = new
-        args.append(arg)
-    b = int(np.argmin(best))
-    if not math.isfinite(best[b]):
-        return None
-    out = []
-    for g, arg, u in zip(reversed(grid), reversed(args), reversed(units)):
-        j = int(arg[b])
-        out.append(g[j])
-        b -= int(u[j])
-    return out[::-1]
-
-
-def _solve_greedy(grid, noise, costs, cap: float) -> list[tuple[int, int]] | None:
-    """From one term per side, repeatedly add the one term with the best noise cut per unit cost."""
-    index = [{p: j for j, p in enumerate(g)} for g in grid]
-    state = [min(g) for g in grid]  # (1, 1), or (1, pinned a)
-    total = sum(c[ix[s]] for c, ix, s in zip(costs, index, state))
-    if total > cap * (1 + 1e-12):
-        return None
-    while True:
-        best, pick = -1.0, None
-        for i, (w, a) in enumerate(state):
-            ix = index[i]
-            for nxt in ((w + 1, a), (w, a + 1)):
-                if nxt not in ix:
-                    continue
-                dc = costs[i][ix[nxt]] - costs[i][ix[(w, a)]]
-                dn = noise[i][ix[(w, a)]] - noise[i][ix[nxt]]
-                if total + dc > cap * (1 + 1e-12) or dn <= 0:
-                    continue
-                gain = math.inf if dc <= 0 else dn / dc
-                if gain > best:
-                    best, pick = gain, (i, nxt, dc)
-        if pick is None:
-            return state
-        i, nxt, dc = pick
-        state[i], total = nxt, total + dc
+    candidates: pd.DataFrame = field(repr=False, default=None)
 
 
 def _config(cfg: ExpansionConfig, plan, choice) -> ExpansionConfig:
@@ -320,65 +214,92 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
         sensitivity = (weights_only_sensitivity(model, cfg, max_terms) if probe is None else
                        layer_sensitivity(model, cfg, probe, None, range(1, max_terms + 1), sides, _STOP_DB, dev,
                                          progress))
-    nw, na = _tables(sensitivity, plan, max_terms)
+    nw, na = ks.noise_tables(sensitivity, plan, max_terms)
     fixed_a = [spec.a_terms if act else 1 for *_, spec in plan] if metric == "weight_bits" or not act else None
-    all_costs = _layer_costs(model, cfg, plan, input_shape, max_terms)
-    grid, noise, costs = _choices(nw, na, all_costs[metric], fixed_a)
-    solve = _solve_dp if solver == "dp" else _solve_greedy
-    uniform = _summary_cost(model, cfg, input_shape)
-
+    all_costs = ks.layer_costs(model, cfg, plan, input_shape, max_terms)
+    grid, noise, costs = ks.choices(nw, na, all_costs[metric], fixed_a)
     with torch.no_grad():
         ref = fm.to(dev)(probe.to(dev)) if probe is not None else None
     fp_top1 = None if labels is None else 100 * (ref.argmax(1).cpu() == labels).float().mean().item()
+    measured: dict[tuple, tuple[float | None, float | None]] = {}
+    names: dict[tuple, str] = {}
 
     @torch.no_grad()
     def measure(choice) -> tuple[float | None, float | None]:
-        if probe is None:
-            return None, None
-        y = expand(model, _config(cfg, plan, choice), device=dev)(probe.to(dev))
-        top1 = None if labels is None else 100 * (y.argmax(1).cpu() == labels).float().mean().item()
-        return to_db(rel_noise(ref, y)), top1
+        key = tuple(choice)
+        if probe is not None and key not in measured:
+            y = expand(model, _config(cfg, plan, choice), device=dev)(probe.to(dev))
+            top1 = None if labels is None else 100 * (y.argmax(1).cpu() == labels).float().mean().item()
+            measured[key] = (to_db(rel_noise(ref, y)), top1)
+        return measured.get(key, (None, None))
 
     def predicted(choice) -> float:
-        return to_db(sum(nw[i, w - 1] + (na[i, a - 1] if fixed_a is None else 0) for i, (w, a) in enumerate(choice)))
+        return to_db(sum(n[g.index(c)] for n, g, c in zip(noise, grid, choice)))
 
+    def cost_of(choice) -> float:
+        return float(sum(c[g.index(x)] for c, g, x in zip(costs, grid, choice)))
+
+    def candidates(cap: float) -> list[tuple[str, list]]:
+        """The solver's choice, then the best predicted per-side uniform configs (same (w, a) in every
+        layer) under the cap. The additive model is off by a dB or two, and the solver, by seeking
+        its minimum, also seeks its errors: measuring a few candidates keeps it honest."""
+        first = (ks.solve_dp if solver == "dp" else ks.solve_greedy)(grid, noise, costs, cap)
+        out = [(solver, first)] if first is not None else []
+        uni = [[(w, a) for _ in plan] if fixed_a is None else [(w, fa) for fa in fixed_a]
+               for w in range(1, max_terms + 1) for a in range(1, max_terms + 1 if fixed_a is None else 2)]
+        uni = sorted((u for u in uni if cost_of(u) <= cap), key=predicted, reverse=True)[:_N_UNIFORM]
+        out += [(f"uniform w{u[0][0]} a{u[0][1]}" if fixed_a is None else f"uniform w{u[0][0]}", u) for u in uni]
+        for label, c in out:
+            names.setdefault(tuple(c), label)
+        return out
+
+    uniform = _summary_cost(model, cfg, input_shape)
     cap = None
     if budget.kind in COSTS:
         cap = budget.value * uniform[metric] if budget.relative else budget.value
-        choice = solve(grid, noise, costs, cap)
-        if choice is None:
+        cands = candidates(cap)
+        if not cands:
             cheapest = sum(float(c.min()) for c in costs)
             raise ValueError(f"budget {budget.describe()} = {cap:g} {metric} is below the cheapest allocation "
                              f"(one term per side in every layer: {cheapest:g})")
+        # Best measured SQNR on the calibration inputs; without data the solver's (best predicted) choice.
+        label, choice = max(cands, key=lambda lc: (measure(lc[1])[0] or -math.inf, predicted(lc[1])))
     else:
-        choice = _bisect(budget, grid, noise, costs, solve, measure, predicted, fp_top1, progress)
-    sqnr, top1 = measure(choice)
-    out_cfg = _config(cfg, plan, choice)
+        label, choice = _bisect(budget, costs, candidates, measure, predicted, cost_of, fp_top1, progress)
     table = pd.DataFrame([{"layer": name, "index": idx, "w_bits": spec.w_bits, "w_terms": w, "a_bits": spec.a_bits,
-                           "a_terms": a, "noise_db": -to_db(nw[i, w - 1] + (0 if fixed_a else na[i, a - 1]))}
+                           "a_terms": a, **{c: all_costs[c][i, w - 1, a - 1] for c in COSTS},
+                           "noise_db": -to_db(nw[i, w - 1] + (0 if fixed_a else na[i, a - 1]))}
                           for i, ((idx, name, _, spec), (w, a)) in enumerate(zip(plan, choice))])
-    for c in COSTS:
-        table.insert(len(table.columns) - 1, c, [all_costs[c][i, w - 1, a - 1] for i, (w, a) in enumerate(choice)])
+    tried = pd.DataFrame([{"candidate": names.get(k, solver), "chosen": k == tuple(choice), metric: cost_of(k),
+                           "predicted_sqnr_db": predicted(k), "measured_sqnr_db": sq, "top1": t1}
+                          for k, (sq, t1) in (measured or {tuple(choice): (None, None)}).items()])
     n = len(probe) if probe is not None else 0
     what = {"weights": "weights only (no forward pass; activation stand-in: Gaussian / rectified Gaussian)",
             "synthetic": f"synthetic probe: {n} Gaussian inputs of shape {input_shape}",
             "unlabeled": f"unlabeled images: {n} calibration inputs",
             "labeled": f"labeled images: {n} calibration inputs with labels"}[mode]
+    out_cfg = _config(cfg, plan, choice)
+    sqnr, top1 = measure(choice)
     return Allocation(out_cfg, table, budget, cap, _summary_cost(model, out_cfg, input_shape), uniform,
-                      predicted(choice), sqnr, top1, fp_top1, mode, what, solver, sensitivity)
+                      predicted(choice), sqnr, top1, fp_top1, mode, what, label, sensitivity, tried)
 
 
-def _bisect(budget: Budget, grid, noise, costs, solve, measure, predicted, fp_top1, progress):
-    """Smallest cost cap whose allocation meets the target (measured where there is data)."""
-    def ok(choice) -> bool:
-        sqnr, top1 = measure(choice)
-        if budget.kind == "top1_drop":
-            return top1 >= fp_top1 - budget.value
-        return (sqnr if sqnr is not None else predicted(choice)) >= budget.value
+def _bisect(budget: Budget, costs, candidates, measure, predicted, cost_of, fp_top1, progress):
+    """The cheapest candidate found that meets the target (measured where there is data), by bisecting the cap."""
+    def passing(cap: float):
+        for label, choice in candidates(cap):
+            sqnr, top1 = measure(choice)
+            if budget.kind == "top1_drop":
+                good = top1 >= fp_top1 - budget.value
+            else:
+                good = (sqnr if sqnr is not None else predicted(choice)) >= budget.value
+            if good:
+                return label, choice
+        return None
 
     lo, hi = sum(float(c.min()) for c in costs), sum(float(c.max()) for c in costs)
-    best = solve(grid, noise, costs, hi)
-    if not ok(best):
+    best = passing(hi)
+    if best is None:
         raise ValueError(f"target {budget.describe()} is not reached even with every layer at its largest "
                          "term counts; raise max_terms or relax the target")
     integer = all(np.allclose(c, np.round(c)) for c in costs)
@@ -386,11 +307,11 @@ def _bisect(budget: Budget, grid, noise, costs, solve, measure, predicted, fp_to
         if hi - lo <= (1 if integer else 0.002 * hi):
             break
         if progress:
-            progress(step / 20, f"searching the budget: {lo:g} .. {hi:g}")
+            progress(min(step / 12, 1.0), f"searching the budget: {lo:g} .. {hi:g}")
         mid = math.floor((lo + hi) / 2) if integer else (lo + hi) / 2
-        choice = solve(grid, noise, costs, mid)
-        if choice is not None and ok(choice):
-            best, hi = choice, mid
+        found = passing(mid)
+        if found is not None:
+            best, hi = found, min(mid, cost_of(found[1]))
         else:
             lo = mid
     return best

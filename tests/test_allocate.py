@@ -12,10 +12,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from fpxint import ExpansionConfig, expand
-from fpxint.allocate import (Budget, _solve_dp, _solve_greedy, allocate, cost_accuracy_curve, layer_sensitivity,
-                             sensitivity_ranking)
+from fpxint.allocate import Budget, allocate, cost_accuracy_curve, layer_sensitivity, sensitivity_ranking
 from fpxint.cost import cost_summary, cost_table
 from fpxint.data import load_data, stratified_indices
+from fpxint.knapsack import solve_dp, solve_greedy
 from fpxint.zoo import load_model
 
 W2A2 = ExpansionConfig(w_bits=2, a_bits=2, w_terms=3, a_terms=3)
@@ -66,11 +66,14 @@ def test_allocation_never_exceeds_its_budget(digits, digits_sens, metric, solver
             assert (a.layers.a_terms == W2A2.a_terms).all()
 
 
-def test_more_budget_never_predicts_more_error(digits, digits_sens):
+def test_the_best_measured_candidate_is_chosen(digits, digits_sens):
+    """The solver's choice and the best per-side uniform configs are measured; the best one wins."""
     model, x, y = digits
-    pred = [allocate(model, W2A2, f"gemms={g}", x, y, max_terms=5, sensitivity=digits_sens).predicted_sqnr_db
-            for g in (8, 16, 24, 36, 60)]
-    assert all(b >= a - 1e-9 for a, b in zip(pred, pred[1:]))
+    a = allocate(model, W2A2, "gemms=0.75x", x, y, max_terms=5, sensitivity=digits_sens)
+    c = a.candidates
+    assert c.chosen.sum() == 1 and len(c) >= 2 and "dp" in set(c.candidate)
+    assert c[c.chosen].measured_sqnr_db.iloc[0] == c.measured_sqnr_db.max() == a.measured_sqnr_db
+    assert (c.int_gemms <= a.cap).all()
 
 
 def test_budget_below_the_cheapest_allocation_is_explained(digits, digits_sens):
@@ -95,15 +98,19 @@ def test_dp_is_exact_and_greedy_feasible(n_layers, k, seed, frac):
     for pick in itertools.product(*[range(len(g)) for g in grid]):
         if sum(c[j] for c, j in zip(costs, pick)) <= cap:
             best = min(best, sum(n[j] for n, j in zip(noise, pick)))
-    for solve in (_solve_dp, _solve_greedy):
+    more = solve_dp(grid, noise, costs, 1.3 * cap)
+    for solve in (solve_dp, solve_greedy):
         choice = solve(grid, noise, costs, cap)
         if choice is None:
             assert best == math.inf
             continue
         idx = [g.index(c) for g, c in zip(grid, choice)]
         assert sum(c[j] for c, j in zip(costs, idx)) <= cap * (1 + 1e-9)
-        if solve is _solve_dp and integer:  # exact on integer costs
-            assert sum(n[j] for n, j in zip(noise, idx)) == pytest.approx(best)
+        total = sum(n[j] for n, j in zip(noise, idx))
+        if solve is solve_dp and integer:  # exact on integer costs
+            assert total == pytest.approx(best)
+        if solve is solve_dp:  # more budget never predicts more error
+            assert sum(n[g.index(c)] for n, g, c in zip(noise, grid, more)) <= total + 1e-12
 
 
 # ----- sensitivity ------------------------------------------------------------------------------------
@@ -183,17 +190,18 @@ def test_cli_writes_a_config_within_budget(tmp_path):
 
 # ----- a real checkpoint --------------------------------------------------------------------------------
 def test_resnet20_allocation_matches_or_beats_uniform_at_equal_cost(shared_dir, cifar_test_dir):
-    """Equal integer-GEMM budget (uniform W3A3 x 3 terms); error measured on images the allocation never saw."""
+    """Equal integer-GEMM budget (uniform W3A3 x 2 terms: 80 GEMMs); the output error is measured on
+    images the allocation never saw. (Measured when written: uniform 11.9 dB, allocated 14.7 dB.)"""
     lm = load_model("resnet20", shared_dir=shared_dir)
-    data = load_data(cifar_test_dir, lm.spec, limit=96, seed=0)
-    calib, probe = data.images[:48], data.images[48:]  # stratified set, split in two disjoint halves
-    cfg = ExpansionConfig(w_bits=3, a_bits=3, w_terms=3, a_terms=3)
-    a = allocate(lm.model, cfg, "gemms=1x", calib, mode="unlabeled", max_terms=4)
-    assert a.cost["int_gemms"] <= a.uniform_cost["int_gemms"] == 180
+    data = load_data(cifar_test_dir, lm.spec, limit=80, seed=0)
+    calib, probe = data.images[:32], data.images[32:]  # one stratified set split into two disjoint parts
+    cfg = ExpansionConfig(w_bits=3, a_bits=3, w_terms=2, a_terms=2)
+    a = allocate(lm.model, cfg, "gemms=1x", calib, mode="unlabeled", max_terms=3)
+    assert a.cost["int_gemms"] <= a.uniform_cost["int_gemms"] == 80
     with torch.no_grad():
         ref = lm.model(probe)
         uniform, alloc = _sqnr(ref, expand(lm.model, cfg)(probe)), _sqnr(ref, expand(lm.model, a.config)(probe))
-    assert alloc >= uniform - 0.25, (alloc, uniform)
+    assert alloc >= uniform, (alloc, uniform)
 
 
 # ----- the app page -------------------------------------------------------------------------------------
