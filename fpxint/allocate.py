@@ -15,6 +15,10 @@ weight and activation term counts, chosen under a budget:
    adds the one term with the best noise reduction per unit cost until the budget is spent.
    Targets (an output SQNR, a top-1 drop) bisect the cost budget and check each candidate on the
    calibration images themselves, so the target holds as measured there, not only as predicted.
+4. **Check.** The additive model is right to a dB or two, and a solver that seeks its minimum also
+   seeks its errors. So the solver's choice is measured on the calibration inputs beside the best
+   predicted per-side uniform configs (the same (w, a) in every layer) that fit the budget, and the
+   best measured one is returned (`Allocation.solver` says which; `Allocation.candidates` lists all).
 
 The result is an ordinary `ExpansionConfig` whose per-layer overrides carry the term counts.
 Data each mode uses ("mode"): `weights` (no forward pass: weight residual energy per layer plus the

@@ -178,6 +178,9 @@ def _print(a, s: dict, curve) -> None:
                  "" if a.measured_sqnr_db is None else f", measured {a.measured_sqnr_db:.1f} dB on calibration"))]
     if a.top1 is not None:
         lines.append(("calib top-1", f"{a.top1:.2f} % (FP {a.fp_top1:.2f} %)"))
+    if a.candidates is not None and a.candidates.measured_sqnr_db.notna().any():
+        lines.append(("candidates", ", ".join(f"{r.candidate} {r.measured_sqnr_db:.1f} dB"
+                                              + (" (chosen)" if r.chosen else "") for r in a.candidates.itertuples())))
     for k, v in lines:
         print(f"{k:<12} {v}")
     if curve is not None:

@@ -57,7 +57,8 @@ def _compute(mref: tuple, cfg_json: str, dref: tuple, budget: str, mode: str, n_
     bar.empty()
     return {"layers": a.layers, "config": a.config.to_json(), "cost": a.cost, "uniform": a.uniform_cost,
             "pred": a.predicted_sqnr_db, "calib_sqnr": a.measured_sqnr_db, "data": a.data, "curve": curve,
-            "sens": a.sensitivity, "n_calib": n_calib, "n_eval": int(rest.sum()), "budget": budget}
+            "sens": a.sensitivity, "candidates": a.candidates, "n_calib": n_calib, "n_eval": int(rest.sum()),
+            "budget": budget}
 
 
 budget = f"{kind}={value}{'x' if kind != 'sqnr_db' else ''}"
@@ -86,8 +87,9 @@ if res is not None:
     x = st.segmented_control("Cost axis", ["int_gemms", "bops_vs_fp"], default="int_gemms", key="alloc_x",
                              required=True, format_func=pa.COST_TITLES.get)
     ui.chart(pa.cost_curve(curve, x, "top1" if labeled else "agreement"), "allocation_curve")
-    with st.expander("Layer sensitivity (the measurements the choice used)"):
+    with st.expander("Layer sensitivity and the candidates measured on the calibration images"):
         ui.chart(pa.sensitivity_heatmap(res["sens"]), "allocation_sensitivity")
+        st.dataframe(res["candidates"], hide_index=True, width="stretch")
     st.dataframe(pd.DataFrame(res["layers"]), hide_index=True, width="stretch")
     st.dataframe(curve.drop(columns=["config"]), hide_index=True, width="stretch")
     b1, b2 = st.columns(2)
