@@ -44,10 +44,12 @@ def term_map(layers: pd.DataFrame, uniform: tuple[int, int] | None = None) -> go
         fig.add_bar(x=layers.layer, y=layers[col], name=name, marker_color=color, hovertext=hover,
                     hoverinfo="text+y")
     if uniform is not None:
-        for k, name, color in ((uniform[0], "uniform weight terms", W_COLOR),
-                               (uniform[1], "uniform activation terms", A_COLOR)):
-            fig.add_hline(y=k, line_dash="dash", line_color=color, opacity=0.6,
-                          annotation_text=f"{name}: {k}", annotation_position="top left")
+        lines = ([(uniform[0], "uniform: {} terms", FP_COLOR)] if uniform[0] == uniform[1] else
+                 [(uniform[0], "uniform weight terms: {}", W_COLOR),
+                  (uniform[1], "uniform activation terms: {}", A_COLOR)])
+        for k, text, color in lines:
+            fig.add_hline(y=k, line_dash="dash", line_color=color, opacity=0.7, annotation_text=text.format(k),
+                          annotation_position="top right")
     fig.update_layout(barmode="group")
     fig.update_xaxes(tickangle=-45, categoryorder="array", categoryarray=list(layers.layer))
     return _style(fig, "Terms per layer (network order)", "layer", "terms")
@@ -68,7 +70,7 @@ def cost_curve(curve: pd.DataFrame, x: str = "int_gemms", y: str = "top1") -> go
     fp_y = fp[y].iloc[0] if len(fp) and fp[y].notna().all() else None
     if fp_y is not None and math.isfinite(fp_y):
         fig.add_hline(y=fp_y, line_dash="dash", line_color=FP_COLOR, annotation_text=f"FP {fp_y:.2f}",
-                      annotation_position="bottom right")
+                      annotation_position="bottom left")
     uni = curve[curve.kind == "uniform"].sort_values(x)
     fig.add_scatter(x=uni[x], y=uni[y], mode="lines+markers+text", name="uniform terms", line_color=W_COLOR,
                     text=[f"{int(k)}" for k in uni.terms], textposition="top left",
