@@ -171,6 +171,14 @@ def test_cost_accuracy_curve(digits):
     c = cost_accuracy_curve(model, W2A2, x[:48], y[:48], [("alloc", a.config)], terms=[1, 3])
     assert list(c.kind) == ["fp", "uniform", "uniform", "allocated"]
     assert list(c.int_gemms) == [0, 4, 36, a.cost["int_gemms"]] and c.top1.notna().all()
+    from fpxint.plots_allocate import cost_curve, sensitivity_heatmap, term_map
+
+    fig = cost_curve(c)
+    assert [t.name for t in fig.data] == ["uniform terms", "allocated"] and list(fig.data[1].y) == [c.top1.iloc[3]]
+    bars = term_map(a.layers, (3, 3)).data
+    assert [list(b.y) for b in bars] == [list(a.layers.w_terms), list(a.layers.a_terms)]
+    assert list(bars[0].x) == list(a.layers.layer)  # network order
+    assert len(sensitivity_heatmap(a.sensitivity).data) == 2  # weight and activation panels
 
 
 def test_cli_writes_a_config_within_budget(tmp_path):
