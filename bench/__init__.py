@@ -1,0 +1,1 @@
+"""fpxint benchmark suite: `python -m bench` (see bench/run.py)."""

@@ -1,0 +1,96 @@
+"""Runs the benchmark suite: `python -m bench [--only expansion,forward] [--quick | --full]`.
+
+Prints the machine first, then one table per section, every figure a ratio against a reference
+timed in the same run; writes everything as JSON to artifacts/bench/ (gitignored).
+
+A section is a module in bench/ with `TITLE` and `run(opts) -> dict` (it prints its own tables and
+returns what goes into the JSON); adding one is that module plus one line in SECTIONS.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/run.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import format_machine, machine_info, steady_allocator  # noqa: E402
+
+SECTIONS = {  # name -> module; one line per section
+    "expansion": "bench.expansion",
+    "forward": "bench.forward",
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Options:
+    quick: bool = False   # a smaller plan (about a minute per section)
+    full: bool = False    # everything, including the slow cases left out by default
+    repeat: int | None = None  # rounds per measurement; None: the section's default
+    threads: int | None = None
+
+
+def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Options]:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections to run (default all): {', '.join(SECTIONS)}")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller plan, fewer rounds")
+    size.add_argument("--full", action="store_true", help="every case, including the slow ones")
+    p.add_argument("--repeat", type=int, default=None, help="rounds per measurement (best counts)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--cold-alloc", action="store_true",
+                   help="leave glibc's allocator as is (freed memory goes back to the OS: page faults in timings)")
+    p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench",
+                   help="folder for the JSON results (default artifacts/bench)")
+    args = p.parse_args(argv)
+    unknown = [s for s in args.only.split(",") if s and s not in SECTIONS]
+    if unknown:
+        p.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    if args.repeat is not None and args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    return args, Options(quick=args.quick, full=args.full, repeat=args.repeat, threads=args.threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, opts = parse(argv)
+    import torch
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    info = machine_info()
+    info["allocator"] = "system default (cold)" if args.cold_alloc else steady_allocator()
+    print(format_machine(info), flush=True)
+    print(f"allocator: {info['allocator']}", flush=True)
+    load = (info["load_average"] or [0])[0]
+    if load > (info["usable_cores"] or 1):
+        print(f"WARNING: load average {load:.1f} > {info['usable_cores']} cores: other processes share the CPU; "
+              "ratios are best-of-N but still noisy (multi-threaded torch ops suffer most; try --threads 1)",
+              flush=True)
+    results = {"machine": info, "options": vars(opts), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+               "sections": {}}
+    for name in [s for s in args.only.split(",") if s]:
+        module = importlib.import_module(SECTIONS[name])
+        print(f"\n== {name}: {module.TITLE} ==", flush=True)
+        t0 = time.perf_counter()
+        res = module.run(opts)
+        res["section_s"] = round(time.perf_counter() - t0, 1)
+        print(f"({name}: {res['section_s']:.0f} s)", flush=True)
+        results["sections"][name] = res
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    text = json.dumps(results, indent=1, default=str)
+    (args.out / f"bench-{stamp}.json").write_text(text)
+    (args.out / "latest.json").write_text(text)
+    print(f"\nresults: {args.out / f'bench-{stamp}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
