@@ -24,6 +24,7 @@ from bench.common import format_machine, machine_info, steady_allocator  # noqa:
 SECTIONS = {  # name -> module; one line per section
     "expansion": "bench.expansion",
     "forward": "bench.forward",
+    "peers": "bench.peers",
 }
 ROOT = Path(__file__).resolve().parents[1]
 
