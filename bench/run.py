@@ -25,6 +25,7 @@ SECTIONS = {  # name -> module; one line per section
     "expansion": "bench.expansion",
     "forward": "bench.forward",
     "peers": "bench.peers",
+    "app_latency": "bench.app_latency",
 }
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,191 @@
+"""App latency: from a configuration change to the rendered result, cold start, page switching.
+
+Part 1 drives the script headless with streamlit.testing.v1.AppTest (no browser, no websocket):
+  - default view (digits_cnn, bundled test split): the first run of a new session in this process,
+    then a sidebar change (weight terms 2 -> 3) to the new metrics on screen;
+  - ResNet-20 with 1,000 stratified CIFAR-10 images: Run, then a change (terms 2 -> 3) and Run;
+  - switching pages with a warm cache (Expand <-> Layer residuals, after one visit each).
+Part 2 is the real server in Chromium (Playwright, /usr/bin/chromium), as tests/test_browser.py:
+  - cold start: `streamlit run app.py` started -> page loaded -> the first metric visible;
+  - a new session on the warm server: page load -> first metric;
+  - switching pages in the browser with a warm cache: nav click -> the page's heading.
+Targets (issue): default view <= 2 s to the first result; page switch <= 0.5 s with a warm cache.
+Absolute times on a shared 2-core machine: the load average is printed beside them.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.common import table, verdict
+
+TITLE = "app latency: config change -> result, cold start, page switch (AppTest and Chromium)"
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TARGET_FIRST = 2.0
+TARGET_SWITCH = 0.5
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _metrics(at) -> dict:
+    assert not at.exception, [e.value for e in at.exception]
+    return {m.label: m.value for m in at.metric}
+
+
+def apptest_part(repeat: int) -> list[dict]:
+    from streamlit.testing.v1 import AppTest
+
+    rows = []
+    at = AppTest.from_file(APP, default_timeout=600)
+    t = _timed(at.run)
+    m = _metrics(at)
+    rows.append({"what": "default view, first run of the process (imports, model, data)", "s": t,
+                 "target": TARGET_FIRST, "note": next((k for k in m if k.startswith("Expanded")), "no metric")})
+    at2 = AppTest.from_file(APP, default_timeout=600)
+    t = _timed(at2.run)
+    _metrics(at2)
+    rows.append({"what": "default view, a new session (warm process)", "s": t, "target": TARGET_FIRST})
+
+    def change(a, value):
+        a.number_input(key="w_terms").set_value(value).run()
+        if not any(f"W4x{value}" in k for k in _metrics(a)):
+            a.button(key="run_expand").click().run()
+        assert any(f"W4x{value}" in k for k in _metrics(a)), list(_metrics(a))
+    ts = [_timed(lambda v=v: change(at2, v)) for v in (3, 1, 4)[:max(1, repeat)]]
+    rows.append({"what": "default view: weight terms changed -> new metrics (new config each time)",
+                 "s": min(ts), "median_s": statistics.median(ts), "n": len(ts), "target": TARGET_FIRST})
+
+    at3 = AppTest.from_file(APP, default_timeout=600)
+    at3.query_params.update({"model": "resnet20", "n_images": "1000"})
+    at3.run()
+    t = _timed(lambda: at3.button(key="run_expand").click().run())
+    m = _metrics(at3)
+    rows.append({"what": "ResNet-20, 1,000 images: Run (first: load checkpoint, decode images, FP + expanded)",
+                 "s": t, "note": m.get("Time taken", "")})
+    t = _timed(lambda: change(at3, 3))
+    rows.append({"what": "ResNet-20, 1,000 images: weight terms 2 -> 3, Run", "s": t,
+                 "note": f"in-app 'Time taken' {_metrics(at3).get('Time taken', '')}"})
+
+    for page in ("pages/2_residuals.py", "pages/1_expand.py"):  # one visit each: the cache is warm after
+        at2.switch_page(page).run()
+    ts = []
+    for _ in range(max(2, repeat)):
+        for page in ("pages/2_residuals.py", "pages/1_expand.py"):
+            ts.append(_timed(lambda p=page: at2.switch_page(p).run()))
+            _metrics(at2) if page.endswith("expand.py") else None
+    rows.append({"what": "switch page (Expand <-> Layer residuals), warm cache, AppTest", "s": min(ts),
+                 "median_s": statistics.median(ts), "n": len(ts), "target": TARGET_SWITCH})
+    return rows
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browser_part(repeat: int) -> list[dict]:
+    from playwright.sync_api import sync_playwright
+
+    rows = []
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cache = tempfile.mkdtemp(prefix="fpxint-bench-cache-")
+    log = open(Path(cache) / "server.log", "w")
+    env = {**os.environ, "FPXINT_CACHE": cache}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("streamlit exited") from None
+                time.sleep(0.05)
+        t_up = time.perf_counter() - t0
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            t_browser = time.perf_counter() - t0 - t_up
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            t1 = time.perf_counter()
+            page.goto(url)
+            page.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)
+            t_first = time.perf_counter() - t1
+            rows.append({"what": "cold start: server start -> health", "s": t_up})
+            rows.append({"what": "cold start: page load -> first metric (first session of the server)", "s": t_first,
+                         "target": TARGET_FIRST})
+            rows.append({"what": "cold start: server start + page load -> first metric (browser launch excluded)",
+                         "s": t_up + t_first, "note": f"Chromium launch {t_browser:.1f} s not counted"})
+            page2 = browser.new_page(viewport={"width": 1400, "height": 900})
+            ts = []
+            for _ in range(max(1, repeat)):
+                t1 = time.perf_counter()
+                page2.goto(url)
+                page2.wait_for_selector('[data-testid="stMetric"]', timeout=300_000)
+                ts.append(time.perf_counter() - t1)
+            rows.append({"what": "warm server, new page load -> first metric", "s": min(ts),
+                         "median_s": statistics.median(ts), "n": len(ts), "target": TARGET_FIRST})
+            nav = [("Layer residuals", "Layer residuals"), ("Expand", "Expand")]
+            for link, heading in nav:  # first visits: warm the cache
+                page2.locator('[data-testid="stSidebarNav"] a', has_text=link).first.click()
+                page2.get_by_role("heading", name=heading).first.wait_for(timeout=120_000)
+                page2.wait_for_timeout(1500)
+            ts = []
+            for _ in range(max(2, repeat)):
+                for link, heading in nav:
+                    page2.wait_for_timeout(500)
+                    t1 = time.perf_counter()
+                    page2.locator('[data-testid="stSidebarNav"] a', has_text=link).first.click()
+                    page2.get_by_role("heading", name=heading).first.wait_for(timeout=60_000)
+                    if heading == "Expand":
+                        page2.wait_for_selector('[data-testid="stMetric"]', timeout=60_000)
+                    ts.append(time.perf_counter() - t1)
+            rows.append({"what": "switch page in Chromium (nav click -> heading; Expand: -> metric), warm cache",
+                         "s": min(ts), "median_s": statistics.median(ts), "n": len(ts), "target": TARGET_SWITCH})
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    return rows
+
+
+def run(opts) -> dict:
+    repeat = opts.repeat or 3
+    out = {"load_average_before": os.getloadavg()}
+    rows = apptest_part(repeat)
+    if os.path.exists(CHROMIUM):
+        try:
+            rows += browser_part(repeat)
+        except Exception as exc:  # report, do not hide
+            rows.append({"what": "browser part", "note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
+    else:
+        rows.append({"what": "browser part", "note": f"skipped: no {CHROMIUM}"})
+    for r in rows:
+        if r.get("target") is not None and r.get("s") is not None:
+            r["verdict"] = verdict(r["s"], r["target"])
+    out["load_average_after"] = os.getloadavg()
+    print(table(rows, [("what", "measured", ""), ("s", "best s", ".2f"), ("median_s", "median s", ".2f"),
+                       ("n", "n", "d"), ("target", "target s", ".1f"), ("verdict", "", ""), ("note", "note", "")]))
+    print(f"load average before {out['load_average_before']}, after {out['load_average_after']}")
+    out["rows"] = rows
+    return out
