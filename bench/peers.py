@@ -139,52 +139,69 @@ def _top1(model, images, labels, batch=250) -> tuple[float, torch.Tensor]:
     return 100.0 * (p == labels).float().mean().item(), p
 
 
-def run(opts) -> dict:
+COLUMNS = [("peer", "peer", ""), ("w_bits", "W bits", "d"), ("acts", "activations", ""),
+           ("quantized", "layers quantized", ""), ("quant_s", "quantize s", ".3f"), ("top1", "top-1 %", ".2f"),
+           ("delta", "vs FP", "+.2f"), ("agree", "agree %", ".1f"), ("fwd_ratio", "fwd x FP", ".2f"),
+           ("error", "error", "")]
+
+
+def evaluate_model(name: str, n_images: int, peers=PEERS, repeat: int = 2, timing: bool = True) -> dict:
+    """Every peer on one model: quantize time, top-1 on `n_images` stratified images, forward ratio."""
     from fpxint.data import load_data
     from fpxint.zoo import cache_dir, find_shared, load_model
 
     warnings.filterwarnings("ignore")
     shared = find_shared()
-    n_images = 10000 if opts.full else 500 if opts.quick else 1000
-    models = ["resnet20"] if opts.quick else ["resnet20", "resnet32"]
-    repeat = opts.repeat or 2
-    peers = [p for p in PEERS if not opts.quick or p[0] in QUICK]
-    out = {"n_images": n_images, "models": {}}
-    for name in models:
-        lm = load_model(name, shared_dir=shared)
-        fp = lm.model.eval()
-        data = load_data(shared / "data" / "cifar10-test", lm.spec, limit=n_images, cache_dir=cache_dir())
-        images, labels = data.images, data.labels
-        fp_top1, fp_pred = _top1(fp, images, labels)
-        print(f"{name}: {data.source}; FP top-1 {fp_top1:.2f} %", flush=True)
-        rows = [{"peer": "FP (float32)", "w_bits": 32, "acts": "FP", "quantized": "-", "quant_s": 0.0,
-                 "top1": fp_top1, "delta": 0.0, "agree": 100.0, "fwd_ratio": 1.0}]
-        batch = images[:250]
-        for label, w_bits, acts, quantize in peers:
-            row = {"peer": label, "w_bits": w_bits, "acts": acts}
-            try:
-                qs = []
-                for _ in range(repeat):
-                    m = copy.deepcopy(fp)
-                    t0 = time.perf_counter()
-                    qm = quantize(m)
-                    qs.append(time.perf_counter() - t0)
-                qm.eval()
-                row["quant_s"] = min(qs)
-                row["quantized"] = what_was_quantized(qm)
-                top1, pred = _top1(qm, images, labels)
-                row.update(top1=top1, delta=top1 - fp_top1, agree=100.0 * (pred == fp_pred).float().mean().item())
+    lm = load_model(name, shared_dir=shared)
+    fp = lm.model.eval()
+    data = load_data(shared / "data" / "cifar10-test", lm.spec, limit=n_images, cache_dir=cache_dir())
+    images, labels = data.images, data.labels
+    fp_top1, fp_pred = _top1(fp, images, labels)
+    print(f"{name}: {data.source}; FP top-1 {fp_top1:.2f} %", flush=True)
+    rows = [{"model": name, "peer": "FP (float32)", "w_bits": 32, "acts": "FP", "quantized": "-", "quant_s": 0.0,
+             "top1": fp_top1, "delta": 0.0, "agree": 100.0, "fwd_ratio": 1.0}]
+    batch = images[:250]
+    for label, w_bits, acts, quantize in peers:
+        row = {"model": name, "peer": label, "w_bits": w_bits, "acts": acts}
+        try:
+            qs = []
+            for _ in range(repeat):
+                m = copy.deepcopy(fp)
+                t0 = time.perf_counter()
+                qm = quantize(m)
+                qs.append(time.perf_counter() - t0)
+            qm.eval()
+            row["quant_s"] = min(qs)
+            row["quantized"] = what_was_quantized(qm)
+            top1, pred = _top1(qm, images, labels)
+            row.update(top1=top1, delta=top1 - fp_top1, agree=100.0 * (pred == fp_pred).float().mean().item())
+            if timing:
                 with torch.no_grad():
                     t = time_interleaved({"fp": lambda: fp(batch), "q": lambda: qm(batch)}, repeat=repeat + 2, warmup=1)
                 row["fwd_ratio"] = t["q"].best_s / t["fp"].best_s
-            except Exception as exc:  # a peer that cannot run here: say why, keep going
-                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-            rows.append(row)
-            print(f"  {label}: " + (row.get("error") or f"top-1 {row['top1']:.2f} ({row['delta']:+.2f}), "
-                  f"quantized {row['quantized']}, {row['quant_s']:.3f} s, forward x{row['fwd_ratio']:.2f}"), flush=True)
-        print(table(rows, [("peer", "peer", ""), ("w_bits", "W bits", "d"), ("acts", "activations", ""),
-                           ("quantized", "layers quantized", ""), ("quant_s", "quantize s", ".3f"),
-                           ("top1", "top-1 %", ".2f"), ("delta", "vs FP", "+.2f"), ("agree", "agree %", ".1f"),
-                           ("fwd_ratio", "fwd x FP", ".2f"), ("error", "error", "")]), flush=True)
-        out["models"][name] = {"data": data.source, "fp_top1": fp_top1, "rows": rows}
-    return out
+        except Exception as exc:  # a peer that cannot run here: say why, keep going
+            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        rows.append(row)
+        print(f"  {label}: " + (row.get("error") or f"top-1 {row['top1']:.2f} ({row['delta']:+.2f}), "
+              f"quantized {row['quantized']}, {row['quant_s']:.3f} s"
+              + (f", forward x{row['fwd_ratio']:.2f}" if "fwd_ratio" in row else "")), flush=True)
+    print(table(rows, COLUMNS), flush=True)
+    return {"data": data.source, "fp_top1": fp_top1, "rows": rows}
+
+
+def run(opts) -> dict:
+    n_images = 10000 if opts.full else 500 if opts.quick else 1000
+    models = ["resnet20"] if opts.quick else ["resnet20", "resnet32"]
+    peers = [p for p in PEERS if not opts.quick or p[0] in QUICK]
+    return {"n_images": n_images, "models": {name: evaluate_model(name, n_images, peers, opts.repeat or 2)
+                                             for name in models}}
+
+
+if __name__ == "__main__":  # one model, accuracy and quantize time only: python -m bench.peers resnet32 1000 out.csv
+    import sys
+
+    import pandas as pd
+
+    res = evaluate_model(sys.argv[1], int(sys.argv[2]), timing=False)
+    if len(sys.argv) > 3:
+        pd.DataFrame(res["rows"]).to_csv(sys.argv[3], index=False, float_format="%.4g")
