@@ -22,9 +22,13 @@ What each scale rule costs (n terms, K elements per row):
 - mse: the first scale is searched over 16 clip ratios by the eager `quant.mse_scale` (~100 passes,
   float32 sums whose order the kernel cannot reproduce); terms 2..n then run fused.
 
-Fallbacks: float64 tensors, tensors off the CPU, or no working C compiler run the eager code
-(identical results by definition); `kernel_info()` says which path is active and why. Nothing is
-compiled at import time, and no environment variable is read.
+Fallbacks: float64 tensors, tensors off the CPU, inputs that need autograd, or no working C compiler
+run the eager code (identical results by definition); `kernel_info()` says which path is active and
+why. Nothing is compiled at import time (the first call builds the kernel in about a second and
+caches it in the temp folder, keyed by source, compiler and CPU), and no environment variable is read.
+
+One known difference: a row whose range overflows float32 (asymmetric grid, max - min > 3.4e38)
+gets an infinite scale and NaN residuals in the eager code; the kernel's later terms there differ.
 
 Example:
     >>> from fpxint.fused import expand_weights
@@ -221,8 +225,10 @@ def _run(lib: ctypes.CDLL, views: list[torch.Tensor], bits: int, terms: int, gri
     return results, rc
 
 
-def _fusable(t: torch.Tensor) -> bool:
-    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float16, torch.bfloat16)
+def _fusable(t: torch.Tensor, dtypes=(torch.float32, torch.float16, torch.bfloat16)) -> bool:
+    """CPU, a dtype the kernel takes, and no autograd wanted (the kernel builds no graph)."""
+    return (t.device.type == "cpu" and t.dtype in dtypes and t.numel() > 0
+            and not (t.requires_grad and torch.is_grad_enabled()))
 
 
 def expand_weights(weights: Sequence[torch.Tensor], bits: int = 4, terms: int = 2, granularity: str = "per_channel",
@@ -235,7 +241,7 @@ def expand_weights(weights: Sequence[torch.Tensor], bits: int = 4, terms: int = 
         backend: "auto" (the C kernel when it builds, else eager), "c" (kernel or RuntimeError),
             "torch" (the eager `expand_tensor` loop).
 
-    Float64 and non-CPU tensors take the eager path. The outputs never require grad.
+    Float64, non-CPU, and (with autograd on) grad-requiring tensors take the eager path.
 
     Example:
         >>> ws = [p.detach() for p in torchvision.models.resnet18().parameters() if p.dim() > 1]
@@ -254,11 +260,10 @@ def expand_weights(weights: Sequence[torch.Tensor], bits: int = 4, terms: int = 
         if lib is None or not _fusable(w):
             out[i] = expand_tensor(w, bits, terms, granularity, grid, scale_rule)
             continue
-        src = w if w.is_floating_point() else w.float()
-        work = src.detach().float() if src.dtype != torch.float32 else src.detach()
+        work = w.detach().float() if w.dtype != torch.float32 else w.detach()
         idx.append(i)
         views.append(group_view(work, granularity).contiguous())
-        sources.append(src)
+        sources.append(w)
     if views:
         results, rc = _run(lib, views, bits, terms, grid, scale_rule, want_q=True)
         if rc >= 0:
@@ -282,30 +287,25 @@ def expanded_sum_fused(x: torch.Tensor, bits: int, terms: int, granularity: str 
     """Drop-in for `series.expanded_sum`: sum_j coeffs[j] t_j Qx_j (default x - R_n), bit-identical.
 
     One pass over the input per term plus one, the integer terms never materialized. Inputs that are
-    not float32 CPU tensors, or hold NaN / Inf, take the eager path.
+    not float32 CPU tensors, hold NaN / Inf, or require grad with autograd on take the eager path.
     """
     lib = _use_kernel(backend)
-    if lib is None or x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
+    if lib is None or not _fusable(x, (torch.float32,)):
         return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
     check_bits(bits)
     check_terms(terms)
     _check_options(grid, scale_rule)
     n, cs = terms, None
     if coeffs is not None and not all(c == 1 for c in coeffs[:terms]):  # all ones: x - R_n, as eager
-        n = min(terms, len(coeffs))  # eager zips the coefficients with the terms
-        cs = list(coeffs[:n])
+        cs = list(coeffs[:terms])  # eager zips the coefficients with the terms
+        while cs and cs[-1] == 0:  # trailing zero terms add nothing: do not compute them
+            cs.pop()
+        if not cs:
+            return torch.zeros_like(x)
+        n = len(cs)
     view = group_view(x.detach(), granularity).contiguous()
     out = torch.empty_like(view)
     _, rc = _run(lib, [view], bits, n, grid, scale_rule, want_q=False, outs=[out], coeffs=cs)
     if rc >= 0:  # NaN / Inf: the eager code defines what comes out
         return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
     return out.reshape(x.shape)
-
-
-def series_terms(x: torch.Tensor, bits: int, terms: int, granularity: str = "per_sample", grid: str = "symmetric",
-                 scale_rule: str = "max", backend: str = "auto",
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The run-time terms of an activation: (q [n, *x.shape] int8 / uint8, scales [n, G], zeros [n, G] int32
-    or None), as `_series_steps` yields them (for the integer mode's `activation_terms`)."""
-    s = expand_weights([x], bits, terms, granularity, grid, scale_rule, backend)[0]
-    return s.q, s.scales, s.zero_points

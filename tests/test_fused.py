@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 import fpxint
 import fpxint.layers as layers
 from fpxint import fused
-from fpxint.series import expand_tensor, expanded_sum
+from fpxint.quant import group_view
+from fpxint.series import _series_steps, expand_tensor, expanded_sum
 
 COMBOS = [(g, r) for g in ("symmetric", "full", "asymmetric") for r in ("max", "fixed", "mse")
           if not (g == "asymmetric" and r == "fixed")]
@@ -139,7 +140,8 @@ def test_expanded_sum_fused_equals_expanded_sum(grid, rule, granularity):
     xs = [weight((4, 3, 5, 5), 8).relu(), weight((2, 7), 9), weight((1, 1), 10)]
     for bits in [b for b in bits_for(grid, rule) if b in (1, 2, 3, 4, 8)]:
         for x in xs:
-            for coeffs in (None, (1, 0, 1)) if rule == "mse" else (None, (1, 0, 1), (0, 1), (2, -1, 0.5)):
+            for coeffs in (None, (1, 0, 1)) if rule == "mse" else (None, (1, 0, 1), (0, 1), (1, 1, 0), (0, 0, 0),
+                                                                   (2, -1, 0.5)):
                 want = expanded_sum(x, bits, 3, granularity, grid, rule, coeffs=coeffs)
                 got = fused.expanded_sum_fused(x, bits, 3, granularity, grid, rule, coeffs=coeffs, backend="c")
                 assert torch.equal(want, got), (bits, tuple(x.shape), coeffs)
@@ -153,6 +155,26 @@ def test_expanded_sum_fused_long_rows():
             for coeffs in (None, (1, 0, 1)):
                 want = expanded_sum(x, 4, 3, gran, grid, rule, coeffs=coeffs)
                 assert torch.equal(want, fused.expanded_sum_fused(x, 4, 3, gran, grid, rule, coeffs=coeffs, backend="c"))
+
+
+@needs_kernel
+def test_coefficient_rows_match_the_multi_group_sum_in_layers():
+    """total_order keeps prefix rows of C; layers.py sums dequantized activation terms per row."""
+    x = weight((3, 4, 6, 6), 20).relu()
+    for grid in ("symmetric", "asymmetric"):
+        steps = list(_series_steps(group_view(x, "per_sample"), 4, 4, grid, "max"))
+        xs = [((q - z) if z is not None else q).reshape(x.shape) * s.reshape(-1, 1, 1, 1) for q, s, z, _ in steps]
+        for row in ((1, 1, 1, 0), (1, 1, 0, 0), (1, 0, 0, 0), (0, 1, 1, 0)):
+            want = sum(c * xj for c, xj in zip(row, xs) if c)
+            assert torch.equal(want, fused.expanded_sum_fused(x, 4, 4, "per_sample", grid, "max", coeffs=row))
+
+
+def test_autograd_inputs_take_the_eager_path():
+    w = weight((6, 5), 21).requires_grad_()
+    s = fused.expand_tensor_fused(w, 4, 2, "per_channel")
+    assert s.scales.requires_grad == expand_tensor(w, 4, 2, "per_channel").scales.requires_grad
+    y = fused.expanded_sum_fused(w, 4, 2)
+    assert y.requires_grad and torch.equal(y, expanded_sum(w, 4, 2))
 
 
 def test_non_finite_and_bad_arguments_raise_like_eager():
