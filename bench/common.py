@@ -101,16 +101,22 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: 
     walls: dict[str, list[float]] = {k: [] for k in fns}
     cpus: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
-    for r in range(repeat):
-        for name in names if r % 2 == 0 else names[::-1]:
-            for _ in range(inner.get(name, 1)):
-                gc.collect()
-                c0, t0 = time.process_time(), time.perf_counter()
-                out = fns[name]()
-                t1, c1 = time.perf_counter(), time.process_time()
-                del out
-                walls[name].append(t1 - t0)
-                cpus[name].append(c1 - c0)
+    gc.collect()  # once: a full collection costs 0.1-1 s with torch loaded, too much per call
+    was_enabled = gc.isenabled()
+    gc.disable()  # no collection pauses inside the timed calls (they make no reference cycles)
+    try:
+        for r in range(repeat):
+            for name in names if r % 2 == 0 else names[::-1]:
+                for _ in range(inner.get(name, 1)):
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    out = fns[name]()
+                    t1, c1 = time.perf_counter(), time.process_time()
+                    del out
+                    walls[name].append(t1 - t0)
+                    cpus[name].append(c1 - c0)
+    finally:
+        if was_enabled:
+            gc.enable()
     return {k: Timing(min(walls[k]), statistics.median(walls[k]), min(cpus[k]), len(walls[k]), walls[k])
             for k in fns}
 
