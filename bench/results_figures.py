@@ -33,7 +33,10 @@ def fp_bops(model: str) -> float:
 
 
 def grid(model: str) -> pd.DataFrame:
-    df = pd.read_csv(RESULTS / f"{GRIDS[model]}.csv")
+    """All rows of <prefix>.csv and <prefix>_*.csv (a second sweep's rows), one per configuration."""
+    files = [RESULTS / f"{GRIDS[model]}.csv", *sorted(RESULTS.glob(f"{GRIDS[model]}_*.csv"))]
+    df = pd.concat([pd.read_csv(f) for f in files if f.is_file()], ignore_index=True)
+    df = df.drop_duplicates("config", keep="first").reset_index(drop=True)
     df["a"] = df.apply(lambda r: "FP" if r["truncation"] == "weight_only" else str(int(r["a_bits"])), axis=1)
     return df
 
