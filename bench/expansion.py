@@ -69,7 +69,7 @@ def run(opts) -> dict:
                 if with_eager:
                     fns["eager"] = eager
                 t = time_interleaved(fns, repeat=repeat, warmup=1 if n == term_list[0] else 0,
-                                     inner={"ref": 5, "fused": 5})
+                                     inner={"ref": 8, "fused": 8})
                 row = {"model": name, "rule": rule, "terms": n, "ref_ms": t["ref"].best_s * 1e3,
                        "fused_ms": t["fused"].best_s * 1e3, "fused_x": ratio(t["fused"], t["ref"]),
                        "fused_x_term": ratio(t["fused"], t["ref"]) / n, "fused_cpu_x": cpu_ratio(t["fused"], t["ref"])}

@@ -54,8 +54,8 @@ from pathlib import Path
 import torch
 
 from .config import check_bits, check_terms
-from .quant import contraction, group_view, mse_scale, term_dtype
-from .series import TensorSeries, _check_options, check_tensor, expand_tensor, expanded_sum
+from .quant import contraction, dequantize, group_view, mse_scale, term_dtype
+from .series import TensorSeries, _check_options, _series_steps, check_tensor, expand_tensor, expanded_sum
 
 BACKENDS = ("auto", "c", "torch")
 _GRID_CODE = {"symmetric": 0, "full": 1, "asymmetric": 2}
@@ -283,20 +283,28 @@ def expand_tensor_fused(t: torch.Tensor, bits: int = 4, terms: int = 2, granular
 
 def expanded_sum_fused(x: torch.Tensor, bits: int, terms: int, granularity: str = "per_sample",
                        grid: str = "symmetric", scale_rule: str = "max", coeffs: Sequence[float] | None = None,
-                       backend: str = "auto") -> torch.Tensor:
+                       backend: str = "auto", accumulate: bool = False) -> torch.Tensor:
     """Drop-in for `series.expanded_sum`: sum_j coeffs[j] t_j Qx_j (default x - R_n), bit-identical.
 
     One pass over the input per term plus one, the integer terms never materialized. Inputs that are
     not float32 CPU tensors, hold NaN / Inf, or require grad with autograd on take the eager path.
+
+    accumulate=True sums the dequantized terms even when every coefficient is 1, as the multi-group
+    path of `ExpandedLayer._simulate_forward` does (`sum(c * xj ...)`), instead of the x - R_n
+    shortcut of `expanded_sum`: the two differ in the last bit.
     """
+    if accumulate and coeffs is None:
+        coeffs = (1,) * terms
     lib = _use_kernel(backend)
     if lib is None or not _fusable(x, (torch.float32,)):
+        if accumulate:
+            return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
         return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
     check_bits(bits)
     check_terms(terms)
     _check_options(grid, scale_rule)
     n, cs = terms, None
-    if coeffs is not None and not all(c == 1 for c in coeffs[:terms]):  # all ones: x - R_n, as eager
+    if coeffs is not None and (accumulate or not all(c == 1 for c in coeffs[:terms])):  # else x - R_n
         cs = list(coeffs[:terms])  # eager zips the coefficients with the terms
         while cs and cs[-1] == 0:  # trailing zero terms add nothing: do not compute them
             cs.pop()
@@ -307,5 +315,17 @@ def expanded_sum_fused(x: torch.Tensor, bits: int, terms: int, granularity: str 
     out = torch.empty_like(view)
     _, rc = _run(lib, [view], bits, n, grid, scale_rule, want_q=False, outs=[out], coeffs=cs)
     if rc >= 0:  # NaN / Inf: the eager code defines what comes out
+        if accumulate:
+            return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
         return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
+    return out.reshape(x.shape)
+
+
+def _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs) -> torch.Tensor:
+    """Eager sum_j c_j (dequantized term j), the order layers.py's multi-group path adds in."""
+    x2 = group_view(x if x.is_floating_point() else x.float(), granularity)
+    out = torch.zeros_like(x2)
+    for c, (q, s, z, *_) in zip(coeffs, _series_steps(x2, bits, terms, grid, scale_rule)):
+        if c:
+            out.add_(dequantize(q, s, z), alpha=c)
     return out.reshape(x.shape)

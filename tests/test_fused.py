@@ -164,9 +164,12 @@ def test_coefficient_rows_match_the_multi_group_sum_in_layers():
     for grid in ("symmetric", "asymmetric"):
         steps = list(_series_steps(group_view(x, "per_sample"), 4, 4, grid, "max"))
         xs = [((q - z) if z is not None else q).reshape(x.shape) * s.reshape(-1, 1, 1, 1) for q, s, z, _ in steps]
-        for row in ((1, 1, 1, 0), (1, 1, 0, 0), (1, 0, 0, 0), (0, 1, 1, 0)):
+        for row in ((1, 1, 1, 1), (1, 1, 1, 0), (1, 1, 0, 0), (1, 0, 0, 0), (0, 1, 1, 0)):
             want = sum(c * xj for c, xj in zip(row, xs) if c)
-            assert torch.equal(want, fused.expanded_sum_fused(x, 4, 4, "per_sample", grid, "max", coeffs=row))
+            for backend in ("c", "torch"):
+                got = fused.expanded_sum_fused(x, 4, 4, "per_sample", grid, "max", coeffs=row, backend=backend,
+                                               accumulate=True)
+                assert torch.equal(want, got), (row, backend)
 
 
 def test_autograd_inputs_take_the_eager_path():
