@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
 from .intops import check_exact, int_conv, int_linear, max_abs_int, reduction_size
-from .series import _series_steps, expand_tensor, expanded_sum
+from .fused import expand_tensor_fused, expanded_sum_fused  # bit-identical to series, one pass per term
+from .series import _series_steps
 from .quant import group_view
 
 
@@ -42,7 +43,7 @@ class ExpandedLayer(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, spec: LayerSpec,
                  cfg: ExpansionConfig):
         super().__init__()
-        ws = expand_tensor(weight.detach(), spec.w_bits, spec.w_terms, cfg.w_granularity, cfg.w_grid,
+        ws = expand_tensor_fused(weight.detach(), spec.w_bits, spec.w_terms, cfg.w_granularity, cfg.w_grid,
                            cfg.scale_rule)
         self.register_buffer("w_q", ws.q)
         self.register_buffer("w_scale", ws.scales)
@@ -143,18 +144,13 @@ class ExpandedLayer(nn.Module):
             if any(row):
                 groups.setdefault(row, []).append(i)
         y = None
-        xs = None
         for row, idx in groups.items():
             wc = tuple(int(k in idx) for k in range(len(rows)))
             if self.act_fp:
                 xr = x if row[0] == 1 else x * row[0]
-            elif len(groups) == 1:
-                xr = expanded_sum(x, self.a_bits, self.a_terms, self._a_granularity(), self.a_grid,
-                                  self.scale_rule, coeffs=row)
-            else:
-                if xs is None:
-                    xs = [q * s for q, s in self.activation_terms(x)]
-                xr = sum(c * xj for c, xj in zip(row, xs) if c)
+            else:  # accumulate: sum_j c_j t_j Qx_j term by term, as rows differ (total order)
+                xr = expanded_sum_fused(x, self.a_bits, self.a_terms, self._a_granularity(), self.a_grid,
+                                        self.scale_rule, coeffs=row, accumulate=len(groups) > 1)
             t = self._op(xr, self.weight_terms_sum(wc), self.bias if y is None else None)
             y = t if y is None else y + t
         if y is None:
