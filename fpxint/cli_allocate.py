@@ -98,7 +98,8 @@ def _split(args, spec, shared):
         ei = stratified_indices(ev[1], n_eval, args.seed + 1, n=len(ev[0])) if n_eval > 0 else torch.arange(0)
         ev = (ev[0][ei], None if ev[1] is None else ev[1][ei])
     text = (f"{where}: allocation chosen on {len(cal[0])} stratified images (seed {args.seed}); "
-            f"accuracy on {len(ev[0])} images of {ev_pool}, disjoint from them")
+            + (f"accuracy on {len(ev[0])} images of {ev_pool}, disjoint from them" if len(ev[0]) else
+               "no accuracy evaluation (--eval N|all)"))
     return cal, ev, text
 
 
