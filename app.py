@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/5_basis.py", title="Basis models", icon=":material/functions:", url_path="basis"),
     st.Page("pages/6_compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page("pages/7_export.py", title="Export", icon=":material/download:", url_path="export"),
+    st.Page("pages/8_allocate.py", title="Allocate terms", icon=":material/tune:", url_path="allocate"),
 ]
 page = st.navigation(PAGES)
 ui.sidebar()

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from . import __version__, cli_allocate
 from .config import (A_GRANULARITIES, FIRST_LAST, GRIDS, LEVELS, MODES, SCALE_RULES, TRUNCATIONS,
                      W_GRANULARITIES, ExpansionConfig, LayerOverride)
 
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     _add_run_options(p, limit_default=256)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    cli_allocate.add_parser(sub)
     return parser
 
 
@@ -549,7 +550,8 @@ def cmd_expand(args) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "eval": cmd_eval, "sweep": cmd_sweep, "expand": cmd_expand}
+COMMANDS = {"models": cmd_models, "eval": cmd_eval, "sweep": cmd_sweep, "expand": cmd_expand,
+            "allocate": cli_allocate.run}
 
 
 def _one_line(e: BaseException) -> str:

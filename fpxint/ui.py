@@ -29,7 +29,7 @@ import torch
 from . import analysis, config as C, cost
 from .config import ExpansionConfig
 from .data import DataError, ImageData, load_data
-from .model import device_name, expand, expanded_layers, resolve_device
+from .model import device_name, expand, expandable_layers, expanded_layers, resolve_device
 from .zoo import DEFAULT_MODEL, cache_dir, find_shared, get_spec, load_model, model_family, model_names
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -307,10 +307,35 @@ def sidebar() -> Context:
         sb.caption(ctx.data.source)
     except Exception as e:  # noqa: BLE001 - DataError explains itself
         errors.append(f"Data unavailable: {_first_line(e)}")
+    _apply_allocation(ctx, sb)
     ctx.errors = tuple(errors)
     _write_query_params()
     st.session_state["_ctx"] = ctx
     return ctx
+
+
+ALLOCATION_KEY = "fpxint_allocated_config"  # set by the Allocate page: ExpansionConfig JSON with per-layer overrides
+
+
+def _apply_allocation(ctx: Context, sb) -> None:
+    """Uses the Allocate page's per-layer terms on every page while the sidebar still matches it.
+
+    The allocation was chosen for one model and one sidebar configuration: it is offered only while
+    every other setting is the same and every overridden layer exists in the loaded model.
+    """
+    raw = st.session_state.get(ALLOCATION_KEY)
+    if not raw or ctx.cfg is None or ctx.loaded is None:
+        return
+    alloc = ExpansionConfig.from_json(raw)
+    names = {n for n, _ in expandable_layers(ctx.loaded.model)}
+    same = alloc.replace(overrides={}) == ctx.cfg.replace(overrides={})
+    if not same or not {n for n, _ in alloc.overrides} <= names:
+        sb.caption("The per-layer allocation from **Allocate terms** does not match this model or these "
+                   "settings, so it is not applied.")
+        return
+    if sb.checkbox(f"Use the allocated per-layer terms ({len(alloc.overrides)} layers)", value=True,
+                   key="use_allocation", help="Chosen on the Allocate terms page; uncheck for uniform terms."):
+        ctx.cfg = alloc
 
 
 # ----- page helpers ----------------------------------------------------------------------------
