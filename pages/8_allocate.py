@@ -11,7 +11,7 @@ from fpxint.data import stratified_indices
 SESSION_KEY = "fpxint_allocated_config"  # the chosen allocation as ExpansionConfig JSON, for every page
 KINDS = {"int_gemms": "integer GEMMs (× uniform)", "bops": "BOPs (× uniform)", "sqnr_db": "output SQNR target (dB)"}
 
-ctx = ui.header("Per-layer term allocation", "Beyond the paper: instead of the same number of terms everywhere, each "
+ctx = ui.header("Allocate terms", "Beyond the paper: instead of the same number of terms everywhere, each "
                 "layer gets its own **weight** and **activation** term counts. The sidebar's config is the uniform "
                 "reference. The sensitivity of each layer (model-output error with only that layer expanded) feeds "
                 "an exact knapsack solver under the budget. The allocation is chosen on calibration images and "

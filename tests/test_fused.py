@@ -4,6 +4,7 @@ Every test compares with `series.expand_tensor` / `series.expanded_sum` through 
 kernel mirrors each float operation, so no tolerance is needed. The fallback path (no compiler,
 backend="torch", float64, non-CPU) must give the same results.
 """
+import functools
 import subprocess
 import sys
 
@@ -248,7 +249,7 @@ def test_import_does_not_build_the_kernel():
 
 @needs_kernel
 def test_expanded_model_forward_is_unchanged_with_the_fused_activation_path(monkeypatch):
-    """What the wiring in layers.py will do: the same outputs, bit for bit."""
+    """The wiring in layers.py: the fused activation path gives the eager path's outputs, bit for bit."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.Conv2d(8, 8, 3, groups=8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)).eval()
@@ -258,8 +259,9 @@ def test_expanded_model_forward_is_unchanged_with_the_fused_activation_path(monk
                 fpxint.ExpansionConfig(a_grid="asymmetric", a_granularity="per_tensor", scale_rule="mse")):
         q = fpxint.expand(model, cfg, device="cpu")
         with torch.no_grad():
-            want = q(x)
-            monkeypatch.setattr(layers, "expanded_sum", fused.expanded_sum_fused)
-            got = q(x)
+            got = q(x)  # layers.py calls expanded_sum_fused
+            monkeypatch.setattr(layers, "expanded_sum_fused", functools.partial(fused.expanded_sum_fused,
+                                                                               backend="torch"))
+            want = q(x)  # the eager series
             monkeypatch.undo()
         assert torch.equal(want, got), cfg.label()
