@@ -12,6 +12,7 @@ Every function takes the FP model and a config and never mutates the model.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +27,12 @@ from .model import expand, expandable_layers, fold_batchnorm, resolve_device
 from .series import expand_tensor
 
 Progress = Callable[[float, str], None]
+
+
+def _on(model: nn.Module, dev: torch.device) -> nn.Module:
+    """The model on `dev` without moving the caller's module (a copy when it lives elsewhere)."""
+    p = next(iter(model.parameters()), None)
+    return model if p is None or p.device == dev else copy.deepcopy(model).to(dev)
 
 
 def _positions(names: Sequence[str]) -> dict[str, str | None]:
@@ -95,7 +102,7 @@ def layer_output_errors(model: nn.Module, cfg: ExpansionConfig, probe: torch.Ten
         Columns: layer, index, terms, sqnr_db, rel_l2, cosine.
     """
     dev = resolve_device(device)
-    ref_model = (fold_batchnorm(model) if cfg.fold_bn else model).to(dev)
+    ref_model = fold_batchnorm(model).to(dev) if cfg.fold_bn else _on(model, dev)
     names = [n for n, _ in expandable_layers(ref_model)]
     probe = probe.to(dev)
     ref, _ = _capture(ref_model, names, probe)
@@ -126,7 +133,7 @@ def model_output_error(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tens
     """
     dev = resolve_device(device)
     probe = probe.to(dev)
-    ref = model.to(dev).eval()(probe) if not cfg.fold_bn else fold_batchnorm(model).to(dev)(probe)
+    ref = _on(model, dev).eval()(probe) if not cfg.fold_bn else fold_batchnorm(model).to(dev)(probe)
     rows = []
     for k in terms:
         y = expand(model, cfg.with_terms(k), device=dev)(probe)
@@ -153,7 +160,7 @@ def logits_of(model: nn.Module, data, batch_size: int = 256, device: str | None 
               progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Concatenated logits (on CPU) and labels (None when unlabeled) of a model over a dataset."""
     dev = resolve_device(device)
-    model = model.to(dev).eval()
+    model = _on(model, dev).eval()
     outs, labels, n_seen = [], [], 0
     total = len(data[0]) if isinstance(data, (tuple, list)) and isinstance(data[0], torch.Tensor) else None
     for x, y in _batches(data, batch_size):

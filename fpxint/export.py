@@ -42,9 +42,9 @@ def save_expanded(qmodel: nn.Module, model_name: str | None = None,
     blob = st_save(state, metadata={"format": FORMAT})
     text = json.dumps(meta, indent=2, sort_keys=True)
     if path is not None:
-        p = Path(path)
-        p.with_suffix(".safetensors").write_bytes(blob)
-        p.with_suffix(".json").write_text(text)
+        p = str(path)  # a prefix: "r20.w4a4" must not lose ".w4a4" to with_suffix
+        Path(p + ".safetensors").write_bytes(blob)
+        Path(p + ".json").write_text(text)
     return blob, text
 
 

@@ -42,3 +42,8 @@ def test_bad_files(tmp_path):
         load_expanded(other, blob, text)
     with pytest.raises(ValueError, match="not an expanded model"):
         save_expanded(net())
+
+
+def test_prefix_with_a_dot_keeps_its_name(tmp_path):
+    save_expanded(expand(net(), ExpansionConfig()), path=tmp_path / "r20.w4a4")
+    assert (tmp_path / "r20.w4a4.safetensors").exists() and (tmp_path / "r20.w4a4.json").exists()
