@@ -352,6 +352,15 @@ def _legacy_routing() -> bool:
     return bool(PagesManager.uses_pages_directory)
 
 
+def chosen_bits(bits) -> tuple[int, ...]:
+    """The sorted bit widths of a multiselect; stops the page with a message when none is chosen."""
+    bits_t = tuple(sorted(bits))
+    if not bits_t:
+        st.error("Choose at least one bit width.")
+        st.stop()
+    return bits_t
+
+
 def header(title: str, intro: str = "") -> Context:
     """Page title, what is loaded, and every sidebar error (the page keeps its previous results)."""
     if _legacy_routing():  # run app.py instead: its navigation runs this page with the shared sidebar

@@ -9,10 +9,7 @@ ctx = ui.header("Convergence", "The residual series converges geometrically: wit
 c1, c2 = st.columns([3, 1])
 bits = c1.multiselect("Bit widths", list(range(1, 9)), default=[2, 3, 4], key="conv_bits")
 max_terms = c2.number_input("Up to terms", 1, 8, value=4, key="conv_terms")
-bits_t = tuple(sorted(bits))
-if not bits_t:
-    st.error("Choose at least one bit width.")
-    st.stop()
+bits_t = ui.chosen_bits(bits)
 res = ui.run_block("convergence", ctx, lambda: ui.convergence(ctx.mref, ctx.cfg_json, ctx.dref, bits_t, max_terms),
                    extra=f"{bits_t}|{max_terms}")
 

@@ -16,10 +16,7 @@ bits = c1.multiselect("Bit widths", list(range(1, 9)), default=[2, 3, 4], key="a
 max_terms = c2.number_input("Up to terms", 1, 6, value=3, key="acc_terms")
 x = c3.segmented_control("x axis", list(plots.X_AXES), default="terms", key="acc_x", required=True,
                          format_func={"terms": "terms", "bits_per_weight": "bits / weight", "bops": "BOPs"}.get)
-bits_t = tuple(sorted(bits))
-if not bits_t:
-    st.error("Choose at least one bit width.")
-    st.stop()
+bits_t = ui.chosen_bits(bits)
 res = ui.run_block("accuracy", ctx, lambda: ui.accuracy(ctx.mref, ctx.cfg_json, ctx.dref, bits_t, max_terms),
                    extra=f"{bits_t}|{max_terms}")
 
