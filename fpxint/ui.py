@@ -189,6 +189,24 @@ def _default_source(name: str) -> str:
     return "random" if get_spec(name).dataset == "imagenet" else "bundled"
 
 
+def default_refs() -> tuple[tuple, str, tuple]:
+    """(mref, cfg_json, dref) that `sidebar()` builds from DEFAULTS for a visitor with a plain URL."""
+    name = DEFAULTS["model"]
+    where, why = _bundled_source(get_spec(name))
+    if where is None:
+        raise DataError(why)
+    cfg = ExpansionConfig(**{k: DEFAULTS[k] for k in CFG_KEYS})
+    return (name, None, resolve_device(DEFAULTS["device"]).type, False), cfg.to_json(), (name, where, int(DEFAULTS["n_images"]))
+
+
+def prewarm() -> float:
+    """Compute the default view into the app's caches at server start (app.py's st.App lifespan), so the
+    first visitor finds the built-in model, its images and the Expand page's metrics ready. Returns seconds."""
+    t0 = time.perf_counter()
+    expansion_metrics(*default_refs())
+    return time.perf_counter() - t0
+
+
 def _on_model_change() -> None:
     st.session_state["data"] = _default_source(st.session_state["model"])
 

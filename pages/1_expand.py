@@ -36,5 +36,7 @@ if r is not None:
         st.info(ctx.accuracy_off or "Untrained model: fidelity only.")
     st.caption(f"Equal-budget reference: one term of {c['equal_budget_w_bits']} weight bits stores the same; "
                f"{c['expanded_layers']} of {c['layers']} layers expanded, {c['params']:,} weights.")
-    with st.expander("All metrics"):
+    # A toggle, not an expander: an expander renders its table anyway, and the table widget's 1.2 MB of
+    # JavaScript would then delay the first result of every fresh browser (see docs/RESULTS.md, app latency).
+    if st.toggle("All metrics as a table", key="expand_all_metrics"):
         ui.table(ui.metrics_table({r["label"]: r}))

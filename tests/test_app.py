@@ -84,6 +84,15 @@ def test_default_view_computes_on_load():
     assert not at.error and at.query_params == {}  # defaults keep the URL clean
 
 
+def test_start_up_warm_up_computes_what_a_plain_url_asks_for():
+    """app.py's lifespan fills the caches under ui.default_refs(): they must be the sidebar's own keys."""
+    from fpxint import ui
+
+    at = _ok(_app())
+    ctx = at.session_state["_ctx"]
+    assert (ctx.mref, ctx.cfg_json, ctx.dref) == ui.default_refs()
+
+
 def test_w4x3_a4x3_recovers_fp_and_writes_the_url():
     at = _app()
     at.number_input(key="w_terms").set_value(3)

@@ -74,7 +74,7 @@ def server(tmp_path_factory):
                 time.sleep(0.1)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            yield url, browser
+            yield url, browser, log
             browser.close()
     finally:
         proc.terminate()
@@ -114,7 +114,8 @@ def _charts(page, n: int) -> None:
 
 def test_cold_server_link_to_a_page(server):
     """The server's first run: Streamlit's legacy pages/ routing starts the page; app.py must take over."""
-    url, browser = server
+    url, browser, log = server
+    assert "default view computed at start-up" in log.read_text(), log.read_text()[-2000:]  # app.py's st.App hook
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     t0 = time.perf_counter()
     page.goto(f"{url}/convergence?w_bits=3")
@@ -129,7 +130,7 @@ def test_cold_server_link_to_a_page(server):
 
 
 def test_every_page_config_run_and_stop(server):
-    url, browser = server
+    url, browser, _ = server
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     t0 = time.perf_counter()
     page.goto(url)
@@ -187,7 +188,7 @@ def test_every_page_config_run_and_stop(server):
 
 
 def test_shared_link_reproduces_the_view_quickly(server):
-    url, browser = server
+    url, browser, _ = server
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{url}/?w_bits=3&w_terms=3&level=model")  # a new session, a configuration not computed yet
     t0 = time.perf_counter()
@@ -203,7 +204,7 @@ def test_shared_link_reproduces_the_view_quickly(server):
 
 
 def test_dark_theme_and_invalid_config(server):
-    url, browser = server
+    url, browser, _ = server
     context = browser.new_context(color_scheme="dark", viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.goto(f"{url}/residuals?w_terms=3")
