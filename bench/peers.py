@@ -100,6 +100,8 @@ PEERS = [
     ("torchao Int4WeightOnly", 4, "FP", _torchao("Int4WeightOnlyConfig")),
     ("fpxint W8x1 (A FP)", 8, "FP", _fpxint(w_bits=8, w_terms=1, truncation="weight_only")),
     ("fpxint W4x2 (A FP)", 8, "FP", _fpxint(w_bits=4, w_terms=2, truncation="weight_only")),
+    # the same 8 bits of storage on the full 4-bit grid [-8, 7]: the level the symmetric grid leaves out
+    ("fpxint W4x2 full grid (A FP)", 8, "FP", _fpxint(w_bits=4, w_terms=2, w_grid="full", truncation="weight_only")),
     ("fpxint W8x1 A8x1", 8, "8 dyn", _fpxint(w_bits=8, w_terms=1, a_bits=8, a_terms=1)),
     ("fpxint W4x2 A8x1", 8, "8 dyn", _fpxint(w_bits=4, w_terms=2, a_bits=8, a_terms=1)),
     ("fpxint W4x2 A4x2", 8, "4x2 dyn", _fpxint(w_bits=4, w_terms=2, a_bits=4, a_terms=2)),
