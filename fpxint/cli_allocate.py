@@ -29,7 +29,7 @@ _BUDGETS = (("gemms", "int_gemms", "max integer GEMMs: N, or a multiple of the u
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Adds the `allocate` subcommand to fpxint's subparsers."""
     from .allocate import COSTS, MODES, SOLVERS
-    from .cli import _add_config_options, _add_run_options
+    from .cli_args import _add_config_options, _add_run_options
 
     p = subparsers.add_parser("allocate", help="choose per-layer term counts under a budget (beyond the paper)",
                               description=__doc__.split("\n\n")[0])
@@ -60,7 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _budget(args):
     from .allocate import Budget
-    from .cli import UsageError
+    from .cli_args import UsageError
 
     for flag, kind, _ in _BUDGETS:
         text = getattr(args, f"budget_{flag}", None)
@@ -104,7 +104,7 @@ def _split(args, spec, shared):
 
 
 def _check(args) -> None:
-    from .cli import UsageError, _check_run_args
+    from .cli_args import UsageError, _check_run_args
 
     _check_run_args(args)
     if args.calib < 1:
@@ -195,7 +195,8 @@ def _pct(v: float, ref: float) -> str:
 
 def _main(argv: list[str]) -> int:
     """`fpxint allocate` on its own parser, for use before fpxint.cli wires the subcommand in (and tests)."""
-    from .cli import _one_line, _Parser
+    from .cli import _one_line
+    from .cli_args import _Parser
 
     parser = _Parser(prog="fpxint")
     add_parser(parser.add_subparsers(dest="command", required=True))
