@@ -14,7 +14,6 @@ inside a cached function on a cache hit, while an element created outside it wou
 from __future__ import annotations
 
 import hashlib
-import random
 import runpy
 import tempfile
 import time
@@ -26,7 +25,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from . import analysis, config as C, cost
+from . import analysis, config as C, views
 from .config import ExpansionConfig
 from .data import DataError, ImageData, load_data
 from .model import device_name, expand, expandable_layers, expanded_layers, resolve_device
@@ -443,8 +442,8 @@ def _first_line(e: BaseException) -> str:
 class _Progress:
     """A progress bar created inside a cached function (so cache hits replay it without errors).
 
-    `part(i, n)` returns a callback for stage i of n: the engine's f(fraction, text) mapped into
-    that stage's slice of the bar. Each update is also where Streamlit can stop the run.
+    Called as f(fraction, text) by fpxint.views (which maps its stages onto [0, 1]); each update is
+    also where Streamlit can stop the run.
     """
 
     def __init__(self, what: str):
@@ -456,41 +455,20 @@ class _Progress:
             self.last = fraction
             self.slot.progress(fraction, text=f"{self.what}: {text}" if text else self.what)
 
-    def part(self, i: int, n: int, text: str = "") -> Callable[[float, str], None]:
-        return lambda f, t="": self((i + f) / n, f"{text} {t}".strip())
-
     def done(self) -> None:
         self.slot.empty()
 
 
 # ----- cached computations (keys: model ref + config JSON + data ref + options) ------------------
-def _batch(spec) -> int:
-    return max(8, min(256, 2**22 // (spec.input_size[0] * spec.input_size[1] * spec.input_size[2])))
-
-
-def _probe(spec, data: ImageData) -> torch.Tensor:
-    """The probe batch for output-space errors: a few images, fewer for big inputs."""
-    pixels = spec.input_size[0] * spec.input_size[1] * spec.input_size[2]
-    return data.images[: max(4, min(64, 2**18 // pixels))]
-
-
-def _xy(data: ImageData) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return data.images, data.labels
-
-
+# The work is in fpxint.views (plain functions); here it is cached, and its progress drawn.
 @st.cache_data(max_entries=128, show_spinner=False)
 def expansion_metrics(mref: tuple, cfg_json: str, dref: tuple) -> dict:
     """FP and expanded top-1 / fidelity, timing and cost of one configuration."""
-    lm, data, cfg = model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json)
-    bar, bs = _Progress(f"Evaluating {cfg.label()}"), _batch(lm.spec)
-    t0 = time.perf_counter()
-    fp_logits, labels = analysis.logits_of(lm.model, _xy(data), bs, mref[2], bar.part(0, 2, "FP model"))
-    fp_seconds = time.perf_counter() - t0
-    res = analysis.evaluate(lm.model, cfg, _xy(data), fp_logits, bs, mref[2], bar.part(1, 2, "expanded"))
+    cfg = ExpansionConfig.from_json(cfg_json)
+    bar = _Progress(f"Evaluating {cfg.label()}")
+    out = views.expansion_metrics(model_of(mref), images_of(dref), cfg, mref[2], bar)
     bar.done()
-    fp_top1 = 100 * (fp_logits.argmax(1) == labels).float().mean().item() if labels is not None else None
-    return {**res, "fp_top1": fp_top1, "fp_seconds": fp_seconds, "labeled": labels is not None,
-            "trained": lm.trained, "label": cfg.label(), "cost": cost.cost_summary(lm.model, cfg, lm.spec.input_size)}
+    return out
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -499,104 +477,49 @@ def residuals(mref: tuple, cfg_json: str, dref: tuple, space: str) -> pd.DataFra
     lm, cfg = model_of(mref), ExpansionConfig.from_json(cfg_json)
     if space == "weight":
         return analysis.weight_residuals(lm.model, cfg)
-    probe, bar, n = _probe(lm.spec, images_of(dref)), _Progress("Layer outputs"), max(cfg.w_terms, cfg.a_terms)
-    frames = []
-    for k in range(1, n + 1):
-        bar(k / (n + 1), f"{k} of {n} terms")
-        frames.append(analysis.layer_output_errors(lm.model, cfg, probe, terms=[k], device=mref[2]))
+    bar = _Progress("Layer outputs")
+    out = views.output_residuals(lm, images_of(dref), cfg, mref[2], bar)
     bar.done()
-    return pd.concat(frames, ignore_index=True)
+    return out
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def convergence(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int) -> tuple:
     """(weight residuals, model output errors) for each bit width, 1..max_terms terms."""
-    lm, cfg = model_of(mref), ExpansionConfig.from_json(cfg_json)
-    probe, bar = _probe(lm.spec, images_of(dref)), _Progress("Convergence")
-    wdf, odf = [], []
-    for i, b in enumerate(bits):
-        cb = cfg.replace(w_bits=b, a_bits=b)
-        w = analysis.weight_residuals(lm.model, cb, terms=max_terms)
-        w["bits"] = b  # the sweep's bit width (first/last layers may use 8 bits under that policy)
-        wdf.append(w)
-        for k in range(1, max_terms + 1):
-            bar.part(i, len(bits), f"{b}-bit")(k / (max_terms + 1), f"{k} terms")
-            odf.append(analysis.model_output_error(lm.model, cb, probe, terms=[k], device=mref[2]).assign(bits=b))
+    bar = _Progress("Convergence")
+    out = views.convergence(model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json), bits, max_terms,
+                            mref[2], bar)
     bar.done()
-    return pd.concat(wdf, ignore_index=True), pd.concat(odf, ignore_index=True)
-
-
-def _with_cost(df: pd.DataFrame, model, input_size) -> pd.DataFrame:
-    costs = [cost.cost_summary(model, ExpansionConfig.from_json(c), input_size) for c in df["config"]]
-    return df.assign(bits_per_weight=[c["effective_bits"] for c in costs], bops=[c["bops"] for c in costs])
+    return out
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def accuracy(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int) -> dict:
     """Top-1 (or agreement) over bits x terms with cost columns, and the equal-budget comparison."""
-    lm, data, cfg = model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json)
-    bar, bs = _Progress("Accuracy grid"), _batch(lm.spec)
-    pairs = [(b, n) for b in bits for n in range(2, max_terms + 1) if n * b <= C.MAX_BITS]
-    single = sorted({n * b for b, n in pairs})
-    grid = analysis.accuracy_grid(lm.model, _xy(data), cfg, bits, tuple(range(1, max_terms + 1)), batch_size=bs,
-                                  device=mref[2], progress=bar.part(0, 2 if single else 1, "grid"))
-    grid = _with_cost(grid, lm.model, lm.spec.input_size)
-    budget = pd.DataFrame()
-    if single:
-        one = analysis.accuracy_grid(lm.model, _xy(data), cfg, tuple(single), (1,), batch_size=bs, device=mref[2],
-                                     progress=bar.part(1, 2, "equal budget"))
-        rows = []
-        for b, n in pairs:
-            s = grid[(grid.w_bits == b) & (grid.terms == n)].iloc[0]
-            o = one[one.w_bits == n * b].iloc[0]
-            for kind, r, lab, wb in (("series", s, f"W{b}x{n}", b), ("single term", o, f"W{n * b}x1", n * b)):
-                rows.append({"pair": f"W{b}x{n} vs W{n * b}x1", "budget": n * b, "label": lab, "kind": kind, "w_bits": wb,
-                             "top1": r["top1"], "agreement": r["agreement"], "kl": r["kl"]})
-        budget = pd.DataFrame(rows)
+    bar = _Progress("Accuracy grid")
+    out = views.accuracy(model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json), bits, max_terms,
+                         mref[2], bar)
     bar.done()
-    return {"grid": grid, "budget": budget, "fp_top1": grid["fp_top1"].iloc[0], "labeled": data.labels is not None}
+    return out
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def basis_demo(mref: tuple, cfg_json: str, dref: tuple, seed: int) -> dict:
     """Sums the basis models in a shuffled order (AbelianAdd) and, wrongly, as separate networks."""
-    from .basis import abelian_add, basis_models
-
-    q, probe = expanded_model(mref, cfg_json), _probe(model_of(mref).spec, images_of(dref))[:32].to(mref[2])
+    probe = views.probe(model_of(mref).spec, images_of(dref))[:32].to(mref[2])
     bar = _Progress("Basis models")
-    bases = basis_models(q)
-    order = sorted(bases)
-    if seed:
-        random.Random(seed).shuffle(order)
-    with torch.no_grad():
-        y = q(probe)
-        bar(0.3, "AbelianAdd in the chosen order")
-        y_add = abelian_add(*[bases[k] for k in order])(probe)
-        bar(0.6, "AbelianAdd in reverse order")
-        y_rev = abelian_add(*[bases[k] for k in reversed(order)])(probe)
-        bar(0.8, "separate networks")
-        y_sep = sum(bases[k](probe) for k in order)
+    out = views.basis_demo(expanded_model(mref, cfg_json), probe, seed, bar)
     bar.done()
-    diff = lambda a: float((a.double() - y.double()).abs().max())  # noqa: E731
-    rows = pd.DataFrame({"method": ["AbelianAdd, chosen order", "AbelianAdd, reverse order",
-                                    "sum of separately run outputs"],
-                         "max_abs_diff": [diff(y_add), diff(y_rev), diff(y_sep)]})
-    return {"order": order, "rows": rows, "n_models": len(bases), "scale": float(y.abs().max())}
+    return out
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def compare(mref: tuple, cfg_a: str, cfg_b: str, dref: tuple) -> dict:
     """Metrics, output-error curves and per-layer weight errors of two configurations."""
-    lm = model_of(mref)
-    probe = _probe(lm.spec, images_of(dref))
-    out = {}
-    for tag, cj in (("A", cfg_a), ("B", cfg_b)):
-        cfg = ExpansionConfig.from_json(cj)
-        terms = list(range(1, max(3, cfg.w_terms, cfg.a_terms) + 1))
-        out[tag] = {"metrics": expansion_metrics(mref, cj, dref), "label": cfg.label(),
-                    "curve": analysis.model_output_error(lm.model, cfg, probe, terms=terms, device=mref[2]),
-                    "weights": analysis.weight_residuals(lm.model, cfg)}
-    return out
+    lm, data = model_of(mref), images_of(dref)
+    return {tag: {"metrics": expansion_metrics(mref, cj, dref),
+                  **views.compare_curves(lm, data, ExpansionConfig.from_json(cj), mref[2])}
+            for tag, cj in (("A", cfg_a), ("B", cfg_b))}
 
 
 @st.cache_data(max_entries=4, show_spinner="Serializing the expanded model…")
@@ -608,11 +531,7 @@ def export_bytes(mref: tuple, cfg_json: str) -> tuple[bytes, str]:
 
 def layer_terms(mref: tuple, cfg_json: str, layer: str) -> dict:
     """The integer terms Q_k (signed), scales s_k and bits of one layer of the expanded model."""
-    layers = dict(expanded_layers(expanded_model(mref, cfg_json)))
-    m = layers[layer]
-    return {"q": [m.w_centered(i).cpu().numpy() for i in range(m.w_terms)],
-            "scales": [m.w_scale[i].float().cpu().numpy() for i in range(m.w_terms)],
-            "bits": m.w_bits, "shape": tuple(m.w_q.shape[1:])}
+    return views.layer_terms(dict(expanded_layers(expanded_model(mref, cfg_json)))[layer])
 
 
 def expanded_layer_names(mref: tuple, cfg_json: str) -> list[str]:
@@ -625,16 +544,4 @@ def table(df: pd.DataFrame, **kw) -> None:
     st.dataframe(styled, height=35 * (len(df) + 1) + 3, width="stretch", **kw)
 
 
-def metrics_table(results: dict[str, dict]) -> pd.DataFrame:
-    """One row per metric, one column per configuration label (results of expansion_metrics)."""
-    rows = {}
-    for name, r in results.items():
-        c = r["cost"]
-        rows[name] = {
-            "FP top-1 (%)": r["fp_top1"], "expanded top-1 (%)": r["top1"],
-            "agreement with FP (%)": r.get("agreement"), "KL(FP‖expanded)": r.get("kl"),
-            "effective bits / weight": c["effective_bits"], "integer GEMMs / forward": c["int_gemms"],
-            "weight memory (MB)": c["weight_mb"], "memory vs FP (%)": 100 * c["memory_vs_fp"],
-            "BOPs / image": c["bops"], "BOPs vs FP (%)": 100 * c["bops_vs_fp"],
-            "images": r["n_images"], "time (s)": r["seconds"]}
-    return pd.DataFrame(rows)
+metrics_table = views.metrics_table  # pages call ui.metrics_table beside ui.table

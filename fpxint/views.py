@@ -1,0 +1,170 @@
+"""What each page of the app computes, as plain functions (no Streamlit): usable from a notebook.
+
+Each takes a loaded model (`fpxint.zoo.LoadedModel`), images (`fpxint.data.ImageData`), an
+`ExpansionConfig` and an optional `progress(fraction, text)` callback, and returns dicts and tidy
+DataFrames that `fpxint.plots` draws. `fpxint.ui` wraps them in Streamlit's caches.
+
+    from fpxint import ExpansionConfig, views
+    from fpxint.data import load_data
+    from fpxint.zoo import find_shared, load_model
+    lm = load_model("resnet20", shared_dir=find_shared())
+    imgs = load_data(find_shared() / "data" / "cifar10-test", lm.spec, limit=1000)
+    views.accuracy(lm, imgs, ExpansionConfig(), bits=(2, 3, 4), max_terms=4)["budget"]
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from . import analysis, config as C, cost
+from .config import ExpansionConfig
+
+Progress = Callable[[float, str], None]
+
+
+def _quiet(fraction: float, text: str = "") -> None:
+    pass
+
+
+def stage(progress: Progress | None, i: int, n: int, text: str = "") -> Progress:
+    """Maps a callback's [0, 1] onto stage i of n of `progress` (engine callbacks report per stage)."""
+    p = progress or _quiet
+    return lambda f, t="": p((i + f) / n, f"{text} {t}".strip())
+
+
+def batch_size(spec) -> int:
+    """Images per forward: up to 256, fewer for big inputs (2^22 input values per batch)."""
+    return max(8, min(256, 2**22 // (spec.input_size[0] * spec.input_size[1] * spec.input_size[2])))
+
+
+def probe(spec, data) -> torch.Tensor:
+    """The probe batch for output-space errors: a few images, fewer for big inputs."""
+    pixels = spec.input_size[0] * spec.input_size[1] * spec.input_size[2]
+    return data.images[: max(4, min(64, 2**18 // pixels))]
+
+
+def expansion_metrics(lm, data, cfg: ExpansionConfig, device: str, progress: Progress | None = None) -> dict:
+    """FP and expanded top-1 / fidelity, timing and cost of one configuration."""
+    bs, xy = batch_size(lm.spec), (data.images, data.labels)
+    t0 = time.perf_counter()
+    fp_logits, labels = analysis.logits_of(lm.model, xy, bs, device, stage(progress, 0, 2, "FP model"))
+    fp_seconds = time.perf_counter() - t0
+    res = analysis.evaluate(lm.model, cfg, xy, fp_logits, bs, device, stage(progress, 1, 2, "expanded"))
+    fp_top1 = 100 * (fp_logits.argmax(1) == labels).float().mean().item() if labels is not None else None
+    return {**res, "fp_top1": fp_top1, "fp_seconds": fp_seconds, "labeled": labels is not None,
+            "trained": lm.trained, "label": cfg.label(), "cost": cost.cost_summary(lm.model, cfg, lm.spec.input_size)}
+
+
+def output_residuals(lm, data, cfg: ExpansionConfig, device: str, progress: Progress | None = None) -> pd.DataFrame:
+    """Per layer x term output-space errors on the probe batch, 1..max(w_terms, a_terms) terms."""
+    x, n, p = probe(lm.spec, data), max(cfg.w_terms, cfg.a_terms), progress or _quiet
+    frames = []
+    for k in range(1, n + 1):
+        p(k / (n + 1), f"{k} of {n} terms")
+        frames.append(analysis.layer_output_errors(lm.model, cfg, x, terms=[k], device=device))
+    return pd.concat(frames, ignore_index=True)
+
+
+def convergence(lm, data, cfg: ExpansionConfig, bits: tuple[int, ...], max_terms: int, device: str,
+                progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(weight residuals, model output errors) for each bit width, 1..max_terms terms."""
+    x = probe(lm.spec, data)
+    wdf, odf = [], []
+    for i, b in enumerate(bits):
+        cb = cfg.replace(w_bits=b, a_bits=b)
+        w = analysis.weight_residuals(lm.model, cb, terms=max_terms)
+        w["bits"] = b  # the sweep's bit width (first/last layers may use 8 bits under that policy)
+        wdf.append(w)
+        for k in range(1, max_terms + 1):
+            stage(progress, i, len(bits), f"{b}-bit")(k / (max_terms + 1), f"{k} terms")
+            odf.append(analysis.model_output_error(lm.model, cb, x, terms=[k], device=device).assign(bits=b))
+    return pd.concat(wdf, ignore_index=True), pd.concat(odf, ignore_index=True)
+
+
+def _with_cost(df: pd.DataFrame, model, input_size) -> pd.DataFrame:
+    costs = [cost.cost_summary(model, ExpansionConfig.from_json(c), input_size) for c in df["config"]]
+    return df.assign(bits_per_weight=[c["effective_bits"] for c in costs], bops=[c["bops"] for c in costs])
+
+
+def accuracy(lm, data, cfg: ExpansionConfig, bits: tuple[int, ...], max_terms: int, device: str = "cpu",
+             progress: Progress | None = None) -> dict:
+    """Top-1 (or agreement) over bits x terms with cost columns, and the equal-budget comparison:
+    n terms of b bits against one term of n*b bits (pairs with n*b <= 8 bits)."""
+    bs, xy = batch_size(lm.spec), (data.images, data.labels)
+    pairs = [(b, n) for b in bits for n in range(2, max_terms + 1) if n * b <= C.MAX_BITS]
+    single = sorted({n * b for b, n in pairs})
+    grid = analysis.accuracy_grid(lm.model, xy, cfg, bits, tuple(range(1, max_terms + 1)), batch_size=bs,
+                                  device=device, progress=stage(progress, 0, 2 if single else 1, "grid"))
+    grid = _with_cost(grid, lm.model, lm.spec.input_size)
+    budget = pd.DataFrame()
+    if single:
+        one = analysis.accuracy_grid(lm.model, xy, cfg, tuple(single), (1,), batch_size=bs, device=device,
+                                     progress=stage(progress, 1, 2, "equal budget"))
+        rows = []
+        for b, n in pairs:
+            s = grid[(grid.w_bits == b) & (grid.terms == n)].iloc[0]
+            o = one[one.w_bits == n * b].iloc[0]
+            for kind, r, lab, wb in (("series", s, f"W{b}x{n}", b), ("single term", o, f"W{n * b}x1", n * b)):
+                rows.append({"pair": f"W{b}x{n} vs W{n * b}x1", "budget": n * b, "label": lab, "kind": kind, "w_bits": wb,
+                             "top1": r["top1"], "agreement": r["agreement"], "kl": r["kl"]})
+        budget = pd.DataFrame(rows)
+    return {"grid": grid, "budget": budget, "fp_top1": grid["fp_top1"].iloc[0], "labeled": data.labels is not None}
+
+
+def basis_demo(q: torch.nn.Module, x: torch.Tensor, seed: int, progress: Progress | None = None) -> dict:
+    """Sums the basis models of expanded model `q` in a shuffled order (AbelianAdd) and, wrongly, as
+    separate networks; max |difference| from q(x) for each."""
+    from .basis import abelian_add, basis_models
+
+    p = progress or _quiet
+    bases = basis_models(q)
+    order = sorted(bases)
+    if seed:
+        random.Random(seed).shuffle(order)
+    with torch.no_grad():
+        y = q(x)
+        p(0.3, "AbelianAdd in the chosen order")
+        y_add = abelian_add(*[bases[k] for k in order])(x)
+        p(0.6, "AbelianAdd in reverse order")
+        y_rev = abelian_add(*[bases[k] for k in reversed(order)])(x)
+        p(0.8, "separate networks")
+        y_sep = sum(bases[k](x) for k in order)
+    diff = lambda a: float((a.double() - y.double()).abs().max())  # noqa: E731
+    rows = pd.DataFrame({"method": ["AbelianAdd, chosen order", "AbelianAdd, reverse order",
+                                    "sum of separately run outputs"],
+                         "max_abs_diff": [diff(y_add), diff(y_rev), diff(y_sep)]})
+    return {"order": order, "rows": rows, "n_models": len(bases), "scale": float(y.abs().max())}
+
+
+def compare_curves(lm, data, cfg: ExpansionConfig, device: str) -> dict:
+    """Output-error curve (1..max(3, terms) terms) and per-layer weight errors of one configuration."""
+    terms = list(range(1, max(3, cfg.w_terms, cfg.a_terms) + 1))
+    return {"label": cfg.label(),
+            "curve": analysis.model_output_error(lm.model, cfg, probe(lm.spec, data), terms=terms, device=device),
+            "weights": analysis.weight_residuals(lm.model, cfg)}
+
+
+def layer_terms(layer) -> dict:
+    """The integer terms Q_k (signed), scales s_k and bits of one expanded layer."""
+    return {"q": [layer.w_centered(i).cpu().numpy() for i in range(layer.w_terms)],
+            "scales": [layer.w_scale[i].float().cpu().numpy() for i in range(layer.w_terms)],
+            "bits": layer.w_bits, "shape": tuple(layer.w_q.shape[1:])}
+
+
+def metrics_table(results: dict[str, dict]) -> pd.DataFrame:
+    """One row per metric, one column per configuration label (results of expansion_metrics)."""
+    rows = {}
+    for name, r in results.items():
+        c = r["cost"]
+        rows[name] = {
+            "FP top-1 (%)": r["fp_top1"], "expanded top-1 (%)": r["top1"],
+            "agreement with FP (%)": r.get("agreement"), "KL(FP‖expanded)": r.get("kl"),
+            "effective bits / weight": c["effective_bits"], "integer GEMMs / forward": c["int_gemms"],
+            "weight memory (MB)": c["weight_mb"], "memory vs FP (%)": 100 * c["memory_vs_fp"],
+            "BOPs / image": c["bops"], "BOPs vs FP (%)": 100 * c["bops_vs_fp"],
+            "images": r["n_images"], "time (s)": r["seconds"]}
+    return pd.DataFrame(rows)
