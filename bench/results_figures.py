@@ -2,8 +2,9 @@
 
     BROWSER_PATH=/usr/bin/chromium python -m bench.results_figures
 
-Reads docs/results/grid_<model>*.csv (written by `python -m fpxint sweep`) and
-docs/results/peers_<model>_1k.csv (written by `python -m bench.peers`), draws with the app's own
+Reads docs/results/grid_<model>*.csv (written by `python -m fpxint sweep`; for the CIFAR ResNets
+the all-10,000-image sweep `_10k` where present, else the 1,000-image `_1k`) and
+docs/results/peers_<model>_10k.csv (else `_1k`; written by `python -m bench.peers`), draws with the app's own
 plotly code (fpxint.plots.accuracy_recovery / equal_budget, peers added as extra traces) and writes
 PNG (kaleido, a local Chromium) to docs/figures/, HTML where PNG export fails. Prints the tables.
 """
@@ -19,7 +20,9 @@ from fpxint import plots
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 FIGURES = ROOT / "docs" / "figures"
-GRIDS = {"digits_cnn": "grid_digits_cnn", "resnet20": "grid_resnet20_1k", "resnet32": "grid_resnet32_1k"}
+_CANDIDATES = {"digits_cnn": ["grid_digits_cnn"], "resnet20": ["grid_resnet20_10k", "grid_resnet20_1k"],
+               "resnet32": ["grid_resnet32_10k", "grid_resnet32_1k"]}
+GRIDS = {m: next((c for c in cs if (RESULTS / f"{c}.csv").is_file()), cs[-1]) for m, cs in _CANDIDATES.items()}
 FP_BITS = 32
 
 
@@ -119,8 +122,10 @@ def main() -> int:
             if (df.truncation == trunc).any():
                 print(f"\n{trunc}:\n{pivot(df, trunc)}")
         print("\nwithin 1 pt of FP:", first_within(df))
-        peers_csv = RESULTS / f"peers_{model}_1k.csv"
-        peers = pd.read_csv(peers_csv) if peers_csv.is_file() else None
+        peers_csv = next((f for f in (RESULTS / f"peers_{model}_10k.csv", RESULTS / f"peers_{model}_1k.csv")
+                          if f.is_file()), None)
+        peers = pd.read_csv(peers_csv) if peers_csv is not None else None
+        print("peers:", peers_csv.name if peers_csv is not None else "none")
         fc_share = 64 * 10 / (fpb / FP_BITS / FP_BITS)  # CIFAR ResNets: fc is 64 x 10 MACs
         # 1) weights only (A FP): top-1 vs effective bits per weight, peers (weight-only) on top
         wo = df[df.truncation == "weight_only"]

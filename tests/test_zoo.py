@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from fpxint.data import batches, load_data
 from fpxint.zoo import (DEFAULT_MODEL, ModelLoadError, find_shared, get_spec, list_models, load_model,
-                        load_torchscript, models_table)
+                        load_torchscript, model_family, models_table)
 from fpxint.zoo.paths import cache_dir
 
 CIFAR_FILES = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
@@ -149,6 +149,17 @@ def test_torchvision_weights_load_from_the_hub_cache(tmp_path):
     loaded = load_model("mobilenet_v2", cache_dir=tmp_path)
     assert loaded.trained and loaded.weights_source == str(tmp_path / spec.checkpoint)
     assert all(torch.equal(v, state[k]) for k, v in loaded.model.state_dict().items())
+
+
+def test_resnet50_v1_is_the_papers_reference_with_its_own_preprocessing():
+    """The paper's FP baseline: torchvision's V1 file and V1 transforms (resize 256), not V2's (232)."""
+    from fpxint.data import _prepare_fn
+
+    v1, v2 = get_spec("resnet50_v1"), get_spec("resnet50")
+    assert v1.weights == "ResNet50_Weights.IMAGENET1K_V1" and v1.checkpoint == "resnet50-0676ba61.pth"
+    assert v1.published_top1 == pytest.approx(76.13) and v2.published_top1 == pytest.approx(80.858)
+    assert "resize[256]" in _prepare_fn(v1)[1] and "resize[232]" in _prepare_fn(v2)[1]
+    assert model_family("resnet50_v1") == "torchvision" and v1.params == v2.params
 
 
 # ---- user checkpoints ----------------------------------------------------------------------

@@ -38,6 +38,9 @@ _TORCHVISION = (
     "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large",
     "efficientnet_b0", "regnet_y_400mf", "convnext_tiny", "vit_b_16",
 )
+# Other weights of the same architectures: the FP=xINT paper's ResNet-50 reference is torchvision's
+# V1 checkpoint (76.13 %, resize 256 / crop 224), not the default V2 (80.86 %, resize 232).
+_TORCHVISION_ALT = {"resnet50_v1": ("resnet50", "IMAGENET1K_V1")}
 
 
 class ModelLoadError(ValueError):
@@ -126,10 +129,13 @@ def _cifar_spec(depth: int, checkpoint: str, top1: float) -> ModelSpec:
     )
 
 
-def _torchvision_spec(name: str) -> ModelSpec:
+def _torchvision_spec(name: str, arch: str | None = None, weights_name: str = "DEFAULT") -> ModelSpec:
+    """`name` in the registry; `arch` the torchvision model (default: name) with its `weights_name` weights,
+    whose own preprocessing (resize, crop, mean, std) fpxint.data then applies."""
     import torchvision.models as tvm
 
-    weights = tvm.get_model_weights(name).DEFAULT
+    arch = arch or name
+    weights = getattr(tvm.get_model_weights(arch), weights_name)
     preprocess = weights.transforms()  # cheap: a partial holding sizes and constants
     crop = preprocess.crop_size[0]
     return ModelSpec(
@@ -139,7 +145,7 @@ def _torchvision_spec(name: str) -> ModelSpec:
         params=int(weights.meta["num_params"]), source=f"torchvision {weights.meta.get('recipe', '')}".strip(),
         license="BSD-3-Clause (torchvision); weights trained on ImageNet-1K, subject to its terms",
         checkpoint=Path(weights.url).name, url=weights.url, weights=str(weights),
-        classes=tuple(weights.meta["categories"]), builder=functools.partial(tvm.get_model, name, weights=None),
+        classes=tuple(weights.meta["categories"]), builder=functools.partial(tvm.get_model, arch, weights=None),
     )
 
 
@@ -148,11 +154,12 @@ def _builders() -> dict[str, Callable[[], ModelSpec]]:
     out: dict[str, Callable[[], ModelSpec]] = {DEFAULT_MODEL: _digits_spec}
     out.update({f"resnet{d}": functools.partial(_cifar_spec, d, ckpt, top1) for d, (ckpt, top1) in _CIFAR.items()})
     out.update({name: functools.partial(_torchvision_spec, name) for name in _TORCHVISION})
+    out.update({name: functools.partial(_torchvision_spec, name, arch, w) for name, (arch, w) in _TORCHVISION_ALT.items()})
     return out
 
 
 _FAMILIES = {DEFAULT_MODEL: "builtin", **{f"resnet{d}": "cifar10" for d in _CIFAR},
-             **{n: "torchvision" for n in _TORCHVISION}}
+             **{n: "torchvision" for n in (*_TORCHVISION, *_TORCHVISION_ALT)}}
 
 
 def model_names(family: str | None = None) -> list[str]:
