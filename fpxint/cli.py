@@ -273,6 +273,8 @@ def _sweep_configs(args, base: ExpansionConfig) -> list[ExpansionConfig]:
                 for k in args.terms:
                     cfg = base.replace(w_bits=w, a_bits=a, level=level, truncation=trunc).with_terms(k)
                     key = cfg.to_json() if cfg.expands_activations else (w, k, level, "AFP")  # a_bits unused
+                    if trunc == "total_order" and not cfg.overrides and cfg.total_order >= 2 * k:
+                        key = cfg.replace(truncation="full").to_json()  # keeps every (i, j): the full-grid model
                     if key not in seen:
                         seen.add(key)
                         configs.append(cfg)

@@ -42,3 +42,11 @@ def test_table_and_machine_info():
     info = common.machine_info()
     assert {"cpu", "usable_cores", "torch", "torch_threads", "device"} <= set(info)
     assert common.verdict(2.0, 3.0) == "MEETS" and common.verdict(4.0, 3.0) == "MISSES"
+
+
+def test_mcnemar_exact_p_values():
+    from bench.matched_memory import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(0, 5) == pytest.approx(2 / 32) and mcnemar_p(5, 0) == pytest.approx(2 / 32)
+    assert mcnemar_p(1, 9) == pytest.approx(2 * 11 / 1024)  # P(X <= 1), X ~ Bin(10, 1/2), both tails

@@ -164,6 +164,15 @@ def test_sweep_pairs_and_truncations(capsys):
     assert trunc["int_gemms"] < full["int_gemms"]  # (2, 2) dropped by i + j <= 3
 
 
+def test_sweep_runs_a_one_term_total_order_model_once(capsys):
+    """One term: total order (i + j <= 2) keeps the one pair (1, 1), the full-grid model; it is run once."""
+    code, out, err = run(capsys, "sweep", "--pairs", "4:4", "--terms", "1,2", "--truncations",
+                         "full,total_order", "--limit", "20", "--json", "-q")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert [(r["terms"], r["truncation"]) for r in rows] == [(1, "full"), (2, "full"), (2, "total_order")]
+
+
 def test_expand_round_trip_identical_logits(capsys, tmp_path, digits):
     prefix = tmp_path / "digits.w4x3"  # a dot inside the prefix must not eat it
     code, out, err = run(capsys, "expand", "--w-terms", "3", "--a-terms", "2", "--truncation", "total_order",
