@@ -82,6 +82,11 @@ def test_default_view_computes_on_load():
     assert m["Integer GEMMs / forward"] == "16"  # 4 layers x 2 x 2 cross terms
     assert any("Device in use: **CPU**" in c.value for c in at.caption) or torch.cuda.is_available()
     assert not at.error and at.query_params == {}  # defaults keep the URL clean
+    assert not at.dataframe  # the all-metrics table waits for its toggle (its JavaScript is heavy)
+    at.toggle(key="expand_all_metrics").set_value(True).run()
+    table = _ok(at).dataframe[0].value
+    assert list(table.columns) == [label.removeprefix("Expanded top-1 (").removesuffix(")")]
+    assert table.loc["integer GEMMs / forward"].iloc[0] == 16
 
 
 def test_start_up_warm_up_computes_what_a_plain_url_asks_for():
