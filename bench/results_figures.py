@@ -1,6 +1,7 @@
 """Figures and markdown tables for docs/RESULTS.md from the raw CSVs in docs/results/.
 
     BROWSER_PATH=/usr/bin/chromium python -m bench.results_figures
+    python -m bench.results_figures --tables     # the accuracy tables' markdown only
 
 Reads docs/results/grid_<model>*.csv (written by `python -m fpxint sweep`; for the CIFAR ResNets
 the all-10,000-image sweep `_10k` where present, else the 1,000-image `_1k`) and
@@ -46,7 +47,12 @@ def grid(model: str) -> pd.DataFrame:
 
 def pivot(df: pd.DataFrame, truncation: str) -> str:
     """W x A rows, terms columns: top-1 (delta vs FP)."""
-    part = df[df["truncation"] == truncation] if truncation != "weight_only" else df[df["truncation"] == "weight_only"]
+    part = df[df["truncation"] == truncation]
+    if truncation == "total_order":  # one term keeps the one pair (1, 1): sweeps run that model once, as full
+        ones = df[(df.truncation == "full") & (df.terms == 1)]
+        have = set(zip(part.w_bits, part.a, part.terms))
+        part = pd.concat([ones[[(w, a, 1) not in have for w, a in zip(ones.w_bits, ones.a)]], part])
+        part = part.sort_values(["w_bits", "a_bits", "terms"], kind="stable")
     lines = ["| W bits | A bits | " + " | ".join(f"{k} term{'s' if k > 1 else ''}" for k in sorted(part.terms.unique())) + " |",
              "|---|---|" + "---|" * part.terms.nunique()]
     for (w, a), g in part.groupby(["w_bits", "a"], sort=False):
@@ -69,6 +75,22 @@ def first_within(df: pd.DataFrame, tol: float = 1.0) -> str:
             parts.append(f"A{a}: {int(hit.terms.iloc[0])} term(s)" if len(hit) else f"A{a}: not within {tol:g} pt by {g.terms.max()} terms")
         out.append(f"W{w}: " + ", ".join(parts))
     return "; ".join(out)
+
+
+TITLES = {"full": "full grid (all n x n cross terms)", "total_order": "total-order truncation (i + j <= n + 1)",
+          "weight_only": "weights only (A = FP)"}
+
+
+def section(model: str) -> str:
+    """The markdown of one model's accuracy tables, as docs/RESULTS.md shows them."""
+    df = grid(model)
+    out = [f"#### {model}: {int(df.n_images.iloc[0]):,} images, FP top-1 {df.fp_top1.iloc[0]:.2f} % "
+           f"({len(df)} configurations run)", ""]
+    for trunc in ("full", "total_order", "weight_only"):
+        if (df.truncation == trunc).any():
+            out += [f"{TITLES[trunc]}: top-1 % (pt vs FP)", "", pivot(df, trunc), ""]
+    out += ["Fewest terms within 1 pt of FP (full truncation, A = W; and A = FP): " + first_within(df), ""]
+    return "\n".join(out)
 
 
 def _save(fig, name: str) -> str:
@@ -108,6 +130,9 @@ def add_peers(fig, p: pd.DataFrame, x: str):
 
 
 def main() -> int:
+    if "--tables" in sys.argv:  # markdown only, no figures
+        print("\n\n".join(section(m) for m in GRIDS if (RESULTS / f"{GRIDS[m]}.csv").is_file()))
+        return 0
     made = []
     for model in GRIDS:
         if not (RESULTS / f"{GRIDS[model]}.csv").is_file():
