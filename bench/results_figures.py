@@ -152,22 +152,19 @@ def main() -> int:
         peers = pd.read_csv(peers_csv) if peers_csv is not None else None
         print("peers:", peers_csv.name if peers_csv is not None else "none")
         fc_share = 64 * 10 / (fpb / FP_BITS / FP_BITS)  # CIFAR ResNets: fc is 64 x 10 MACs
-        # 1) weights only (A FP): top-1 vs effective bits per weight, peers (weight-only) on top
+        # 1) weights only (A FP): top-1 vs effective bits per weight, the weight-only peers on top;
+        # 2) A = W bits, full truncation: top-1 vs BOPs, the peers with quantized activations on top
         wo = df[df.truncation == "weight_only"]
-        if len(wo):
-            fig = plots.accuracy_recovery(wo, fp, x="bits_per_weight")
-            if peers is not None:
-                add_peers(fig, _peer_points(peers, fpb, fc_share, True), "bits_per_weight")
-            fig.update_layout(title=f"{model}: weights only (activations FP), top-1 vs bits per weight")
-            made.append(_save(fig, f"{model}_weight_only_bits"))
-        # 2) weights and activations, A = W, full truncation: top-1 vs BOPs, peers with activations on top
-        wa = df[(df.truncation == "full") & (df.w_bits == df.a_bits)]
-        if len(wa):
-            fig = plots.accuracy_recovery(wa, fp, x="bops")
-            if peers is not None:
-                add_peers(fig, _peer_points(peers, fpb, fc_share, False), "bops")
-            fig.update_layout(title=f"{model}: W = A bits, full truncation, top-1 vs BOPs per image")
-            made.append(_save(fig, f"{model}_wa_bops"))
+        for part, x, weight_only, name, title in (
+                (wo, "bits_per_weight", True, "weight_only_bits", "weights only (activations FP), top-1 vs bits per weight"),
+                (df[(df.truncation == "full") & (df.w_bits == df.a_bits)], "bops", False, "wa_bops",
+                 "W = A bits, full truncation, top-1 vs BOPs per image")):
+            if len(part):
+                fig = plots.accuracy_recovery(part, fp, x=x)
+                if peers is not None:
+                    add_peers(fig, _peer_points(peers, fpb, fc_share, weight_only), x)
+                fig.update_layout(title=f"{model}: {title}")
+                made.append(_save(fig, f"{model}_{name}"))
         # 3) equal budget: n terms of b bits vs one term of n*b bits (weights only)
         rows = []
         for (b, n), nb in (((4, 2), 8), ((2, 2), 4), ((2, 4), 8)):
