@@ -8,6 +8,7 @@ pooling, normalization other than folded BatchNorm, attention internals) stays i
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import torch
 import torch.nn as nn
@@ -37,6 +38,16 @@ def model_device(model: nn.Module) -> torch.device:
     t = next(iter(model.parameters()), None)
     t = t if t is not None else next(iter(model.buffers()), None)
     return t.device if t is not None else torch.device("cpu")
+
+
+def state_sha256(model: nn.Module) -> str:
+    """sha256 of a model's state_dict (names, dtypes, shapes, bytes): which FP weights were expanded."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def device_name(device: torch.device) -> str:
@@ -84,8 +95,8 @@ def expand(model: nn.Module, cfg: ExpansionConfig | None = None, device: str | t
             BatchNorm follows which layer; None infers one from the first layer.
 
     Returns:
-        A new module in eval mode with attributes `fpxint_config` and `fpxint_layers` (names of
-        the expanded layers).
+        A new module in eval mode with attributes `fpxint_config`, `fpxint_layers` (names of
+        the expanded layers) and `fpxint_fp_sha256` (`state_sha256(model)`, recorded in exports).
 
     Example:
         >>> qmodel = expand(torchvision.models.resnet18(), ExpansionConfig(w_bits=4, w_terms=2))
@@ -120,6 +131,7 @@ def expand(model: nn.Module, cfg: ExpansionConfig | None = None, device: str | t
         expanded.append(name)
     m = m.to(dev)
     m.fpxint_config = cfg
+    m.fpxint_fp_sha256 = state_sha256(model)  # recorded by save_expanded: which weights these are
     m.fpxint_layers = expanded
     m.fpxint_folded_bn = n_folded
     return m
@@ -131,4 +143,6 @@ def set_mode(qmodel: nn.Module, mode: str) -> nn.Module:
         raise ValueError(f"mode={mode!r} is not allowed; choose one of simulate, integer")
     for _, layer in expanded_layers(qmodel):
         layer.mode = mode
+    if isinstance(getattr(qmodel, "fpxint_config", None), ExpansionConfig):
+        qmodel.fpxint_config = qmodel.fpxint_config.replace(mode=mode)  # save_expanded writes the mode in use
     return qmodel
