@@ -299,7 +299,7 @@ def _run(lib: ctypes.CDLL, views: list[torch.Tensor], bits: int, terms: int, gri
         cbuf = torch.tensor([float(c) for c in coeffs], dtype=torch.float32)
         keep.append(cbuf)
     rc = lib.fpx_series(arr, len(views), _GRID_CODE[grid], bits, terms, int(scale_rule == "fixed"),
-                        int(_load()[1]["fma"]), int(grid != "symmetric" or scale_rule == "mse"), int(check),
+                        int(_load()[1]["fma"]), 1, int(check),  # always clamp, as series._series_steps
                         contraction(bits, grid), _ptr(cbuf), nthreads)
     if rc == -2:
         raise MemoryError("the fused series kernel ran out of memory for its scratch rows")

@@ -167,3 +167,15 @@ def test_writes_are_atomic_and_never_overwrite_unasked(tmp_path, monkeypatch):
     assert (tmp_path / "toy.safetensors").read_bytes() == blob and (tmp_path / "toy.json").read_text() == text
     blob3, text3 = save_expanded(expand(net(), ExpansionConfig(w_terms=3)), "toy", path=prefix, overwrite=True)
     assert (tmp_path / "toy.safetensors").read_bytes() == blob3 and (tmp_path / "toy.json").read_text() == text3
+
+
+def test_mode_set_after_expansion_survives_save_and_load():
+    q = set_mode(expand(net(), ExpansionConfig(a_bits=4, a_terms=2)), "integer")
+    assert q.fpxint_config.mode == "integer"
+    blob, text = save_expanded(q, "toy")
+    assert json.loads(text)["config"]["mode"] == "integer"
+    loaded = load_expanded(net(), blob, text)
+    assert {m.mode for m in loaded.modules() if hasattr(m, "w_q")} == {"integer"}
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), q(x))
