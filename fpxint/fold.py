@@ -123,7 +123,13 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor | None = None) -> list
     """
     if not any(isinstance(m, _BN) for m in model.modules()):
         return []
-    work = copy.deepcopy(model).eval()
+    return _pairs(copy.deepcopy(model).eval(), example)
+
+
+def _pairs(work: nn.Module, example: torch.Tensor | None) -> list[tuple[str, str]]:
+    """conv_bn_pairs on a model that is already a private eval-mode copy (hooks come and go on it)."""
+    if not any(isinstance(m, _BN) for m in work.modules()):
+        return []
     for x in [example] if example is not None else example_input(work):
         rec = _Recorder(work)
         try:
@@ -135,7 +141,7 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor | None = None) -> list
         finally:
             for h in rec.handles:
                 h.remove()
-    return _sequential_pairs(model)
+    return _sequential_pairs(work)
 
 
 def _sequential_pairs(model: nn.Module) -> list[tuple[str, str]]:
@@ -158,9 +164,12 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 @torch.no_grad()
 def fold_batchnorm_(model: nn.Module, example: torch.Tensor | None = None) -> int:
-    """Folds eval-mode BatchNorm into the preceding layer in place; returns how many were folded."""
+    """Folds eval-mode BatchNorm into the preceding layer in place; returns how many were folded.
+
+    `model` is the caller's private eval-mode copy (as in `expand`): the pairs are found on it directly.
+    """
     n = 0
-    for layer_name, bn_name in conv_bn_pairs(model, example):
+    for layer_name, bn_name in _pairs(model, example):
         layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
         if bn.running_mean is None or layer.weight.shape[0] != bn.num_features:
             continue
