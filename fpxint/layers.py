@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from .config import ExpansionConfig, LayerSpec
 from .intops import conv_terms, conv_weight_matrix, linear_terms, max_abs_int
 from .fused import expand_tensor_fused, expanded_sum_fused  # bit-identical to series, one pass per term
-from .series import _series_steps
 from .quant import group_view
 
 
@@ -61,7 +60,7 @@ class ExpandedLayer(nn.Module):
         self.term_parallel = cfg.level == "model"
         self.truncation = "full" if self.act_fp else cfg.truncation
         self.register_buffer("pairs", pair_matrix(self.w_terms, self.a_terms, self.truncation, cfg.total_order))
-        self._pairs_py = self.pairs.tolist()  # read on every integer forward: no device -> host copy
+        self._pairs_seen: tuple = (None, -1, [])
         self._w_cache: dict = {}
 
     # ----- weights -------------------------------------------------------------------------
@@ -112,12 +111,9 @@ class ExpandedLayer(nn.Module):
 
     def activation_terms(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Run-time series of the input: [(centered integers as float, broadcast scale), ...]."""
-        r = group_view(x, self._a_granularity())
-        out = []
-        for q, s, z, _ in _series_steps(r, self.a_bits, self.a_terms, self.a_grid, self.scale_rule):
-            q = q - z if z is not None else q
-            out.append((q.reshape(x.shape), s.reshape(self._a_scale_shape(x))))
-        return out
+        ts = expand_tensor_fused(x, self.a_bits, self.a_terms, self._a_granularity(), self.a_grid, self.scale_rule)
+        shape = self._a_scale_shape(x)
+        return [(ts.centered(k).to(x.dtype), ts.scales[k].reshape(shape)) for k in range(self.a_terms)]
 
     # ----- forward -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,6 +185,16 @@ class ExpandedLayer(nn.Module):
             q = torch.stack([self.w_centered(i) for i in range(self.w_terms)])
             self._w_cache[key] = q.to(torch.int8) if max_abs_int(self.w_bits, self.w_grid) <= 128 else q
         return self._w_cache[key]
+
+    @property
+    def _pairs_py(self) -> list[list[int]]:
+        """`pairs` as Python ints, read once per pairs tensor (basis.py swaps it; in-place edits bump
+        its version): no device -> host copy on every integer forward."""
+        p, ver, rows = self._pairs_seen
+        if p is not self.pairs or ver != self.pairs._version:
+            rows = self.pairs.tolist()
+            self._pairs_seen = (self.pairs, self.pairs._version, rows)
+        return rows
 
     def _pair_groups(self) -> list[tuple[list[int], list[int]]]:
         """Kept pairs as (weight terms, activation terms) blocks, one integer GEMM each: the full grid is
