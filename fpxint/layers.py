@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
-from .intops import conv_terms, conv_weight_matrix, linear_terms, max_abs_int
+from .intops import conv_terms, conv_weight_matrix, linear_terms, max_abs_int, resolve_kernel
 from .fused import expand_tensor_fused, expanded_sum_fused  # bit-identical to series, one pass per term
 from .quant import group_view
 
@@ -350,6 +350,20 @@ LAYER_REGISTRY: dict[type, type[ExpandedLayer]] = {
     nn.Conv1d: ExpandedConv1d,
     nn.Conv2d: ExpandedConv2d,
 }
+
+
+def set_int_kernel(qmodel: nn.Module, kernel: str) -> nn.Module:
+    """Chooses integer mode's GEMM path for every expanded layer of `qmodel` (in place; returns it).
+
+    kernel: "auto" (int8 `torch._int_mm` on CPU and CUDA), "int_mm", "int_mm_cuda" (CUDA's shape
+    rules, padded: runs on the CPU too), "float64" (exact float64 GEMMs / convolutions). Same
+    accumulators on every path; only speed differs.
+    """
+    resolve_kernel(kernel, torch.device("cpu"))  # validates the name
+    for m in qmodel.modules():
+        if isinstance(m, ExpandedLayer):
+            m.int_kernel = kernel
+    return qmodel
 
 
 def expand_layer(m: nn.Module, cfg: ExpansionConfig, spec: LayerSpec | None = None) -> ExpandedLayer:
