@@ -191,9 +191,10 @@ class ExpandedLayer(nn.Module):
         """`pairs` as Python ints, read once per pairs tensor (basis.py swaps it; in-place edits bump
         its version): no device -> host copy on every integer forward."""
         p, ver, rows = self._pairs_seen
-        if p is not self.pairs or ver != self.pairs._version:
+        now = -1 if self.pairs.is_inference() else self.pairs._version  # inference tensors keep no version
+        if p is not self.pairs or ver != now:
             rows = self.pairs.tolist()
-            self._pairs_seen = (self.pairs, self.pairs._version, rows)
+            self._pairs_seen = (self.pairs, now, rows)
         return rows
 
     def _pair_groups(self) -> list[tuple[list[int], list[int]]]:
