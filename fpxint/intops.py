@@ -21,6 +21,7 @@ K and N multiples of 8) by zero padding, so the tests run the CUDA code path thr
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 _EXACT_LIMIT = 2**53
 INT32_MAX = 2**31 - 1
-KERNELS = ("auto", "int_mm", "int_mm_cuda", "float64")
+KERNELS = ("auto", "onednn", "int_mm", "int_mm_cuda", "float64")
 
 
 def check_exact(k: int, max_w: int, max_x: int) -> None:
@@ -39,11 +40,16 @@ def check_exact(k: int, max_w: int, max_x: int) -> None:
 
 
 def resolve_kernel(kernel: str, device: torch.device) -> str:
-    """'auto' -> the int8 kernel for the device; anything else is checked and returned."""
+    """'auto' -> the int8 kernel for the device; anything else is checked and returned.
+
+    CPU: "onednn" (convolutions on oneDNN's int8 convolution, GEMMs on `_int_mm`); CUDA: "int_mm_cuda".
+    """
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r} is not allowed; choose one of {', '.join(KERNELS)}")
     if kernel == "auto":
-        return "int_mm_cuda" if device.type == "cuda" else "int_mm"
+        return "int_mm_cuda" if device.type == "cuda" else "onednn"
+    if kernel == "onednn" and device.type != "cpu":
+        raise ValueError("kernel='onednn' runs on the CPU only; use 'int_mm_cuda' or 'auto' on CUDA")
     return kernel
 
 
@@ -74,7 +80,7 @@ def int_matmul(a: torch.Tensor, b: torch.Tensor, max_a: int, max_b: int, kernel:
 
     Returns int32 when one int32 accumulation is provably safe, else int64 (split-K chunks).
     """
-    kernel = resolve_kernel(kernel, a.device)
+    kernel = resolve_kernel(kernel, a.device)  # "onednn": GEMMs run on _int_mm (oneDNN's int8 matmul)
     m, k = a.shape
     n = b.shape[1]
     chunk = int32_chunk(max_a, max_b)
@@ -192,24 +198,33 @@ def linear_terms(xq: torch.Tensor, wq: torch.Tensor, max_x: int, max_w: int, ker
 
 
 def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, dilation, groups: int,
-               max_x: int, max_w: int, kernel: str = "auto", wmat: torch.Tensor | None = None) -> torch.Tensor:
-    """Every cross term of a convolution: for groups == 1 one integer GEMM over the im2col rows of all
-    activation terms (stacked along M) against all weight terms (stacked along N).
+               max_x: int, max_w: int, kernel: str = "auto", cache: dict | None = None) -> torch.Tensor:
+    """Every cross term of a convolution, batched: activation terms as one batch of J * N images.
+
+    Paths: "onednn" (CPU): oneDNN's int8 convolution (VNNI, no im2col), weight terms stacked along
+    Cout, output the exact accumulators as float32 (every |acc| < 2**24 by `onednn_ok`). "int_mm",
+    "int_mm_cuda": one `torch._int_mm` over int8 im2col rows of all activation terms against all
+    weight terms. Grouped convolutions off oneDNN and operands beyond int8 run as a float
+    convolution on integer values (float32 where every partial sum stays below 2**24, else float64).
 
     Args:
         xq: [J, N, C, *spatial] centered integer activation terms (any strides; channels-last is cheapest),
             padding already applied for non-zero padding modes; `padding` here is numeric or 'same' / 'valid'.
         wq: [I, Cout, C / groups, *kernel] centered integer weight terms.
-        wmat: `conv_weight_matrix` of wq as int8, when the caller caches it.
+        cache: a dict the caller keeps per layer: prepared weights (packed / im2col order) go there.
     Returns:
-        [J, I, N, Cout, *spatial_out] exact integer accumulators (a channels-last strided view for the
-        int8 path). Grouped convolutions run as a float convolution on integer values (float32 where
-        every partial sum stays below 2**24, else float64: exact either way), one per weight term.
+        [J, I, N, Cout, *spatial_out] exact integer accumulators (int32 / int64, or float32 holding
+        integers below 2**24 on the oneDNN path), a strided view of one batched result.
     """
     kernel = resolve_kernel(kernel, xq.device)
     j, nb = xq.shape[:2]
     i, cout = wq.shape[:2]
     k = math.prod(wq.shape[2:])
+    cache = {} if cache is None else cache
+    if kernel == "onednn":
+        if onednn_ok(k, max_w, max_x):
+            return _onednn_conv(xq, wq, dim, stride, padding, dilation, groups, cache)
+        kernel = "int_mm"  # past oneDNN's exact range (8-bit terms over long reductions): _int_mm's split-K
     if groups > 1 or kernel == "float64" or not fits_int8(max_w, max_x):
         dtype = _float_exact_dtype(k, max_w, max_x, xq.device, kernel)
         if dtype == torch.float64:
@@ -225,10 +240,77 @@ def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, di
     if dim == 1:
         x4 = x4.unsqueeze(2)
     cols, (ho, wo) = im2col_nhwc(x4.to(torch.int8), ksize, st, dil, pads)  # [J * N * Ho * Wo, K]
-    if wmat is None:
-        wmat = conv_weight_matrix(wq.reshape(i * cout, *wq.shape[2:]).to(torch.int8))  # [I * Cout, K]
-    out = int_matmul(cols, wmat.t(), max_x, max_w, kernel)  # [J * N * Ho * Wo, I * Cout]
+    if "im2col" not in cache:
+        cache["im2col"] = conv_weight_matrix(wq.reshape(i * cout, *wq.shape[2:]).to(torch.int8))  # [I * Cout, K]
+    out = int_matmul(cols, cache["im2col"].t(), max_x, max_w, kernel)  # [J * N * Ho * Wo, I * Cout]
     out = out.reshape(j, nb, ho, wo, i, cout).permute(0, 4, 1, 5, 2, 3)  # [J, I, N, Cout, Ho, Wo]
+    return out.squeeze(4) if dim == 1 else out
+
+
+# ----- oneDNN's int8 convolution (CPU) -----------------------------------------------------------
+# u8 activations with zero point 128 (x + 128; padding holds the zero point, i.e. 0) times s8 weights,
+# int32 accumulation, float32 output with unit scales: the accumulator itself while it is below 2**24.
+_U8_ZERO = 128
+
+
+def onednn_ok(k: int, max_w: int, max_x: int) -> bool:
+    """oneDNN int8 convolution applies and is exact: the op exists and passed the probe on this CPU,
+    operands fit int8, every |acc| < 2**24 (exact in float32), and the u8 form's sums
+    (|x + 128| <= 255) stay inside int32."""
+    return (fits_int8(max_w, max_x) and k * max_w * max_x < 2**24 and k * 255 * max_w < 2**31
+            and onednn_exact())
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_exact() -> bool:
+    """Whether this CPU's oneDNN int8 convolution is exact: adversarial operands (all +-127 / -128,
+    the u8 x s8 pairs that saturate a 16-bit VPMADDUBSW intermediate on CPUs without VNNI, where
+    oneDNN halves the weights instead) against int64. False when the op is missing."""
+    try:
+        k_in = 100  # K = 900: 900 * 128 * 128 < 2**24, the largest sums the path allows
+        x = torch.full((1, 2, k_in, 5, 5), 127, dtype=torch.int8)
+        x[0, 1] = -128
+        x[0, 1, ::2, 1::2] = 127
+        w = torch.full((1, 16, k_in, 3, 3), -128, dtype=torch.int8)
+        w[0, 8:] = 127
+        w[0, 4:12, ::3] = -w[0, 4:12, ::3].clamp(min=-127)
+        got = _onednn_conv(x, w, 2, 1, 1, 1, 1, {})[0, 0]
+        return bool(torch.equal(got.to(torch.int64), int64_conv_reference(x[0], w[0], 2, 1, 1, 1, 1)))
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+def _onednn_conv(xq, wq, dim, stride, padding, dilation, groups, cache) -> torch.Tensor:
+    j, nb = xq.shape[:2]
+    i, cout = wq.shape[:2]
+    ksize, st, dil, (pt, pb, pl, pr) = conv_geometry(dim, wq.shape[3:] if dim == 2 else wq.shape[3],
+                                                     stride, padding, dilation)
+    x4 = xq.reshape(j * nb, *xq.shape[2:])
+    if dim == 1:
+        x4 = x4.unsqueeze(2)
+    xu = x4.to(torch.int8).contiguous(memory_format=torch.channels_last).view(torch.uint8).bitwise_xor(_U8_ZERO)
+    pad = [pt, pl]
+    if pt != pb or pl != pr:  # oneDNN pads symmetrically: pad with the zero point by hand
+        xu = F.pad(xu, (pl, pr, pt, pb), value=_U8_ZERO).contiguous(memory_format=torch.channels_last)
+        pad = [0, 0]
+    # weight terms stacked along Cout (one convolution) unless grouped: groups split Cout
+    stacks = [list(range(i))] if groups == 1 else [[t] for t in range(i)]
+    key = ("onednn", tuple(st), tuple(pad), tuple(dil), groups)
+    if key not in cache:
+        packed = []
+        for terms in stacks:
+            w = wq[terms].reshape(len(terms) * cout, *wq.shape[2:]).to(torch.int8)
+            w = w.unsqueeze(2) if dim == 1 else w
+            ones = torch.ones(w.shape[0], dtype=torch.float32)
+            packed.append((torch.ops.onednn.qconv_prepack(w, ones, 1.0, _U8_ZERO, list(st), pad, list(dil), groups,
+                                                          None), ones, torch.zeros(w.shape[0], dtype=torch.int64)))
+        cache[key] = packed
+    outs = [torch.ops.onednn.qconv2d_pointwise(xu, 1.0, _U8_ZERO, pw, ones, zeros, None, list(st), pad, list(dil),
+                                               groups, 1.0, 0, torch.float32, "none", [], "")
+            for pw, ones, zeros in cache[key]]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # [J * N, I * Cout, Ho, Wo]
+    ho, wo = out.shape[2:]
+    out = out.reshape(j, nb, i, cout, ho, wo).transpose(1, 2)  # [J, I, N, Cout, Ho, Wo]
     return out.squeeze(4) if dim == 1 else out
 
 

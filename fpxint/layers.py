@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
-from .intops import conv_terms, conv_weight_matrix, linear_terms, max_abs_int, resolve_kernel
+from .intops import conv_terms, linear_terms, max_abs_int, resolve_kernel
 from .fused import expand_tensor_fused, expanded_sum_fused  # bit-identical to series, one pass per term
 from .quant import group_view
 
@@ -92,6 +92,11 @@ class ExpandedLayer(nn.Module):
     def weight(self) -> torch.Tensor:
         """The expanded weight sum_i s_i Qw_i (all terms), for code that reads `.weight`."""
         return self.weight_terms_sum((1,) * self.w_terms)
+
+    def __getstate__(self):
+        # caches are derived from the buffers; oneDNN's packed weights can be neither copied nor pickled
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {**state, "_w_cache": {}, "_pairs_seen": (None, -1, [])}
 
     def _apply(self, fn, *args, **kwargs):
         self._w_cache = {}  # device / dtype moves invalidate cached float weights
@@ -317,11 +322,10 @@ class _ExpandedConv(ExpandedLayer):
         return conv(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
     def _int_terms_op(self, xq, wq, max_x, max_w, kernel, rows):
-        key = ("im2col", rows, self.w_q.device)  # the weight terms in im2col order, built once
-        if key not in self._w_cache and self.groups == 1 and wq.dtype == torch.int8:
-            self._w_cache[key] = conv_weight_matrix(wq.reshape(-1, *wq.shape[2:]))
+        # prepared weights (packed for oneDNN, im2col order for _int_mm) are built once per term set
+        cache = self._w_cache.setdefault(("conv", rows, self.w_q.device), {})
         return conv_terms(xq, wq, self.dim, self.stride, self.padding, self.dilation, self.groups, max_x, max_w,
-                          kernel, wmat=self._w_cache.get(key))
+                          kernel, cache)
 
     def _bias_shape(self, y):
         return (1, -1) + (1,) * (y.dim() - 2)

@@ -76,12 +76,31 @@ def test_int_mm_adversarial_patterns_and_odd_shapes(kernel):
             assert got.shape == (m, n) and torch.equal(got.to(torch.int64), int64_linear_reference(x, b.t()))
 
 
+def test_onednn_probe_and_fallback(monkeypatch):
+    """The probe runs (True on a VNNI CPU, where the path is taken); when it fails, 'onednn' falls back
+    to _int_mm with the same integers."""
+    from fpxint import intops
+
+    g = torch.Generator().manual_seed(4)
+    xq = torch.randint(-8, 8, (2, 2, 16, 7, 7), generator=g, dtype=torch.int8)
+    wq = torch.randint(-8, 8, (2, 24, 16, 3, 3), generator=g, dtype=torch.int8)
+    want = conv_terms(xq, wq, 2, 1, 1, 1, 1, 8, 8, "float64")
+    got = conv_terms(xq, wq, 2, 1, 1, 1, 1, 8, 8, "onednn")
+    assert got.dtype == (torch.float32 if intops.onednn_exact() else torch.int32) and torch.equal(got.long(), want)
+    monkeypatch.setattr(intops, "onednn_exact", lambda: False)
+    got = conv_terms(xq, wq, 2, 1, 1, 1, 1, 8, 8, "onednn")
+    assert got.dtype == torch.int32 and torch.equal(got.long(), want)
+    assert not intops.onednn_ok(1024, 128, 128)  # 1024 * 2**14 = 2**24: past float32's exact integers
+
+
 def test_kernel_names_are_checked():
-    assert resolve_kernel("auto", torch.device("cpu")) == "int_mm"
+    assert resolve_kernel("auto", torch.device("cpu")) == "onednn"
     assert resolve_kernel("auto", torch.device("cuda", 0)) == "int_mm_cuda"
     with pytest.raises(ValueError, match="int_mm_cuda"):
         resolve_kernel("int4", torch.device("cpu"))
-    assert set(KERNELS) == {"auto", "int_mm", "int_mm_cuda", "float64"}
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_kernel("onednn", torch.device("cuda", 0))
+    assert set(KERNELS) == {"auto", "onednn", "int_mm", "int_mm_cuda", "float64"}
 
 
 CONV_CASES = [  # (dim, weight shape, input shape, stride, padding, dilation, groups)
@@ -96,7 +115,7 @@ CONV_CASES = [  # (dim, weight shape, input shape, stride, padding, dilation, gr
 ]
 
 
-@pytest.mark.parametrize("kernel", ["int_mm", "int_mm_cuda", "float64"])
+@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "int_mm_cuda", "float64"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"d{c[0]}w{c[1]}g{c[6]}p{c[4]}")
 @pytest.mark.parametrize("extreme", [False, True])
 def test_conv_terms_equal_int64_for_every_pair(case, kernel, extreme):
@@ -116,7 +135,9 @@ def test_conv_terms_equal_int64_for_every_pair(case, kernel, extreme):
         got = conv_terms(x, wq, dim, stride, padding, dilation, groups, 128, 128, kernel)
         for j, i in itertools.product(range(2), range(3)):
             ref = int64_conv_reference(xq[j], wq[i], dim, stride, padding, dilation, groups)
-            assert not got.is_floating_point() and torch.equal(got[j, i].to(torch.int64), ref), (j, i)
+            # integer dtypes, or float32 on oneDNN's path (exact: every |acc| < 2**24 there)
+            assert got.dtype in (torch.int32, torch.int64) or (kernel == "onednn" and got.dtype == torch.float32)
+            assert torch.equal(got[j, i].to(torch.int64), ref), (j, i)
 
 
 @pytest.mark.parametrize("kernel", ["int_mm", "int_mm_cuda", "float64"])
@@ -129,7 +150,7 @@ def test_linear_terms_equal_int64(kernel):
         assert torch.equal(got[j, i].to(torch.int64), int64_linear_reference(xq[j], wq[i]))
 
 
-@pytest.mark.parametrize("kernel", ["int_mm", "int_mm_cuda", "float64"])
+@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "int_mm_cuda", "float64"])
 @pytest.mark.parametrize("cfg", [ExpansionConfig(w_bits=8, w_terms=2, a_bits=8, a_terms=2, w_grid="full", a_grid="full"),
                                  ExpansionConfig(w_bits=8, w_terms=1, a_bits=7, a_terms=2, a_grid="asymmetric"),
                                  ExpansionConfig(w_bits=8, w_terms=2, a_bits=8, a_terms=1, a_grid="asymmetric"),
