@@ -1,7 +1,8 @@
 """Integer mode on int8 units vs the BatchNorm-folded FP forward, and vs its float64 arithmetic before.
 
 Every (model, batch) block times, in the same interleaved rounds: the FP model, and per config the
-expanded model in integer mode on the int8 kernel (`torch._int_mm`, the default), on the float64
+expanded model in integer mode on the int8 kernels (kernel "auto": oneDNN's int8 convolution for
+convolutions, `torch._int_mm` for linear layers), on the float64
 kernel (exact float64 GEMMs / convolutions, what integer mode ran before issue 14), and in simulate
 mode. Integer outputs of both kernels are checked equal to each other (the accumulators are the
 same integers; only the float rescale differs, so the check is a float tolerance).
@@ -18,7 +19,7 @@ from bench.forward import load
 from fpxint import ExpansionConfig
 from fpxint.layers import set_int_kernel
 
-TITLE = "integer mode (int8 torch._int_mm; float64 before) vs the BatchNorm-folded FP forward"
+TITLE = "integer mode (int8 oneDNN conv / torch._int_mm; float64 before) vs the BatchNorm-folded FP forward"
 TARGETS = {"W4x2 A4x2": 1.5, "W4x1 A4x1": 0.75}
 CONFIGS = {"W4x2 A4x2": (4, 2), "W4x1 A4x1": (4, 1), "W8x1 A8x1": (8, 1)}
 NOT_IN_ZOO = ["efficientnet_lite0"]
@@ -89,7 +90,8 @@ def run(opts) -> dict:
                        ("speedup", "int8 speedup", ".1f"), ("sim_x", "simulate x FP", ".2f"),
                        ("same_as_float64", "= float64", ""), ("target_x", "target", ".2f"), ("verdict", "verdict", "")]))
     print("\nx FP: best wall time / best wall time of the BatchNorm-folded FP model in the same rounds. "
-          "int8: torch._int_mm over int8 im2col rows; float64: exact float64 GEMMs (integer mode before).")
+          "int8: kernel 'auto' (oneDNN int8 convolution, torch._int_mm for linear layers); "
+          "float64: exact float64 GEMMs / convolutions (integer mode before issue 14).")
     for s in skipped:
         print(f"skipped: {s}")
     return {"rows": rows, "skipped": skipped, "targets": TARGETS}
