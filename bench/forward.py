@@ -2,20 +2,16 @@
 
 Every block (model, batch) times the FP model and each expanded variant in the same rounds. Configs
 are 4-bit, k terms on both sides (W4xk A4xk), for each truncation (full, total_order, weight_only).
-"fused" runs the same simulate model with `layers.expanded_sum` swapped for
-`fused.expanded_sum_fused` (the activation series in one kernel): a preview of the wiring, checked
-bit-identical; once layers.py calls the fused path, both columns agree.
+The layers run the activation series through the fused kernel (`fused.expanded_sum_fused`) whenever
+it builds (`fused.kernel_info()` says which path is active). Integer mode in detail: `bench.integer`.
 Target (issue): ResNet-18, W4x2 A4x2 full, batch 32, simulate at most 1.5x the FP forward.
 """
 from __future__ import annotations
-
-import contextlib
 
 import torch
 import torchvision
 
 import fpxint
-import fpxint.layers as layers
 from bench.common import ratio, table, time_interleaved, verdict
 from fpxint import ExpansionConfig, fused
 
@@ -61,16 +57,6 @@ def load(name: str) -> tuple[torch.nn.Module | None, int, str]:
         return None, 32, f"{type(e).__name__}: {e}"
 
 
-@contextlib.contextmanager
-def fused_activations():
-    saved = layers.expanded_sum
-    layers.expanded_sum = fused.expanded_sum_fused
-    try:
-        yield
-    finally:
-        layers.expanded_sum = saved
-
-
 def cfg_for(k: int, truncation: str) -> ExpansionConfig:
     return ExpansionConfig(w_bits=4, w_terms=k, a_bits=4, a_terms=k, truncation=truncation)
 
@@ -101,15 +87,6 @@ def run(opts) -> dict:
                 meta[label] = dict(model=name, batch=batch, config=label, truncation=trunc, terms=k)
                 if k in block["sim"].get(trunc, ()):
                     fns[f"sim|{label}"] = lambda q=q: q(x)
-                    if trunc == "full":
-                        def with_fused(q=q):
-                            with fused_activations():
-                                return q(x)
-                        fns[f"fused|{label}"] = with_fused
-                        with torch.inference_mode(), fused_activations():  # on 2 samples: cheap, same kernel
-                            got = q(x[:2])
-                        with torch.inference_mode():
-                            meta[label]["identical"] = bool(torch.equal(q(x[:2]), got))
                 if k in block["int"].get(trunc, ()):
                     def integer(q=q):
                         fpxint.set_mode(q, "integer")
@@ -125,35 +102,29 @@ def run(opts) -> dict:
             t = time_interleaved(fns, repeat=repeat, inner=inner)
         for label, row in meta.items():
             row["fp_ms"] = t["fp"].best_s * 1e3
-            for kind in ("sim", "fused", "int"):
+            for kind in ("sim", "int"):
                 key = f"{kind}|{label}"
                 if key in t:
                     row[f"{kind}_x"] = ratio(t[key], t["fp"])
             if "int_x" in row and "sim_x" in row:
                 row["int_vs_sim"] = row["int_x"] / row["sim_x"]
             rows.append(row)
-            parts = [f"{kind} {row[kind + '_x']:.2f}x" for kind in ("sim", "fused", "int") if kind + "_x" in row]
+            parts = [f"{kind} {row[kind + '_x']:.2f}x" for kind in ("sim", "int") if kind + "_x" in row]
             print(f"    {label:28s} " + "  ".join(parts), flush=True)
     print()
     print(table(rows, [("model", "model", ""), ("batch", "batch", "d"), ("config", "config", ""),
-                       ("fp_ms", "FP ms", ".1f"), ("sim_x", "simulate x FP", ".2f"), ("fused_x", "fused acts x FP", ".2f"),
-                       ("identical", "identical", ""), ("int_x", "integer x FP", ".2f"),
+                       ("fp_ms", "FP ms", ".1f"), ("sim_x", "simulate x FP", ".2f"), ("int_x", "integer x FP", ".2f"),
                        ("int_vs_sim", "integer x simulate", ".1f")]))
-    print("\nx FP: best wall time / best wall time of the BatchNorm-folded FP model in the same rounds. "
-          "fused acts: layers.expanded_sum swapped for fused.expanded_sum_fused (full truncation: the "
-          "single-group path that calls expanded_sum).")
+    print("\nx FP: best wall time / best wall time of the BatchNorm-folded FP model in the same rounds.")
     for s in skipped:
         print(f"skipped: {s}")
     head = next((r for r in rows if r["model"] == "resnet18" and r["batch"] == 32 and r["truncation"] == "full"
                  and r["terms"] == 2), None)
     headline = None
     if head:
-        headline = {"simulate_x": head["sim_x"], "fused_x": head.get("fused_x"), "target_x": TARGET,
-                    "verdict": verdict(head["sim_x"], TARGET),
-                    "verdict_fused": verdict(head["fused_x"], TARGET) if "fused_x" in head else None}
+        headline = {"simulate_x": head["sim_x"], "target_x": TARGET, "verdict": verdict(head["sim_x"], TARGET)}
         print(f"\nHEADLINE ResNet-18 W4x2 A4x2 full, batch 32, simulate: {head['sim_x']:.2f}x FP "
-              f"(target <= {TARGET}x: {headline['verdict']}); with fused activations {head.get('fused_x', float('nan')):.2f}x "
-              f"({headline['verdict_fused']})")
+              f"(target <= {TARGET}x: {headline['verdict']})")
     ints = [r for r in rows if "int_vs_sim" in r]
     for r in ints:
         if r["truncation"] == "full" and r["terms"] == 2:

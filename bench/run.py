@@ -1,4 +1,5 @@
-"""Runs the benchmark suite: `python -m bench [--only expansion,forward] [--quick | --full]`.
+"""Runs the benchmark suite: `python -m bench [--only expansion,forward] [--quick | --full]`, or the GPU
+check `python -m bench --gpu` (bench/gpu_check.py; writes docs/results/gpu.json).
 
 Prints the machine first, then one table per section, every figure a ratio against a reference
 timed in the same run; writes everything as JSON to artifacts/bench/ (gitignored).
@@ -23,6 +24,8 @@ from bench.common import format_machine, machine_info, steady_allocator  # noqa:
 
 SECTIONS = {  # name -> module; one line per section
     "expansion": "bench.expansion",
+    "gemm": "bench.gemm",
+    "integer": "bench.integer",
     "forward": "bench.forward",
     "peers": "bench.peers",
     "app_latency": "bench.app_latency",
@@ -49,6 +52,8 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Options]:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--cold-alloc", action="store_true",
                    help="leave glibc's allocator as is (freed memory goes back to the OS: page faults in timings)")
+    p.add_argument("--gpu", action="store_true",
+                   help="run bench/gpu_check.py instead (correctness and timings on CUDA; exits cleanly without one)")
     p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench",
                    help="folder for the JSON results (default artifacts/bench)")
     args = p.parse_args(argv)
@@ -62,6 +67,10 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Options]:
 
 def main(argv: list[str] | None = None) -> int:
     args, opts = parse(argv)
+    if args.gpu:
+        from bench import gpu_check
+
+        return gpu_check.main([])
     import torch
 
     if opts.threads:

@@ -339,7 +339,7 @@ def expand_weights(weights: Sequence[torch.Tensor], bits: int = 4, terms: int = 
         if not isinstance(w, torch.Tensor) or w.numel() == 0:
             check_tensor(w)  # raises the eager message
         if lib is None or not _fusable(w):
-            out[i] = expand_tensor(w, bits, terms, granularity, grid, scale_rule)
+            out[i] = expand_tensor(w, bits, terms, granularity, grid, scale_rule, backend="torch")
             continue
         work = w.detach().float() if w.dtype != torch.float32 else w.detach()
         idx.append(i)

@@ -1,20 +1,35 @@
 """Exact integer GEMMs and convolutions for integer mode, and the int64 reference that tests them.
 
-Each cross term Qw_i * Qx_j is a product of small integers (|Q| <= 255) accumulated over K inputs.
-On the CPU we run it as a float64 GEMM/convolution on integer-valued operands: every partial sum
-is an integer below 2**53, so float64 represents it exactly and the result is bit-identical to an
-int64 accumulation (checked against `int64_*_reference` in the tests), while using the fast BLAS /
-oneDNN kernels (CPU `torch._int_mm` is ~40x slower than float GEMM). On CUDA, int8 x int8 -> int32
-`torch._int_mm` runs where its shape rules allow; otherwise float64 (exact by the same argument).
+Each cross term Qw_i * Qx_j is a sum of K products of small integers. Integer mode runs it on int8
+units: `torch._int_mm` (int8 x int8 -> int32; oneDNN's VNNI kernels on the CPU, cuBLASLt on CUDA)
+over an im2col view for convolutions. Why it is exact (docs/method.md, "Integer mode"):
+
+- operands are int8 when every |term| <= 127 (all grids up to 8 bits except asymmetric 8-bit,
+  whose centered terms reach 255, and the full grid's -128 which int8 holds too);
+- the int32 accumulator cannot overflow while K * max|w| * max|x| <= 2**31 - 1; longer reductions
+  are split along K into chunks that satisfy it, summed in int64 (`int32_chunk`);
+- the CPU kernel does not saturate in a 16-bit intermediate (VPMADDUBSW): tested with adversarial
+  operands (all +-127 / -128 patterns at the int32 limit) in tests/test_intops.py.
+
+Bounds come from the bit widths, never from the data, so no host synchronisation is needed.
+Where int8 does not apply (asymmetric 8-bit terms, grouped convolutions) the op runs in float64 on
+integer-valued operands: every partial sum is an integer below 2**53, exact (`check_exact`).
+
+`kernel` chooses the path and is a parameter, not a device test buried inside: "auto" is "int_mm"
+on the CPU and "int_mm_cuda" on CUDA; "int_mm_cuda" applies CUDA's `_int_mm` shape rules (M > 16,
+K and N multiples of 8) by zero padding, so the tests run the CUDA code path through the CPU kernel.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
 _EXACT_LIMIT = 2**53
+INT32_MAX = 2**31 - 1
+KERNELS = ("auto", "onednn", "int_mm", "int_mm_cuda", "float64")
 
 
 def check_exact(k: int, max_w: int, max_x: int) -> None:
@@ -24,44 +39,62 @@ def check_exact(k: int, max_w: int, max_x: int) -> None:
                          "float64 would not be exact")
 
 
-def _int_mm_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
-    # torch._int_mm: CUDA, int8 operands, m > 16, k and n multiples of 8
-    return (a.is_cuda and a.shape[0] > 16 and a.shape[1] % 8 == 0 and b.shape[1] % 8 == 0
-            and int(a.abs().max()) <= 127 and int(b.abs().max()) <= 127)
+def resolve_kernel(kernel: str, device: torch.device) -> str:
+    """'auto' -> the int8 kernel for the device; anything else is checked and returned.
+
+    CPU: "onednn" (convolutions on oneDNN's int8 convolution, GEMMs on `_int_mm`); CUDA: "int_mm_cuda".
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r} is not allowed; choose one of {', '.join(KERNELS)}")
+    if kernel == "auto":
+        return "int_mm_cuda" if device.type == "cuda" else "onednn"
+    if kernel == "onednn" and device.type != "cpu":
+        raise ValueError("kernel='onednn' runs on the CPU only; use 'int_mm_cuda' or 'auto' on CUDA")
+    return kernel
 
 
-def int_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Exact x @ w.T for integer-valued x [..., K] and w [N, K]; returns float64 holding integers."""
-    if x.is_cuda:
-        a = x.reshape(-1, x.shape[-1])
-        if _int_mm_ok(a, w.t()):
-            out = torch._int_mm(a.to(torch.int8).contiguous(), w.to(torch.int8).t().contiguous())
-            return out.to(torch.float64).reshape(*x.shape[:-1], w.shape[0])
-    return F.linear(x.to(torch.float64), w.to(torch.float64))
+def fits_int8(max_w: int, max_x: int) -> bool:
+    """Whether both operands' integers fit int8 [-128, 127].
+
+    A bound of 128 comes only from the full grid's -128 (`max_abs_int`), which int8 holds.
+    """
+    return max_w <= 128 and max_x <= 128
 
 
-def int_conv(x: torch.Tensor, w: torch.Tensor, dim: int, stride, padding, dilation, groups: int) -> torch.Tensor:
-    """Exact convolution of integer-valued tensors (padding already numeric or 'same'/'valid')."""
-    conv = F.conv1d if dim == 1 else F.conv2d
-    if x.is_cuda and dim == 2 and groups == 1 and not isinstance(padding, str):
-        out = _cuda_int_conv2d(x, w, stride, padding, dilation)
-        if out is not None:
-            return out
-    return conv(x.to(torch.float64), w.to(torch.float64), None, stride, padding, dilation, groups)
+def int32_chunk(max_w: int, max_x: int) -> int:
+    """Longest reduction whose int32 accumulator provably cannot overflow: K * max|w| * max|x| <= 2**31 - 1."""
+    return INT32_MAX // max(1, max_w * max_x)
 
 
-def _cuda_int_conv2d(x, w, stride, padding, dilation):
-    """im2col + torch._int_mm; None when the shapes do not suit _int_mm."""
-    n, _, h, wd = x.shape
-    cout, _, kh, kw = w.shape
-    cols = F.unfold(x.to(torch.float32), (kh, kw), dilation=dilation, padding=padding, stride=stride)
-    a = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # [N*L, K]; values are small integers
-    b = w.reshape(cout, -1).t()
-    if not _int_mm_ok(a, b):
-        return None
-    out = torch._int_mm(a.round().to(torch.int8).contiguous(), b.to(torch.int8).contiguous())
-    ho, wo = _out_hw(h, wd, (kh, kw), stride, padding, dilation)
-    return out.to(torch.float64).reshape(n, ho * wo, cout).transpose(1, 2).reshape(n, cout, ho, wo)
+def _pad_to(t: torch.Tensor, dim: int, multiple: int, minimum: int = 0) -> torch.Tensor:
+    size = t.shape[dim]
+    target = max(minimum, -(-size // multiple) * multiple)
+    if target == size:
+        return t
+    pad = [0, 0] * (t.dim() - 1 - dim) + [0, target - size]
+    return F.pad(t, pad)  # zero rows / columns add nothing to any dot product
+
+
+def int_matmul(a: torch.Tensor, b: torch.Tensor, max_a: int, max_b: int, kernel: str = "auto") -> torch.Tensor:
+    """Exact a @ b for int8 a [M, K] and b [K, N] whose |values| are at most max_a, max_b.
+
+    Returns int32 when one int32 accumulation is provably safe, else int64 (split-K chunks).
+    """
+    kernel = resolve_kernel(kernel, a.device)  # "onednn": GEMMs run on _int_mm (oneDNN's int8 matmul)
+    m, k = a.shape
+    n = b.shape[1]
+    chunk = int32_chunk(max_a, max_b)
+    if kernel == "int_mm_cuda":  # cuBLASLt's rules: M > 16, K and N multiples of 8
+        chunk -= chunk % 8
+        a = _pad_to(_pad_to(a, 1, 8), 0, 1, 17)
+        b = _pad_to(_pad_to(b, 0, 8), 1, 8).contiguous()
+    if a.shape[1] <= chunk:
+        out = torch._int_mm(a, b)
+    else:
+        out = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int64, device=a.device)
+        for k0 in range(0, a.shape[1], chunk):
+            out += torch._int_mm(a[:, k0:k0 + chunk].contiguous(), b[k0:k0 + chunk])
+    return out[:m, :n] if out.shape != (m, n) else out
 
 
 def _pair(v, n=2):
@@ -83,14 +116,218 @@ def same_padding(kernel: tuple[int, ...], dilation) -> list[tuple[int, int]]:
     return out
 
 
+def conv_geometry(dim: int, kernel_size, stride, padding, dilation) -> tuple:
+    """Conv1d / Conv2d arguments as 2-D ones: (kernel, stride, dilation, (top, bottom, left, right) padding)."""
+    if dim == 1:
+        kernel_size, stride, dilation = (1, _pair(kernel_size, 1)[0]), (1, _pair(stride, 1)[0]), (1, _pair(dilation, 1)[0])
+        if not isinstance(padding, str):
+            padding = (0, _pair(padding, 1)[0])
+    kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+    if padding == "same":
+        (pt, pb), (pl, pr) = same_padding(kernel_size, dilation)
+    elif padding == "valid":
+        pt = pb = pl = pr = 0
+    else:
+        (pt, pl) = _pair(padding)
+        pb, pr = pt, pl
+    return kernel_size, stride, dilation, (pt, pb, pl, pr)
+
+
+def im2col_nhwc(x: torch.Tensor, kernel_size, stride, dilation, pads) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Rows of receptive fields [N * Ho * Wo, kh * kw * C] of a 4-D tensor [N, C, H, W] (any strides).
+
+    Column order (kh, kw, C) matches `conv_weight_matrix`. A channels-last input with a 1x1 kernel,
+    stride 1 and no padding is returned as a view; otherwise one copy in the input's dtype (int8:
+    a quarter of float32's traffic).
+    """
+    kh, kw = kernel_size
+    (sh, sw), (dh, dw) = stride, dilation
+    pt, pb, pl, pr = pads
+    xh = x.permute(0, 2, 3, 1)  # NHWC: a view, contiguous when x is channels-last
+    if any(pads):
+        xh = F.pad(xh, (0, 0, pl, pr, pt, pb))
+    n, h, w, c = xh.shape
+    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    if (kh, kw, sh, sw) == (1, 1, 1, 1):
+        return xh.reshape(n * ho * wo, c), (ho, wo)
+    s = xh.stride()
+    win = xh.as_strided((n, ho, wo, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]))
+    return win.reshape(n * ho * wo, kh * kw * c), (ho, wo)
+
+
+def conv_weight_matrix(w: torch.Tensor) -> torch.Tensor:
+    """Conv weight [Cout, Cin, kh, kw] (or [Cout, Cin, k]) as [Cout, kh * kw * Cin], the im2col column order."""
+    if w.dim() == 3:
+        w = w.unsqueeze(2)
+    return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+
+def _float_exact_dtype(k: int, max_w: int, max_x: int, device: torch.device, kernel: str) -> torch.dtype:
+    """float32 when every partial sum is an integer below 2**24 and the CPU's float32 convolution is
+    IEEE (oneDNN's direct algorithm; a user may switch it to bf16 / tf32); float64 otherwise."""
+    ieee = getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", "none") in ("none", "ieee")
+    if kernel != "float64" and device.type == "cpu" and ieee and k * max_w * max_x < 2**24:
+        return torch.float32
+    return torch.float64  # cuDNN may pick FFT / Winograd / TF32 for float32: not exact
+
+
+def linear_terms(xq: torch.Tensor, wq: torch.Tensor, max_x: int, max_w: int, kernel: str = "auto") -> torch.Tensor:
+    """Every cross term of a linear layer in one integer GEMM: activation terms stacked along M, weight
+    terms along N.
+
+    Args:
+        xq: [J, ..., K] centered integer activation terms (int8 when they fit, else int16).
+        wq: [I, N, K] centered integer weight terms.
+        max_x, max_w: bounds on |values| from the bit widths (`max_abs_int`), not from the data.
+    Returns:
+        [J, I, ..., N] exact integer accumulators (int32, int64 past the int32 bound, or float64 on the
+        float64 path), a strided view of one [J * M, I * N] result.
+    """
+    kernel = resolve_kernel(kernel, xq.device)
+    j, i, n, k = xq.shape[0], wq.shape[0], wq.shape[1], wq.shape[-1]
+    batch = xq.shape[1:-1]
+    a = xq.reshape(-1, k)
+    b = wq.reshape(i * n, k)
+    if kernel != "float64" and fits_int8(max_w, max_x):
+        out = int_matmul(a.to(torch.int8), b.to(torch.int8).t(), max_x, max_w, kernel)
+    else:
+        check_exact(k, max_w, max_x)
+        out = a.to(torch.float64) @ b.to(torch.float64).t()
+    out = out.reshape(j, *batch, i, n)
+    return out.movedim(-2, 1)
+
+
+def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, dilation, groups: int,
+               max_x: int, max_w: int, kernel: str = "auto", cache: dict | None = None) -> torch.Tensor:
+    """Every cross term of a convolution, batched: activation terms as one batch of J * N images.
+
+    Paths: "onednn" (CPU): oneDNN's int8 convolution (VNNI, no im2col), weight terms stacked along
+    Cout, output the exact accumulators as float32 (every |acc| < 2**24 by `onednn_ok`). "int_mm",
+    "int_mm_cuda": one `torch._int_mm` over int8 im2col rows of all activation terms against all
+    weight terms. Grouped convolutions off oneDNN and operands beyond int8 run as a float
+    convolution on integer values (float32 where every partial sum stays below 2**24, else float64).
+
+    Args:
+        xq: [J, N, C, *spatial] centered integer activation terms (any strides; channels-last is cheapest),
+            padding already applied for non-zero padding modes; `padding` here is numeric or 'same' / 'valid'.
+        wq: [I, Cout, C / groups, *kernel] centered integer weight terms.
+        cache: a dict the caller keeps per layer: prepared weights (packed / im2col order) go there.
+    Returns:
+        [J, I, N, Cout, *spatial_out] exact integer accumulators (int32 / int64, or float32 holding
+        integers below 2**24 on the oneDNN path), a strided view of one batched result.
+    """
+    kernel = resolve_kernel(kernel, xq.device)
+    j, nb = xq.shape[:2]
+    i, cout = wq.shape[:2]
+    k = math.prod(wq.shape[2:])
+    cache = {} if cache is None else cache
+    if kernel == "onednn":
+        if onednn_ok(k, max_w, max_x):
+            return _onednn_conv(xq, wq, dim, stride, padding, dilation, groups, cache)
+        kernel = "int_mm"  # past oneDNN's exact range (8-bit terms over long reductions): _int_mm's split-K
+    if groups > 1 or kernel == "float64" or not fits_int8(max_w, max_x):
+        dtype = _float_exact_dtype(k, max_w, max_x, xq.device, kernel)
+        if dtype == torch.float64:
+            check_exact(k, max_w, max_x)
+        conv = F.conv1d if dim == 1 else F.conv2d
+        x = xq.reshape(j * nb, *xq.shape[2:]).to(dtype)
+        outs = [conv(x, wq[t].to(dtype), None, stride, padding, dilation, groups) for t in range(i)]
+        out = torch.stack(outs)  # [I, J * N, Cout, ...]
+        out = out.to(torch.int32 if dtype == torch.float32 else torch.int64)
+        return out.reshape(i, j, nb, *out.shape[2:]).transpose(0, 1)
+    ksize, st, dil, pads = conv_geometry(dim, wq.shape[3:] if dim == 2 else wq.shape[3], stride, padding, dilation)
+    x4 = xq.reshape(j * nb, *xq.shape[2:])
+    if dim == 1:
+        x4 = x4.unsqueeze(2)
+    cols, (ho, wo) = im2col_nhwc(x4.to(torch.int8), ksize, st, dil, pads)  # [J * N * Ho * Wo, K]
+    if "im2col" not in cache:
+        cache["im2col"] = conv_weight_matrix(wq.reshape(i * cout, *wq.shape[2:]).to(torch.int8))  # [I * Cout, K]
+    out = int_matmul(cols, cache["im2col"].t(), max_x, max_w, kernel)  # [J * N * Ho * Wo, I * Cout]
+    out = out.reshape(j, nb, ho, wo, i, cout).permute(0, 4, 1, 5, 2, 3)  # [J, I, N, Cout, Ho, Wo]
+    return out.squeeze(4) if dim == 1 else out
+
+
+# ----- oneDNN's int8 convolution (CPU) -----------------------------------------------------------
+# u8 activations with zero point 128 (x + 128; padding holds the zero point, i.e. 0) times s8 weights,
+# int32 accumulation, float32 output with unit scales: the accumulator itself while it is below 2**24.
+_U8_ZERO = 128
+
+
+def onednn_ok(k: int, max_w: int, max_x: int) -> bool:
+    """oneDNN int8 convolution applies and is exact: the op exists and passed the probe on this CPU,
+    operands fit int8, every |acc| < 2**24 (exact in float32), and the u8 form's sums
+    (|x + 128| <= 255) stay inside int32."""
+    return (fits_int8(max_w, max_x) and k * max_w * max_x < 2**24 and k * 255 * max_w < 2**31
+            and onednn_exact())
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_exact() -> bool:
+    """Whether this CPU's oneDNN int8 convolution is exact: adversarial operands (all +-127 / -128,
+    the u8 x s8 pairs that saturate a 16-bit VPMADDUBSW intermediate on CPUs without VNNI, where
+    oneDNN halves the weights instead) against int64. False when the op is missing."""
+    try:
+        k_in = 100  # K = 900: 900 * 128 * 128 < 2**24, the largest sums the path allows
+        x = torch.full((1, 2, k_in, 5, 5), 127, dtype=torch.int8)
+        x[0, 1] = -128
+        x[0, 1, ::2, 1::2] = 127
+        w = torch.full((1, 16, k_in, 3, 3), -128, dtype=torch.int8)
+        w[0, 8:] = 127
+        w[0, 4:12, ::3] = -w[0, 4:12, ::3].clamp(min=-127)
+        got = _onednn_conv(x, w, 2, 1, 1, 1, 1, {})[0, 0]
+        return bool(torch.equal(got.to(torch.int64), int64_conv_reference(x[0], w[0], 2, 1, 1, 1, 1)))
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+def _onednn_conv(xq, wq, dim, stride, padding, dilation, groups, cache) -> torch.Tensor:
+    j, nb = xq.shape[:2]
+    i, cout = wq.shape[:2]
+    ksize, st, dil, (pt, pb, pl, pr) = conv_geometry(dim, wq.shape[3:] if dim == 2 else wq.shape[3],
+                                                     stride, padding, dilation)
+    x4 = xq.reshape(j * nb, *xq.shape[2:])
+    if dim == 1:
+        x4 = x4.unsqueeze(2)
+    xu = x4.to(torch.int8).contiguous(memory_format=torch.channels_last).view(torch.uint8).bitwise_xor(_U8_ZERO)
+    pad = [pt, pl]
+    if pt != pb or pl != pr:  # oneDNN pads symmetrically: pad with the zero point by hand
+        xu = F.pad(xu, (pl, pr, pt, pb), value=_U8_ZERO).contiguous(memory_format=torch.channels_last)
+        pad = [0, 0]
+    # weight terms stacked along Cout (one convolution) unless grouped: groups split Cout
+    stacks = [list(range(i))] if groups == 1 else [[t] for t in range(i)]
+    key = ("onednn", tuple(st), tuple(pad), tuple(dil), groups)
+    if key not in cache:
+        packed = []
+        for terms in stacks:
+            w = wq[terms].reshape(len(terms) * cout, *wq.shape[2:]).to(torch.int8)
+            w = w.unsqueeze(2) if dim == 1 else w
+            ones = torch.ones(w.shape[0], dtype=torch.float32)
+            packed.append((torch.ops.onednn.qconv_prepack(w, ones, 1.0, _U8_ZERO, list(st), pad, list(dil), groups,
+                                                          None), ones, torch.zeros(w.shape[0], dtype=torch.int64)))
+        cache[key] = packed
+    outs = [torch.ops.onednn.qconv2d_pointwise(xu, 1.0, _U8_ZERO, pw, ones, zeros, None, list(st), pad, list(dil),
+                                               groups, 1.0, 0, torch.float32, "none", [], "")
+            for pw, ones, zeros in cache[key]]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # [J * N, I * Cout, Ho, Wo]
+    ho, wo = out.shape[2:]
+    out = out.reshape(j, nb, i, cout, ho, wo).transpose(1, 2)  # [J, I, N, Cout, Ho, Wo]
+    return out.squeeze(4) if dim == 1 else out
+
+
+def float64_conv(x: torch.Tensor, w: torch.Tensor, dim: int, stride, padding, dilation, groups: int) -> torch.Tensor:
+    """Exact convolution in float64 of integer-valued tensors (see `check_exact`)."""
+    conv = F.conv1d if dim == 1 else F.conv2d
+    return conv(x.to(torch.float64), w.to(torch.float64), None, stride, padding, dilation, groups)
+
+
 def int64_linear_reference(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """int64 x @ w.T, the oracle for `int_linear`."""
+    """int64 x @ w.T, the oracle for integer linear layers."""
     return x.to(torch.int64) @ w.to(torch.int64).t()
 
 
 def int64_conv_reference(x: torch.Tensor, w: torch.Tensor, dim: int, stride, padding, dilation,
                          groups: int) -> torch.Tensor:
-    """int64 convolution by im2col (unfold) and int64 matmul, the oracle for `int_conv`."""
+    """int64 convolution by im2col (unfold) and int64 matmul, the oracle for integer convolutions."""
     if dim == 1:
         x, w = x.unsqueeze(2), w.unsqueeze(2)
         stride, dilation = (1, _pair(stride, 1)[0]), (1, _pair(dilation, 1)[0])
@@ -102,7 +339,7 @@ def int64_conv_reference(x: torch.Tensor, w: torch.Tensor, dim: int, stride, pad
         padding = 0
     elif padding == "valid":
         padding = 0
-    # unfold only takes float; integers up to 2**24 are exact in float32, and terms are <= 255
+    # unfold only takes float; float64 holds the terms (|q| <= 255) exactly
     cols = F.unfold(x.to(torch.float64), (kh, kw), dilation=dilation, padding=padding, stride=stride)
     cols = cols.to(torch.int64)  # [N, Cin*kh*kw, L]
     n, _, length = cols.shape

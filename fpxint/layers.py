@@ -22,9 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
-from .intops import check_exact, int_conv, int_linear, max_abs_int, reduction_size
+from .intops import conv_terms, linear_terms, max_abs_int, resolve_kernel
 from .fused import expand_tensor_fused, expanded_sum_fused  # bit-identical to series, one pass per term
-from .series import _series_steps
 from .quant import group_view
 
 
@@ -64,9 +63,11 @@ class ExpandedLayer(nn.Module):
         self.a_granularity = cfg.a_granularity
         self.scale_rule = cfg.scale_rule
         self.mode = cfg.mode
+        self.int_kernel = "auto"  # integer mode's GEMM path, see intops.KERNELS
         self.term_parallel = cfg.level == "model"
         self.truncation = "full" if self.act_fp else cfg.truncation
         self.register_buffer("pairs", pair_matrix(self.w_terms, self.a_terms, self.truncation, cfg.total_order))
+        self._pairs_seen: tuple = (None, -1, [])
         self._w_cache: dict = {}
 
     # ----- weights -------------------------------------------------------------------------
@@ -99,6 +100,11 @@ class ExpandedLayer(nn.Module):
         """The expanded weight sum_i s_i Qw_i (all terms), for code that reads `.weight`."""
         return self.weight_terms_sum((1,) * self.w_terms)
 
+    def __getstate__(self):
+        # caches are derived from the buffers; oneDNN's packed weights can be neither copied nor pickled
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {**state, "_w_cache": {}, "_pairs_seen": (None, -1, [])}
+
     def _apply(self, fn, *args, **kwargs):
         self._w_cache = {}  # device / dtype moves invalidate cached float weights
         return super()._apply(fn, *args, **kwargs)
@@ -117,12 +123,9 @@ class ExpandedLayer(nn.Module):
 
     def activation_terms(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Run-time series of the input: [(centered integers as float, broadcast scale), ...]."""
-        r = group_view(x, self._a_granularity())
-        out = []
-        for q, s, z, _ in _series_steps(r, self.a_bits, self.a_terms, self.a_grid, self.scale_rule):
-            q = q - z if z is not None else q
-            out.append((q.reshape(x.shape), s.reshape(self._a_scale_shape(x))))
-        return out
+        ts = expand_tensor_fused(x, self.a_bits, self.a_terms, self._a_granularity(), self.a_grid, self.scale_rule)
+        shape = self._a_scale_shape(x)
+        return [(ts.centered(k).to(x.dtype), ts.scales[k].reshape(shape)) for k in range(self.a_terms)]
 
     # ----- forward -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,8 +133,7 @@ class ExpandedLayer(nn.Module):
         x = self._pre(x).to(_compute_dtype(dtype))  # fp16 / bf16 inputs: float32 inside, cast back below
         if self.mode != "integer":
             return self._simulate_forward(x).to(dtype)  # adds the bias inside its first float op
-        y = self._integer_forward(x)
-        return (y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y).to(dtype)
+        return self._integer_forward(x).to(dtype)  # adds the bias in its first rescale
 
     def _simulate_forward(self, x: torch.Tensor) -> torch.Tensor:
         C = self.pairs
@@ -167,36 +169,108 @@ class ExpandedLayer(nn.Module):
             y = y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
         return y
 
-    def integer_accumulators(self, x: torch.Tensor) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
-        """{(i, j): (exact integer accumulator C_ij * Qw_i * Qx_j as float64, scale s_i t_j)} for kept pairs.
+    def activation_int_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input's series as integers: (centered terms [J, *x.shape], scales [J, *scale shape]).
 
-        x is the layer input after `_pre` (non-zero padding modes applied).
+        The same terms as `activation_terms` (the fused kernel is bit-identical to the eager series),
+        as int8 when the grid fits it (int16 for asymmetric 8-bit). A channels-last convolution input
+        is expanded in its memory order (max / fixed rules: per-element results do not depend on
+        it), so the terms come out channels-last, the layout im2col reads.
         """
-        C = self.pairs
-        check_exact(reduction_size(self.w_q[0]), max_abs_int(self.w_bits, self.w_grid),
-                    max_abs_int(self.a_bits, self.a_grid) if not self.act_fp else 1)
+        g = self._a_granularity()
+        nhwc = (x.dim() == 4 and self.scale_rule != "mse" and isinstance(self, _ExpandedConv)
+                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        view = x.permute(0, 2, 3, 1) if nhwc else x.contiguous()
+        ts = expand_tensor_fused(view, self.a_bits, self.a_terms, g, self.a_grid, self.scale_rule)
+        bshape = (self.a_terms, *self._a_scale_shape(view))
+        q = ts.q
+        if ts.zero_points is not None:
+            q = q.to(torch.int16) - ts.zero_points.reshape(bshape).to(torch.int16)
+        if max_abs_int(self.a_bits, self.a_grid) <= 128:
+            q = q.to(torch.int8)
+        if nhwc:
+            q = q.permute(0, 1, 4, 2, 3)
+        return q, ts.scales.reshape((self.a_terms, *self._a_scale_shape(x)))
+
+    def w_int_terms(self) -> torch.Tensor:
+        """All weight terms, centered: [I, *weight shape], int8 when the grid fits it (cached)."""
+        key = ("int", self.w_q.device)
+        if key not in self._w_cache:
+            q = torch.stack([self.w_centered(i) for i in range(self.w_terms)])
+            self._w_cache[key] = q.to(torch.int8) if max_abs_int(self.w_bits, self.w_grid) <= 128 else q
+        return self._w_cache[key]
+
+    @property
+    def _pairs_py(self) -> list[list[int]]:
+        """`pairs` as Python ints, read once per pairs tensor (basis.py swaps it; in-place edits bump
+        its version): no device -> host copy on every integer forward."""
+        p, ver, rows = self._pairs_seen
+        now = -1 if self.pairs.is_inference() else self.pairs._version  # inference tensors keep no version
+        if p is not self.pairs or ver != now:
+            rows = self.pairs.tolist()
+            self._pairs_seen = (self.pairs, now, rows)
+        return rows
+
+    def _pair_groups(self) -> list[tuple[list[int], list[int]]]:
+        """Kept pairs as (weight terms, activation terms) blocks, one integer GEMM each: the full grid is
+        one block; the total order one block per activation term (its kept weight terms)."""
+        C = self._pairs_py
+        by_rows: dict[tuple[int, ...], list[int]] = {}
+        for j in range(len(C[0])):
+            rows = tuple(i for i in range(len(C)) if C[i][j])
+            if rows:
+                by_rows.setdefault(rows, []).append(j)
+        return [(list(rows), js) for rows, js in by_rows.items()]
+
+    def _int_blocks(self, x: torch.Tensor, kernel: str):
+        """Yields (weight terms, activation terms, accumulators [J, I, *out], act scales [J, ...])."""
         if self.act_fp:
             raise ValueError("integer mode needs expanded activations; this layer keeps its input in FP "
                              "(level='tensor' or truncation='weight_only'): use mode='simulate'")
-        xterms = self.activation_terms(x)
+        xq, xs = self.activation_int_terms(x)
+        wq = self.w_int_terms()
+        mx, mw = max_abs_int(self.a_bits, self.a_grid), max_abs_int(self.w_bits, self.w_grid)
+        for rows, js in self._pair_groups():
+            xsel = xq[js[0]:js[-1] + 1] if js == list(range(js[0], js[-1] + 1)) else xq[js]
+            wsel = wq[rows[0]:rows[-1] + 1] if rows == list(range(rows[0], rows[-1] + 1)) else wq[rows]
+            yield rows, js, self._int_terms_op(xsel, wsel, mx, mw, kernel, tuple(rows)), xs
+
+    def integer_accumulators(self, x: torch.Tensor, kernel: str | None = None
+                             ) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
+        """{(i, j): (exact integer accumulator C_ij * Qw_i * Qx_j, scale s_i t_j)} for kept pairs.
+
+        x is the layer input after `_pre` (non-zero padding modes applied). The accumulators are
+        integer tensors (int32, int64 past the int32 bound), from the same GEMMs as the forward.
+        kernel: see `intops.KERNELS`; None uses the layer's `int_kernel`.
+        """
         out = {}
-        for i in range(C.shape[0]):
-            wi = self.w_centered(i)
-            for j in range(C.shape[1]):
-                if C[i, j]:
-                    acc = self._int_op(xterms[j][0], wi) * int(C[i, j])
-                    scale = self._out_scale(self.w_scale_b(i), xterms[j][1], acc)
-                    out[(i, j)] = (acc, scale)
+        for rows, js, acc, xs in self._int_blocks(x, kernel or self.int_kernel):
+            for a, j in enumerate(js):
+                for b, i in enumerate(rows):
+                    c = self._pairs_py[i][j]
+                    t = acc[a, b] * c if c != 1 else acc[a, b]
+                    out[(i, j)] = (t.to(torch.int64) if t.is_floating_point() else t,
+                                   self._out_scale(self.w_scale_b(i), xs[j], t))
         return out
 
     def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
-        accs = self.integer_accumulators(x)
-        if not accs:
-            return self._zero_out(x)
+        # y = b + sum_ij C_ij s_i t_j acc_ij: one multiply-add pass per pair with a small broadcast scale
+        # (the bias rides on the first). Integers below 2**24 convert to float32 exactly; larger ones
+        # round like any float32 op: the accumulators are exact, the rescale is float as in simulate.
         y = None
-        for acc, scale in accs.values():  # one rescale per integer accumulator
-            t = acc * scale.to(torch.float64)
-            y = t if y is None else y + t
+        for rows, js, acc, xs in self._int_blocks(x, self.int_kernel):
+            for a, j in enumerate(js):
+                for b, i in enumerate(rows):
+                    sc = (self._out_scale(self.w_scale_b(i), xs[j], acc[a, b]) * self._pairs_py[i][j]).to(x.dtype)
+                    if y is not None:
+                        y = y.addcmul_(acc[a, b], sc)
+                    elif self.bias is not None:
+                        y = torch.addcmul(self.bias.reshape(self._bias_shape(acc[a, b])).to(x.dtype), acc[a, b], sc)
+                    else:
+                        y = acc[a, b] * sc
+        if y is None:
+            y = self._zero_out(x)
+            return y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
         return y.to(x.dtype)
 
     def _zero_out(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,8 +293,8 @@ class ExpandedLinear(ExpandedLayer):
     def _op(self, x, w, b=None):
         return F.linear(x, w, b)
 
-    def _int_op(self, xq, wq):
-        return int_linear(xq, wq)
+    def _int_terms_op(self, xq, wq, max_x, max_w, kernel, rows):
+        return linear_terms(xq, wq, max_x, max_w, kernel)
 
     def _bias_shape(self, y):
         return (-1,)
@@ -256,8 +330,11 @@ class _ExpandedConv(ExpandedLayer):
         conv = F.conv1d if self.dim == 1 else F.conv2d
         return conv(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
-    def _int_op(self, xq, wq):
-        return int_conv(xq, wq, self.dim, self.stride, self.padding, self.dilation, self.groups)
+    def _int_terms_op(self, xq, wq, max_x, max_w, kernel, rows):
+        # prepared weights (packed for oneDNN, im2col order for _int_mm) are built once per term set
+        cache = self._w_cache.setdefault(("conv", rows, self.w_q.device), {})
+        return conv_terms(xq, wq, self.dim, self.stride, self.padding, self.dilation, self.groups, max_x, max_w,
+                          kernel, cache)
 
     def _bias_shape(self, y):
         return (1, -1) + (1,) * (y.dim() - 2)
@@ -287,6 +364,20 @@ LAYER_REGISTRY: dict[type, type[ExpandedLayer]] = {
     nn.Conv1d: ExpandedConv1d,
     nn.Conv2d: ExpandedConv2d,
 }
+
+
+def set_int_kernel(qmodel: nn.Module, kernel: str) -> nn.Module:
+    """Chooses integer mode's GEMM path for every expanded layer of `qmodel` (in place; returns it).
+
+    kernel: "auto" (int8 `torch._int_mm` on CPU and CUDA), "int_mm", "int_mm_cuda" (CUDA's shape
+    rules, padded: runs on the CPU too), "float64" (exact float64 GEMMs / convolutions). Same
+    accumulators on every path; only speed differs.
+    """
+    resolve_kernel(kernel, torch.device("cpu"))  # validates the name
+    for m in qmodel.modules():
+        if isinstance(m, ExpandedLayer):
+            m.int_kernel = kernel
+    return qmodel
 
 
 def expand_layer(m: nn.Module, cfg: ExpansionConfig, spec: LayerSpec | None = None) -> ExpandedLayer:

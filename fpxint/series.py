@@ -3,8 +3,9 @@
 Each term quantizes what the previous terms left over (R_0 = T, Q_k = round(R_{k-1} / s_k),
 R_k = R_{k-1} - s_k Q_k), so under the max rule the residual shrinks by a fixed factor per term
 (see `quant.contraction`). `expand_tensor` stores the integer terms (int8, uint8 for the
-asymmetric grid) and their scales; `expanded_sum` is the fast path used on activations at run
-time, which never materializes the integer terms.
+asymmetric grid) and their scales, through the fused kernel of `fpxint.fused` where it applies (the
+eager loop here is its oracle, `backend="torch"`); `expanded_sum` is the run-time activation path,
+which never materializes the integer terms.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def _series_steps(r: torch.Tensor, bits: int, terms: int, grid: str, scale_rule:
 
 
 def expand_tensor(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: str = "per_tensor",
-                  grid: str = "symmetric", scale_rule: str = "max") -> "TensorSeries":
+                  grid: str = "symmetric", scale_rule: str = "max", backend: str = "auto") -> "TensorSeries":
     """Expands a tensor into `terms` integer terms of `bits` bits each.
 
     Args:
@@ -82,12 +83,19 @@ def expand_tensor(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: s
         grid: symmetric | full | asymmetric.
         scale_rule: max (carries the bound) | mse (first term MSE-optimal, clips) | fixed
             (s_k = s_{k-1} * f: one reduction in all).
+        backend: "auto" (the fused C kernel of `fpxint.fused` on float CPU tensors when it builds,
+            else the eager loop), "c" (the kernel or RuntimeError), "torch" (the eager loop, vectorized
+            over all groups: one pass set per term, also the path on CUDA). Same bits on every path.
 
     Example:
         >>> s = expand_tensor(torch.randn(64, 128), bits=4, terms=3, granularity="per_channel")
         >>> s.terms[0][0].dtype, len(s.terms)
         (torch.int8, 3)
     """
+    if backend != "torch":
+        from .fused import expand_weights  # fused builds on this module: imported at call time
+
+        return expand_weights([t], bits, terms, granularity, grid, scale_rule, backend)[0]
     check_bits(bits)
     check_terms(terms)
     _check_options(grid, scale_rule)

@@ -56,7 +56,54 @@ def expansion_metrics(lm, data, cfg: ExpansionConfig, device: str, progress: Pro
     res = analysis.evaluate(lm.model, cfg, xy, fp_logits, bs, device, stage(progress, 1, 2, "expanded"))
     fp_top1 = 100 * (fp_logits.argmax(1) == labels).float().mean().item() if labels is not None else None
     return {**res, "fp_top1": fp_top1, "fp_seconds": fp_seconds, "labeled": labels is not None,
-            "trained": lm.trained, "label": cfg.label(), "cost": cost.cost_summary(lm.model, cfg, lm.spec.input_size)}
+            "trained": lm.trained, "label": cfg.label(), "cost": cost.cost_summary(lm.model, cfg, lm.spec.input_size),
+            "integer_timing": integer_timing(lm.model, cfg, data.images[:bs], device)}
+
+
+def integer_timing(model, cfg: ExpansionConfig, x: torch.Tensor, device: str, repeat: int = 1) -> dict:
+    """Integer mode's forward time beside the BatchNorm-folded FP forward on one batch (best of `repeat`).
+
+    Returns {"int_ms", "fp_ms", "batch", "exact", "kernel"} or {"reason"} when integer mode does not
+    apply. "exact": the int8 accumulators of the first expanded layer equal the float64 kernel's
+    (both exact integer arithmetic, computed here, not assumed).
+    """
+    from .model import expand, expanded_layers, fold_batchnorm, resolve_device
+
+    if not cfg.expands_activations:
+        return {"reason": "activations stay in FP (level 'tensor' or weight-only truncation): no integer mode"}
+    dev = resolve_device(device)
+    x = x.to(dev)
+    q = expand(model, cfg.replace(mode="integer"), device=dev)
+    fp = fold_batchnorm(model).to(dev).eval()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def best(f) -> float:
+        times = []
+        for _ in range(repeat + 1):  # the first call warms caches (weight matrices, kernels)
+            sync()
+            t0 = time.perf_counter()
+            f(x)
+            sync()
+            times.append(time.perf_counter() - t0)
+        return 1e3 * min(times[1:])
+
+    with torch.inference_mode():
+        try:
+            int_ms = best(q)
+        except ValueError as e:  # a layer whose activations stay FP (an override) has no integer mode
+            return {"reason": str(e)}
+        fp_ms = best(fp)
+        captured = {}
+        name, first = expanded_layers(q)[0]
+        hook = first.register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0]))
+        q(x[:1])
+        hook.remove()
+        xin = first._pre(captured["x"])
+        a = first.integer_accumulators(xin, kernel="auto")
+        b = first.integer_accumulators(xin, kernel="float64")
+        exact = all(torch.equal(a[k][0].to(torch.int64), b[k][0].to(torch.int64)) for k in a)
+    return {"int_ms": int_ms, "fp_ms": fp_ms, "batch": len(x), "exact": exact, "layer": name,
+            "kernel": f"int8 torch._int_mm on {dev.type.upper()}"}
 
 
 def output_residuals(lm, data, cfg: ExpansionConfig, device: str, progress: Progress | None = None) -> pd.DataFrame:

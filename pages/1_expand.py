@@ -32,6 +32,13 @@ if r is not None:
         cols[3].metric("Agreement with FP", f"{r['agreement']:.2f} %", help=f"KL(FP ‖ expanded) = {r['kl']:.3g}")
     else:
         cols[3].metric("Images", f"{r['n_images']}")
+    it = r.get("integer_timing") or {}
+    if "int_ms" in it:
+        st.caption(f"Integer mode ({it['kernel']}), one batch of {it['batch']}: **integer {it['int_ms']:.0f} ms, "
+                   f"FP {it['fp_ms']:.0f} ms**, " + ("exact (int8 accumulators = float64 reference on "
+                   f"`{it['layer']}`)" if it["exact"] else "NOT exact: int8 and float64 accumulators differ"))
+    elif it:
+        st.caption(f"Integer mode: {it['reason']}")
     if not r["trained"]:
         st.info(ctx.accuracy_off or "Untrained model: fidelity only.")
     st.caption(f"Equal-budget reference: one term of {c['equal_budget_w_bits']} weight bits stores the same; "

@@ -81,6 +81,7 @@ def test_default_view_computes_on_load():
     assert float(m["Effective bits / weight"]) == pytest.approx(8.33, abs=0.05)  # 2 x 4 bits + scales
     assert m["Integer GEMMs / forward"] == "16"  # 4 layers x 2 x 2 cross terms
     assert any("Device in use: **CPU**" in c.value for c in at.caption) or torch.cuda.is_available()
+    assert any("Integer mode" in c.value and "exact (int8 accumulators" in c.value for c in at.caption)
     assert not at.error and at.query_params == {}  # defaults keep the URL clean
     assert not at.dataframe  # the all-metrics table waits for its toggle (its JavaScript is heavy)
     at.toggle(key="expand_all_metrics").set_value(True).run()

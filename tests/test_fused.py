@@ -1,6 +1,6 @@
 """The fused series (fpxint.fused) against the eager oracle (fpxint.series), bit for bit.
 
-Every test compares with `series.expand_tensor` / `series.expanded_sum` through torch.equal: the
+Every test compares with `series.expand_tensor(backend="torch")` / `series.expanded_sum` through torch.equal: the
 kernel mirrors each float operation, so no tolerance is needed. The fallback path (no compiler,
 backend="torch", float64, non-CPU) must give the same results.
 """
@@ -21,7 +21,10 @@ import fpxint
 import fpxint.layers as layers
 from fpxint import fused
 from fpxint.quant import group_view
-from fpxint.series import _series_steps, expand_tensor, expanded_sum
+from fpxint import series
+from fpxint.series import _series_steps, expanded_sum
+
+expand_tensor = functools.partial(series.expand_tensor, backend="torch")  # the eager oracle
 
 COMBOS = [(g, r) for g in ("symmetric", "full", "asymmetric") for r in ("max", "fixed", "mse")
           if not (g == "asymmetric" and r == "fixed")]
@@ -336,3 +339,16 @@ def test_expanded_model_forward_is_unchanged_with_the_fused_activation_path(monk
             want = q(x)  # the eager series
             monkeypatch.undo()
         assert torch.equal(want, got), cfg.label()
+
+
+@needs_kernel
+def test_public_expand_tensor_takes_the_fused_path_with_the_same_bits(monkeypatch):
+    """`fpxint.expand_tensor` (default backend) runs the kernel and equals the eager loop."""
+    for shape, gran in [((64, 3, 3, 3), "per_channel"), ((5, 300), "per_tensor"), ((4, 7, 9), "per_token")]:
+        for grid, rule in COMBOS:
+            w = weight(shape, 31)
+            assert_same_series(expand_tensor(w, 4, 4, gran, grid, rule), fpxint.expand_tensor(w, 4, 4, gran, grid, rule))
+    calls, real = [], fused._run
+    monkeypatch.setattr(fused, "_run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fpxint.expand_tensor(weight((8, 8), 32), 4, 2, "per_channel")
+    assert calls, "expand_tensor did not reach the fused kernel"

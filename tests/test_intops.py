@@ -1,0 +1,174 @@
+"""Integer kernels: exact against int64 on adversarial operands, the int32 bound per bit width, every
+kernel path (CPU `_int_mm`, the CUDA path's padded shapes run through the CPU kernel, float64) equal."""
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fpxint import ExpansionConfig, expand_layer
+from fpxint.intops import (INT32_MAX, KERNELS, conv_terms, int32_chunk, int64_conv_reference,
+                           int64_linear_reference, int_matmul, linear_terms, max_abs_int, resolve_kernel)
+from fpxint.quant import grid_range
+
+GRIDS_BITS = [(g, b) for g in ("symmetric", "full", "asymmetric") for b in range(1, 9)
+              if not (g == "full" and b == 1)]
+
+
+def _extremes(bits: int, grid: str) -> tuple[int, int]:
+    """Most negative and most positive centered integer a term of this grid can hold."""
+    lo, hi = grid_range(bits, grid)
+    return (-hi, hi) if grid == "asymmetric" else (lo, hi)  # centered asymmetric: q - z in [-(2^b-1), 2^b-1]
+
+
+@pytest.mark.parametrize("grid,bits", GRIDS_BITS)
+def test_max_abs_int_bounds_every_centered_term(grid, bits):
+    lo, hi = _extremes(bits, grid)
+    assert max(-lo, hi) <= max_abs_int(bits, grid)
+
+
+@pytest.mark.parametrize("grid,bits", GRIDS_BITS)
+def test_int32_chunk_is_a_proof_for_every_bit_width(grid, bits):
+    """K * max|w| * max|x| <= 2**31 - 1 for the chunk length, and one more product could overflow."""
+    m = max_abs_int(bits, grid)
+    k = int32_chunk(m, m)
+    assert k * m * m <= INT32_MAX < (k + 1) * m * m
+    if m <= 128:  # int8 operands: the 8-bit chunk is 131071, far above any layer's K but tested below
+        assert k >= 131071
+
+
+@pytest.mark.parametrize("kernel", ["int_mm", "int_mm_cuda"])
+@pytest.mark.parametrize("a_val,b_val", [(-128, -128), (127, 127), (-128, 127), (127, -128)])
+def test_int_mm_adversarial_constants_up_to_the_int32_limit(kernel, a_val, b_val):
+    """All-extreme operands: the largest sums one int32 accumulator may hold; no 16-bit saturation."""
+    k = int32_chunk(128, 128)  # 131071 products of 128 * 128 = 2**31 - 2**14
+    a = torch.full((20, k), a_val, dtype=torch.int8)
+    b = torch.full((k, 9), b_val, dtype=torch.int8)
+    got = int_matmul(a, b, 128, 128, kernel)
+    # the CUDA rules pad K to 131072 and cut chunks at multiples of 8: two chunks summed in int64
+    assert got.dtype == (torch.int32 if kernel == "int_mm" else torch.int64)
+    assert torch.equal(got.to(torch.int64), int64_linear_reference(a, b.t()))
+
+
+@pytest.mark.parametrize("kernel", ["int_mm", "int_mm_cuda"])
+def test_split_k_beyond_the_int32_bound(kernel):
+    """K past the bound: chunks of int32 summed in int64; one unsplit int32 GEMM would wrap."""
+    k = int32_chunk(128, 128) + 1000
+    a = torch.full((17, k), -128, dtype=torch.int8)
+    b = torch.full((k, 8), -128, dtype=torch.int8)
+    got = int_matmul(a, b, 128, 128, kernel)
+    ref = int64_linear_reference(a, b.t())
+    assert got.dtype == torch.int64 and torch.equal(got, ref) and int(ref[0, 0]) > INT32_MAX
+
+
+@pytest.mark.parametrize("kernel", ["int_mm", "int_mm_cuda"])
+def test_int_mm_adversarial_patterns_and_odd_shapes(kernel):
+    """Pairs of extremes side by side (what a u8 x s8 16-bit pair sum would saturate on), every shape
+    remainder the CUDA rules pad (M <= 16, K and N not multiples of 8)."""
+    g = torch.Generator().manual_seed(0)
+    pattern = torch.tensor([127, 127, -128, -128, -128, 127, 127, -128], dtype=torch.int8)
+    for m, k, n in [(1, 8, 8), (5, 13, 3), (16, 17, 9), (33, 4096, 24), (64, 1000, 1)]:
+        a = pattern.repeat(m, k // 8 + 1)[:, :k].contiguous()
+        b = pattern.flip(0).repeat(k // 8 + 1)[:k].unsqueeze(1).repeat(1, n)
+        rnd = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
+        for x in (a, rnd):
+            got = int_matmul(x, b, 128, 128, kernel)
+            assert got.shape == (m, n) and torch.equal(got.to(torch.int64), int64_linear_reference(x, b.t()))
+
+
+def test_onednn_probe_and_fallback(monkeypatch):
+    """The probe runs (True on a VNNI CPU, where the path is taken); when it fails, 'onednn' falls back
+    to _int_mm with the same integers."""
+    from fpxint import intops
+
+    g = torch.Generator().manual_seed(4)
+    xq = torch.randint(-8, 8, (2, 2, 16, 7, 7), generator=g, dtype=torch.int8)
+    wq = torch.randint(-8, 8, (2, 24, 16, 3, 3), generator=g, dtype=torch.int8)
+    want = conv_terms(xq, wq, 2, 1, 1, 1, 1, 8, 8, "float64")
+    got = conv_terms(xq, wq, 2, 1, 1, 1, 1, 8, 8, "onednn")
+    assert got.dtype == (torch.float32 if intops.onednn_exact() else torch.int32) and torch.equal(got.long(), want)
+    monkeypatch.setattr(intops, "onednn_exact", lambda: False)
+    got = conv_terms(xq, wq, 2, 1, 1, 1, 1, 8, 8, "onednn")
+    assert got.dtype == torch.int32 and torch.equal(got.long(), want)
+    assert not intops.onednn_ok(1024, 128, 128)  # 1024 * 2**14 = 2**24: past float32's exact integers
+
+
+def test_kernel_names_are_checked():
+    assert resolve_kernel("auto", torch.device("cpu")) == "onednn"
+    assert resolve_kernel("auto", torch.device("cuda", 0)) == "int_mm_cuda"
+    with pytest.raises(ValueError, match="int_mm_cuda"):
+        resolve_kernel("int4", torch.device("cpu"))
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_kernel("onednn", torch.device("cuda", 0))
+    assert set(KERNELS) == {"auto", "onednn", "int_mm", "int_mm_cuda", "float64"}
+
+
+CONV_CASES = [  # (dim, weight shape, input shape, stride, padding, dilation, groups)
+    (2, (16, 3, 3, 3), (2, 3, 15, 13), 2, 1, 1, 1),
+    (2, (8, 4, 3, 1), (2, 4, 10, 10), 1, "valid", 1, 1),
+    (2, (12, 8, 3, 3), (2, 8, 11, 11), 1, 2, 2, 1),
+    (2, (8, 8, 1, 1), (3, 8, 5, 7), 1, 0, 1, 1),
+    (2, (12, 2, 3, 3), (2, 8, 11, 11), 1, 2, 2, 4),
+    (2, (16, 1, 3, 3), (2, 16, 9, 9), 1, 1, 1, 16),
+    (1, (12, 8, 5), (3, 8, 31), 2, 2, 1, 1),
+    (1, (6, 6, 4), (2, 6, 17), 1, "same", 2, 1),
+]
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "int_mm_cuda", "float64"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"d{c[0]}w{c[1]}g{c[6]}p{c[4]}")
+@pytest.mark.parametrize("extreme", [False, True])
+def test_conv_terms_equal_int64_for_every_pair(case, kernel, extreme):
+    """Two activation terms x three weight terms in one call; each accumulator equals int64."""
+    dim, wshape, xshape, stride, padding, dilation, groups = case
+    g = torch.Generator().manual_seed(1)
+    if extreme:
+        xq = torch.full((2, *xshape), -128, dtype=torch.int8)
+        wq = torch.full((3, *wshape), -128, dtype=torch.int8)
+        xq[1], wq[1] = 127, 127
+    else:
+        xq = torch.randint(-128, 128, (2, *xshape), generator=g, dtype=torch.int8)
+        wq = torch.randint(-128, 128, (3, *wshape), generator=g, dtype=torch.int8)
+    channels_last = xq.reshape(-1, *xshape[1:]).contiguous(memory_format=torch.channels_last) if dim == 2 else None
+    inputs = [xq] + ([channels_last.reshape(xq.shape)] if channels_last is not None else [])
+    for x in inputs:
+        got = conv_terms(x, wq, dim, stride, padding, dilation, groups, 128, 128, kernel)
+        for j, i in itertools.product(range(2), range(3)):
+            ref = int64_conv_reference(xq[j], wq[i], dim, stride, padding, dilation, groups)
+            # integer dtypes, or float32 on oneDNN's path (exact: every |acc| < 2**24 there)
+            assert got.dtype in (torch.int32, torch.int64) or (kernel == "onednn" and got.dtype == torch.float32)
+            assert torch.equal(got[j, i].to(torch.int64), ref), (j, i)
+
+
+@pytest.mark.parametrize("kernel", ["int_mm", "int_mm_cuda", "float64"])
+def test_linear_terms_equal_int64(kernel):
+    g = torch.Generator().manual_seed(2)
+    xq = torch.randint(-128, 128, (2, 3, 5, 40), generator=g, dtype=torch.int8)
+    wq = torch.randint(-128, 128, (2, 7, 40), generator=g, dtype=torch.int8)
+    got = linear_terms(xq, wq, 128, 128, kernel)
+    for j, i in itertools.product(range(2), range(2)):
+        assert torch.equal(got[j, i].to(torch.int64), int64_linear_reference(xq[j], wq[i]))
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "int_mm_cuda", "float64"])
+@pytest.mark.parametrize("cfg", [ExpansionConfig(w_bits=8, w_terms=2, a_bits=8, a_terms=2, w_grid="full", a_grid="full"),
+                                 ExpansionConfig(w_bits=8, w_terms=1, a_bits=7, a_terms=2, a_grid="asymmetric"),
+                                 ExpansionConfig(w_bits=8, w_terms=2, a_bits=8, a_terms=1, a_grid="asymmetric"),
+                                 ExpansionConfig(w_terms=3, a_terms=3, truncation="total_order")],
+                         ids=["full8", "asym7", "asym8_float64", "total_order"])
+def test_layer_kernels_agree_with_each_other_and_int64(kernel, cfg):
+    """The layer's accumulators through each kernel, including operands out of int8's range
+    (asymmetric 8-bit: centered terms up to 255 take the float64 path)."""
+    torch.manual_seed(3)
+    for m, shape in [(nn.Conv2d(6, 10, 3, padding=1), (2, 6, 9, 9)), (nn.Linear(24, 10), (4, 24))]:
+        layer = expand_layer(m, cfg)
+        x = torch.randn(shape)
+        x[0, 0] = 40.0  # an outlier: the largest terms sit at the grid's ends
+        xterms = layer.activation_terms(x)
+        with torch.no_grad():
+            accs = layer.integer_accumulators(x, kernel=kernel)
+        for (i, j), (acc, _) in accs.items():
+            xq, wq = xterms[j][0].round().to(torch.int64), layer.w_centered(i).to(torch.int64)
+            ref = (int64_conv_reference(xq, wq, 2, 1, 1, 1, 1) if isinstance(m, nn.Conv2d)
+                   else int64_linear_reference(xq, wq)) * int(layer.pairs[i, j])
+            assert torch.equal(acc.to(torch.int64), ref), (i, j)
