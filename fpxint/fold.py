@@ -130,7 +130,9 @@ def _pairs(work: nn.Module, example: torch.Tensor | None) -> list[tuple[str, str
     """conv_bn_pairs on a model that is already a private eval-mode copy (hooks come and go on it)."""
     if not any(isinstance(m, _BN) for m in work.modules()):
         return []
-    for x in [example] if example is not None else example_input(work):
+    p = next(iter(work.parameters()), None)
+    given = [example.to(p.device) if p is not None else example] if example is not None else None
+    for x in given or example_input(work):
         rec = _Recorder(work)
         try:
             with torch.no_grad(), rec:

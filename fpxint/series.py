@@ -54,7 +54,6 @@ def _series_steps(r: torch.Tensor, bits: int, terms: int, grid: str, scale_rule:
     """
     scale = None
     f = contraction(bits, grid)
-    clamp = True
     for k in range(terms):
         if k == 0 and scale_rule == "mse":
             scale, zero = mse_scale(r, bits, grid)  # clips outliers; later terms repair them
@@ -63,7 +62,7 @@ def _series_steps(r: torch.Tensor, bits: int, terms: int, grid: str, scale_rule:
             scale = scale * f
         else:
             scale, zero = max_rule_scale(r, bits, grid)
-        q = quantize(r, scale, zero, bits, grid, clamp=clamp)
+        q = quantize(r, scale, zero, bits, grid)
         if zero is not None:
             r = r - dequantize(q, scale, zero) if k == 0 else r.sub_(dequantize(q, scale, zero))
         else:  # r - s * q in one fused pass
