@@ -41,7 +41,7 @@ import torch.nn as nn
 from . import knapsack as ks
 from .config import MAX_TERMS, ExpansionConfig, LayerOverride
 from .cost import cost_summary
-from .model import expand, resolve_device
+from .model import expand, target_device
 from .sensitivity import (Progress, layer_sensitivity, plan_layers, rel_noise, sensitivity_ranking, to_db,
                           weights_only_sensitivity)
 
@@ -207,7 +207,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
         probe = torch.randn((len(probe) if probe is not None else 64, *input_shape), generator=gen)
     if mode == "weights":
         probe = None
-    dev = resolve_device(device)
+    dev = target_device(model, device)
     fm, plan = plan_layers(model, cfg)
     act = cfg.expands_activations
     metric = budget.kind if budget.kind in COSTS else budget.metric
@@ -338,7 +338,7 @@ def cost_accuracy_curve(model: nn.Module, cfg: ExpansionConfig, images: torch.Te
     """
     from .analysis import logits_of  # analysis imports nothing from here; deferred to keep import light
 
-    dev = resolve_device(device)
+    dev = target_device(model, device)
     fp_logits, _ = logits_of(model, (images, labels), batch_size, dev)
     acc = (lambda lg: None if labels is None else 100 * (lg.argmax(1) == labels).float().mean().item())
     runs = [("uniform", f"uniform {k} terms", k, cfg.with_terms(k)) for k in terms]

@@ -26,15 +26,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig
-from .model import expand, expandable_layers, fold_batchnorm, model_device, resolve_device
+from .model import expand, expandable_layers, fold_batchnorm, model_device, target_device
 from .series import expand_tensor
 
 Progress = Callable[[float, str], None]
 
 
-def _device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    """`device`, or where the model is when None (nothing moves to a GPU on its own)."""
-    return model_device(model) if device is None else resolve_device(device)
+_device = target_device  # None: where the model is
 
 
 def _eval_on(model: nn.Module, dev: torch.device, private: bool = False) -> nn.Module:

@@ -50,6 +50,11 @@ def state_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def target_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """`device`, or where the model is when None: nothing moves to a GPU on its own."""
+    return model_device(model) if device is None else resolve_device(device)
+
+
 def device_name(device: torch.device) -> str:
     """Human name of a device: the GPU's name or 'CPU'."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

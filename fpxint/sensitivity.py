@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .config import ExpansionConfig, LayerSpec
 from .layers import expand_layer
-from .model import expandable_layers, fold_batchnorm, resolve_device
+from .model import expandable_layers, fold_batchnorm, target_device
 from .series import expand_tensor
 
 Progress = Callable[[float, str], None]
@@ -95,7 +95,7 @@ def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tenso
     bad = set(sides) - {"both", "weight", "activation"}
     if bad:
         raise ValueError(f"sides {sorted(bad)} not allowed; use 'both', 'weight' or 'activation'")
-    dev = resolve_device(device)
+    dev = target_device(model, device)
     fm, plan = plan_layers(model, cfg)
     fm, probe = fm.to(dev), probe.to(dev)
     ref = fm(probe)
