@@ -32,6 +32,7 @@ from .series import expand_tensor
 
 Progress = Callable[[float, str], None]
 STEPS = ("A tensor becomes integers", "The error shrinks geometrically", "A layer", "The model", "What it costs")
+SHORT = ("Tensor", "Residual", "Layer", "Model", "Cost")  # the step buttons' labels
 CROP_OUT, CROP_IN, CROP_LINEAR = 32, 16, (64, 128)  # the part of a weight the maps show (norms use all of it)
 N_IMAGES = 8        # candidate images of step 3, expanded together so that picking one costs nothing
 N_FLIPS = 6         # images of step 4 whose prediction comes back to FP's

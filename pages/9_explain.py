@@ -30,7 +30,7 @@ def _terms(where, n: int, key: str) -> int:
 nav = st.container(horizontal=True, vertical_alignment="center")
 nav.button("◀ Previous", key="explain_prev", on_click=_go, args=(-1,), disabled=step == 1, shortcut="Left")
 nav.segmented_control("Step", list(range(1, N + 1)), key="explain_step", required=True, label_visibility="collapsed",
-                      format_func=lambda i: f"{i} · {ex.STEPS[i - 1].split()[-1]}")
+                      format_func=lambda i: f"{i} · {ex.SHORT[i - 1]}")
 nav.button("Next ▶", key="explain_next", on_click=_go, args=(1,), disabled=step == N, shortcut="Right",
            type="primary")
 
@@ -46,10 +46,8 @@ if step == 1:
     t = ui.explain_part(ctx, "tensor", layer)
     if t is not None:
         k = _terms(c2, len(t["terms"]), "explain_k1")
-        st.markdown(f"W = s₁Q₁ + s₂Q₂ + … : each **{t['bits']}-bit** integer term Q_k rounds what the terms before it "
-                    f"left over, at a scale s_k that shrinks term by term. Weight {t['shape']}, {t['granularity']} scales.")
-        ui.slide_chart(pe.integer_terms(t), "explain_terms")
-        ui.slide_chart(pe.reconstruction(t, k), "explain_reconstruction")
+        st.markdown(f"W = s₁Q₁ + s₂Q₂ + … : each **{t['bits']}-bit** term rounds what the ones before it left over.")
+        ui.slide_chart(pe.tensor_terms(t, k), "explain_tensor")
 
 elif step == 2:
     t, everyone = ui.explain_part(ctx, "tensor", layer), ui.explain_part(ctx, "residuals")
@@ -72,8 +70,12 @@ elif step == 3:
         img = names.index(b1.selectbox("Input", names, key="explain_image"))
         k = _terms(b2, s["n"], "explain_k3")
         cap = f"input #{s['indices'][img]}"
-        ui.slide_chart(pe.layer_io(s["images"][img], s["fp"][img], s["expanded"][k - 1][img], k, cap), "explain_layer")
-        ui.slide_chart(pe.layer_errors(s["errors"], img, k), "explain_layer_error")
+        left, right = st.columns([5, 2])
+        with left:
+            ui.slide_chart(pe.layer_io(s["images"][img], s["fp"][img], s["expanded"][k - 1][img], k, cap),
+                           "explain_layer")
+        with right:
+            ui.slide_chart(pe.layer_errors(s["errors"], img, k), "explain_layer_error")
 
 elif step == 4:
     m = ui.explain_part(ctx, "model")
@@ -84,20 +86,25 @@ elif step == 4:
         st.markdown(f"One term is plain round-to-nearest: **{g[y].iloc[0]:.2f} %**; {len(g)} terms: "
                     f"**{g[y].iloc[-1]:.2f} %**; FP: **{fp:.2f} %** ({'top-1' if y == 'top1' else 'agreement with FP'}"
                     f" on {ctx.data.source.split(':')[0] if ctx.data else 'the images'}).")
-        ui.slide_chart(pe.slide(plots.accuracy_recovery(g, fp, "terms", y), "The model: top-1 against terms"
-                                if y == "top1" else "The model: agreement with FP against terms", 340),
-                       "explain_accuracy")
-        if m["flips"]:
-            ui.slide_chart(pe.flips(m["flips"], ctx.data.classes if ctx.data else None), "explain_flips")
-        else:
-            st.info("No image here changes its prediction back to FP's as terms are added.")
+        left, right = st.columns([6, 5])
+        with left:
+            fig = pe.slide(plots.accuracy_recovery(g, fp, "terms", y), "Top-1 against terms" if y == "top1"
+                           else "Agreement with FP against terms", 440)
+            ui.slide_chart(fig.update_layout(legend={"orientation": "h", "y": -0.22, "x": 0}), "explain_accuracy")
+        with right:
+            if m["flips"]:
+                ui.slide_chart(pe.flips(m["flips"], ctx.data.classes if ctx.data else None), "explain_flips")
+            else:
+                st.info("No image here changes its prediction back to FP's as terms are added.")
 
 elif step == 5:
     m, c = ui.explain_part(ctx, "model"), ui.explain_part(ctx, "cost")
     if m is not None and c is not None:
         st.markdown(ex.budget_sentence(m, ctx.cfg))
-        ui.slide_chart(pe.cost_bars(c, ctx.cfg.w_bits), "explain_cost")
+        left, right = st.columns([3, 2])
+        with left:
+            ui.slide_chart(pe.cost_bars(c, ctx.cfg.w_bits), "explain_cost")
         if len(m["budget"]):
             y = "top1" if m["labeled"] and ctx.trained else "agreement"
-            ui.slide_chart(pe.slide(plots.equal_budget(m["budget"], m["fp_top1"] if y == "top1" else 100.0, y),
-                                    "Equal budget: the series against one wide term", 330), "explain_budget")
+            with right:
+                ui.slide_chart(pe.equal_budget(m["budget"], m["fp_top1"] if y == "top1" else 100.0, y), "explain_budget")
