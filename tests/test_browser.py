@@ -124,7 +124,7 @@ def test_cold_server_link_to_a_page(server):
     _idle(page)
     _no_exception(page)
     assert page.get_by_text("Page not found").count() == 0
-    assert page.locator('[data-testid="stSidebarNav"] a').count() == 8  # the app's navigation, not pages/
+    assert page.locator('[data-testid="stSidebarNav"] a').count() == 9  # the app's navigation, not pages/
     assert page.get_by_label("Weight bits", exact=True).input_value() == "3"
     page.close()
 
