@@ -37,19 +37,29 @@ nav.button("Next ▶", key="explain_next", on_click=_go, args=(1,), disabled=ste
 layers = ui.explain_part(ctx, "layers")
 if layers is None:
     st.stop()
-if step in (1, 2, 3):
+
+
+# Steps 1-3 are fragments: a slider or a choice there reruns only the step (no sidebar, no navigation), which
+# keeps every move of the built-in model under 0.3 s (bench/app_latency.py, Explain part).
+def _layer(step: int):
     c1, c2 = st.columns([2, 3])
     with c1:
-        layer = _keep("Layer", "_explain_layer", layers[0], layers[1], "explain_layer_" + str(step))
+        return _keep("Layer", "_explain_layer", layers[0], layers[1], f"explain_layer_{step}"), c2
 
-if step == 1:
+
+@st.fragment
+def tensor_step() -> None:
+    layer, c2 = _layer(1)
     t = ui.explain_part(ctx, "tensor", layer)
     if t is not None:
         k = _terms(c2, len(t["terms"]), "explain_k1")
         st.markdown(f"W = s₁Q₁ + s₂Q₂ + … : each **{t['bits']}-bit** term rounds what the ones before it left over.")
         ui.slide_chart(pe.tensor_terms(t, k), "explain_tensor")
 
-elif step == 2:
+
+@st.fragment
+def bound_step() -> None:
+    layer, c2 = _layer(2)
     t, everyone = ui.explain_part(ctx, "tensor", layer), ui.explain_part(ctx, "residuals")
     if t is not None and everyone is not None:
         ratios = (t["norms"]["max_abs"] / t["norms"]["max_abs"].shift(1).fillna(float(abs(t["weight"]).max()))).tolist()
@@ -61,7 +71,10 @@ elif step == 2:
                      "Some residuals exceed the max-rule bound (expected with the mse / fixed scale rule). ")
                     + f"Measured factor per term here: {', '.join(f'{r:.3g}' for r in ratios[1:])}.")
 
-elif step == 3:
+
+@st.fragment
+def layer_step() -> None:
+    layer, c2 = _layer(3)
     s = ui.explain_part(ctx, "layer", layer)
     if s is not None:
         b1, b2 = c2.columns(2)
@@ -69,14 +82,20 @@ elif step == 3:
                  for i in range(len(s["indices"]))]
         img = names.index(b1.selectbox("Input", names, key="explain_image"))
         k = _terms(b2, s["n"], "explain_k3")
-        cap = f"input #{s['indices'][img]}"
         left, right = st.columns([5, 2])
         with left:
-            ui.slide_chart(pe.layer_io(s["images"][img], s["fp"][img], s["expanded"][k - 1][img], k, cap),
-                           "explain_layer")
+            ui.slide_chart(pe.layer_io(s["images"][img], s["fp"][img], s["expanded"][k - 1][img], k,
+                                       f"input #{s['indices'][img]}"), "explain_layer")
         with right:
             ui.slide_chart(pe.layer_errors(s["errors"], img, k), "explain_layer_error")
 
+
+if step == 1:
+    tensor_step()
+elif step == 2:
+    bound_step()
+elif step == 3:
+    layer_step()
 elif step == 4:
     m = ui.explain_part(ctx, "model")
     if m is not None:

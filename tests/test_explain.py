@@ -229,3 +229,14 @@ def test_figures_show_what_the_numbers_say(digits):
     assert list(bars.data[1].y) == [4, 16, 36, 64]
     for f in (fig, bound, io, bars, budget):
         assert f.layout.template.layout.paper_bgcolor in ("white", "#ffffff", "#FFFFFF") or f.layout.paper_bgcolor == "white"
+
+
+def test_explain_modules_do_not_import_streamlit():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, fpxint.explain, fpxint.plots_explain; print('streamlit' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"
