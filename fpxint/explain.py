@@ -36,7 +36,7 @@ SHORT = ("Tensor", "Residual", "Layer", "Model", "Cost")  # the step buttons' la
 CROP_OUT, CROP_IN, CROP_LINEAR = 32, 16, (64, 128)  # the part of a weight the maps show (norms use all of it)
 N_IMAGES = 8        # candidate images of step 3, expanded together so that picking one costs nothing
 N_FLIPS = 6         # images of step 4 whose prediction comes back to FP's
-OUT_CHANNELS = 16   # feature maps shown per layer output
+OUT_CHANNELS = 8    # feature maps shown per layer output (large enough to see on a projector)
 
 
 def _quiet(fraction: float, text: str = "") -> None:
@@ -78,30 +78,31 @@ def default_layer(model: nn.Module, cfg: ExpansionConfig) -> str:
     return names[0]
 
 
-def mosaic(a: np.ndarray) -> np.ndarray:
-    """A weight (or any [out, in, *kernel] array) as one 2-D map; NaN rows / columns separate the filters.
+def mosaic(a: np.ndarray, aspect: float = 1.3) -> np.ndarray:
+    """A weight (or any [out, in, *kernel] array) as one 2-D map for a heatmap; NaN separates the pieces.
 
-    [out, in] matrices and 1x1 convolutions stay matrices; a bank of single-input filters is laid
-    out on a near-square grid; other convolutions put output channels down and input channels across.
+    [out, in] matrices and 1x1 convolutions stay matrices. Otherwise each output filter is one block,
+    its input channels' kernels side by side (one NaN apart), and the blocks fill a grid (two NaN
+    apart) whose width / height is closest to `aspect`, so that square pixels fill a slide's panel.
     """
     a = np.asarray(a, dtype=np.float64)
     if a.ndim == 4 and a.shape[2] * a.shape[3] == 1:
         return a[:, :, 0, 0]
-    if a.ndim == 3:  # conv1d: one row per output channel, the inputs' kernels side by side
+    if a.ndim == 3:  # conv1d: a block is one row of kernels
         a = a[:, :, None, :]
     if a.ndim <= 2:
         return a.reshape(a.shape[0], -1) if a.ndim == 2 else a.reshape(1, -1)
     o, i, kh, kw = a.shape
-    if i == 1:
-        cols = math.ceil(math.sqrt(o))
-        rows = math.ceil(o / cols)
-        cells = [(r, c, a[r * cols + c, 0]) for r in range(rows) for c in range(cols) if r * cols + c < o]
-    else:
-        rows, cols = o, i
-        cells = [(r, c, a[r, c]) for r in range(o) for c in range(i)]
-    out = np.full((rows * (kh + 1) - 1, cols * (kw + 1) - 1), np.nan)
-    for r, c, f in cells:
-        out[r * (kh + 1): r * (kh + 1) + kh, c * (kw + 1): c * (kw + 1) + kw] = f
+    bh, bw = kh, i * (kw + 1) - 1
+    cols = min(range(1, o + 1), key=lambda c: abs(math.log((c * (bw + 2) - 2) / (math.ceil(o / c) * (bh + 2) - 2))
+                                                   - math.log(aspect)))
+    rows = math.ceil(o / cols)
+    out = np.full((rows * (bh + 2) - 2, cols * (bw + 2) - 2), np.nan)
+    for f in range(o):
+        r, c = divmod(f, cols)
+        for j in range(i):
+            x = c * (bw + 2) + j * (kw + 1)
+            out[r * (bh + 2): r * (bh + 2) + kh, x: x + kw] = a[f, j]
     return out
 
 
@@ -181,7 +182,7 @@ def _pick(n_images: int, k: int) -> list[int]:
 
 
 def _crop_out(y: torch.Tensor) -> np.ndarray:
-    """One sample's layer output, cropped for display: [C<=16, H<=64, W<=64] maps or a vector."""
+    """One sample's layer output, cropped for display: [C<=8, H<=64, W<=64] maps or a vector."""
     y = y.detach().float().cpu()
     if y.dim() == 3:
         return y[:OUT_CHANNELS, :64, :64].numpy()

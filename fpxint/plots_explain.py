@@ -37,8 +37,10 @@ def _heat(fig, z: np.ndarray, row: int, col: int, hover: str) -> None:
 
 
 def _axes_off(fig: go.Figure) -> None:
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed", scaleanchor=None)
+    """Map panels: no ticks, first row on top, square pixels (each y axis locked to its own x axis)."""
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed", constrain="domain")
+    fig.for_each_yaxis(lambda ax: ax.update(scaleanchor=ax.anchor) if ax.anchor else None)
 
 
 def _scale_text(s: np.ndarray) -> str:
@@ -120,7 +122,7 @@ def layer_io(image: np.ndarray, fp: np.ndarray, exp: np.ndarray, k: int, caption
         fig.update_xaxes(showticklabels=False, row=1, col=1)
         fig.update_yaxes(showticklabels=False, row=1, col=1)
         return slide(fig, "The layer's output on one real input", height=400)
-    maps = [mosaic(a[:, None]) for a in (fp, exp, exp - fp)]
+    maps = [mosaic(a[:, None], aspect=0.6) for a in (fp, exp, exp - fp)]  # tall, narrow panels
     lim = float(np.nanmax(np.abs(maps[0]))) or 1.0
     fig = make_subplots(rows=1, cols=4, horizontal_spacing=0.03, column_widths=[0.19, 0.27, 0.27, 0.27],
                         subplot_titles=[caption, "FP output", f"{k} term{'s' if k > 1 else ''}",

@@ -95,16 +95,27 @@ def test_layer_names_follow_the_first_last_policy(digits):
         explain.tensor_terms(lm.model, ExpansionConfig(), "features.2")
 
 
-def test_mosaic_places_every_filter_and_separates_them_with_gaps():
-    a = np.arange(16 * 1 * 3 * 3, dtype=float).reshape(16, 1, 3, 3)
+@pytest.mark.parametrize("shape", [(16, 1, 3, 3), (16, 3, 3, 3), (32, 16, 3, 3), (5, 2, 1, 4), (7, 1, 5, 5)])
+def test_mosaic_places_every_kernel_once(shape):
+    o, i, kh, kw = shape
+    a = np.random.default_rng(0).normal(size=shape)
     m = explain.mosaic(a)
-    assert m.shape == (4 * 4 - 1, 4 * 4 - 1) and np.isnan(m).sum() == m.size - a.size
-    assert np.array_equal(m[0:3, 4:7], a[1, 0]) and np.array_equal(m[4:7, 0:3], a[4, 0])
-    b = np.arange(2 * 3 * 2 * 2, dtype=float).reshape(2, 3, 2, 2)
-    mb = explain.mosaic(b)
-    assert mb.shape == (2 * 3 - 1, 3 * 3 - 1) and np.array_equal(mb[3:5, 6:8], b[1, 2])
+    assert np.isnan(m).sum() == m.size - a.size  # every value once, NaN elsewhere
+    bw = i * (kw + 1) - 1
+    cols = (m.shape[1] + 2) // (bw + 2)
+    assert m.shape == (-(-o // cols) * (kh + 2) - 2, cols * (bw + 2) - 2)
+    for f in range(o):
+        r, c = divmod(f, cols)
+        for j in range(i):
+            x = c * (bw + 2) + j * (kw + 1)
+            assert np.array_equal(m[r * (kh + 2): r * (kh + 2) + kh, x: x + kw], a[f, j])
+
+
+def test_mosaic_keeps_matrices_and_is_near_the_aspect():
     assert explain.mosaic(np.ones((5, 7, 1, 1))).shape == (5, 7) and explain.mosaic(np.ones((5, 7))).shape == (5, 7)
-    assert explain.mosaic(np.ones((4, 2, 3))).shape == (7, 7)  # conv1d: kernels side by side, channels down
+    assert explain.mosaic(np.ones((4, 2, 3))).shape[0] >= 1  # conv1d: a block is a row of kernels
+    h, w = explain.mosaic(np.ones((64, 1, 3, 3))).shape
+    assert 0.8 < w / h < 2.0
 
 
 @pytest.mark.parametrize("bits,grid", [(b, g) for g in ("symmetric", "full") for b in range(1, 9) if (b, g) != (1, "full")])
@@ -127,7 +138,7 @@ def test_layer_story_outputs_and_errors(digits):
     ref, got = fold_batchnorm(lm.model), {}
     ref.features[1][0].register_forward_hook(lambda m, i, o: got.update(y=o))
     ref(data.images[s["indices"]])
-    np.testing.assert_allclose(s["fp"][3], got["y"][3, :16].detach().numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(s["fp"][3], got["y"][3, :explain.OUT_CHANNELS].detach().numpy(), rtol=0, atol=1e-6)
     e = s["errors"]
     for kind in ("isolated", "end to end"):
         mean = e[e.kind == kind].groupby("terms")["rel_l2"].mean()
@@ -135,7 +146,7 @@ def test_layer_story_outputs_and_errors(digits):
     # the shown maps are the isolated outputs: their error is the table's
     iso = e[(e.kind == "isolated") & (e.image == 3) & (e.terms == 2)].iloc[0]
     d = s["expanded"][1][3] - s["fp"][3]
-    assert np.abs(d).max() <= iso["max_abs"] + 1e-6  # the maps are the first 16 of 32 channels
+    assert np.abs(d).max() <= iso["max_abs"] + 1e-6  # the maps are the first channels of 32
     first = explain.layer_story(lm.model, data, lm.spec, cfg, "features.0.0", n=2)["errors"]
     a, b = first[first.kind == "isolated"], first[first.kind == "end to end"]
     assert np.allclose(a["rel_l2"].values, b["rel_l2"].values)  # the first layer's input is the image itself
