@@ -18,29 +18,61 @@ from .explain import mosaic
 from .plots import FP_COLOR, _tidy_log_axes, bit_color
 
 FONT = {"size": 17, "color": "#111111", "family": "Arial, Helvetica, sans-serif"}
+TITLE_FONT = {"size": 16, "color": "#111111"}  # panel titles
+_AXIS = {"gridcolor": "#E5E5E5", "zerolinecolor": "#C8C8C8", "linecolor": "#C8C8C8"}
+# A small template of our own instead of "plotly_white" (whose validation costs ~40 ms per figure, and the
+# terms sliders redraw figures on every move); it also keeps Streamlit's template out of the slides.
+TEMPLATE = {"layout": {"xaxis": _AXIS, "yaxis": _AXIS, "hoverlabel": {"font": {"size": 15}},
+                       "colorway": ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]}}
 DIVERGING = "RdBu_r"  # red positive, blue negative, white 0: readable on projectors and in print
 SHOWN = "#0072B2"     # the highlighted layer / the expanded model
 OTHER = "#BBBBBB"     # every other layer
 
 
+def _style(title: str, height: int) -> dict:
+    return {"template": TEMPLATE, "font": FONT, "title": {"text": title, "font": {"size": 19}, "x": 0.01},
+            "height": height, "margin": {"t": 64, "r": 20, "b": 55, "l": 70}, "paper_bgcolor": "white",
+            "plot_bgcolor": "white", "legend": {"font": {"size": 15}}}
+
+
 def slide(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
-    """Projector styling: white template, large dark type, room for the title."""
-    fig.update_layout(template="plotly_white", font=FONT, title={"text": title, "font": {"size": 19}, "x": 0.01},
-                      height=height, margin={"t": 64, "r": 20, "b": 55, "l": 70}, paper_bgcolor="white",
-                      plot_bgcolor="white", legend={"font": {"size": 15}})
-    fig.update_annotations(font={"size": 16, "color": "#111111"})
+    """Projector styling: white background, large dark type, room for the title (one layout update: plotly's
+    per-call validation is most of a figure's build time)."""
+    fig.update_layout(**_style(title, height), annotations=[{**a.to_plotly_json(), "font": TITLE_FONT}
+                                                            for a in fig.layout.annotations])
     return fig
 
 
-def _heat(fig, z: np.ndarray, row: int, col: int, hover: str) -> None:
-    fig.add_heatmap(z=z, row=row, col=col, coloraxis="coloraxis", hoverongaps=False, hovertemplate=hover)
+def _maps(traces: list[dict], cols: int, titles: Sequence[str], layout: dict, title: str, height: int,
+          widths: Sequence[float] | None = None, hspace: float = 0.03, vspace: float = 0.1) -> go.Figure:
+    """Map panels (heatmaps, images) on a grid, row by row, with square pixels and no ticks.
+
+    Built as one dict and validated once: make_subplots plus per-panel updates cost about five times
+    as much, and the terms sliders rebuild these figures on every move.
+    """
+    rows = -(-len(traces) // cols)
+    w = np.asarray(widths or [1.0] * cols, dtype=float)
+    w = w / w.sum() * (1 - hspace * (cols - 1))
+    h = (1 - vspace * (rows - 1)) / rows
+    off = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": "", "constrain": "domain"}
+    lay, notes, data = {}, [], []
+    for i, tr in enumerate(traces):
+        r, c = divmod(i, cols)
+        n = "" if i == 0 else str(i + 1)
+        x0 = float(w[:c].sum() + c * hspace)
+        y1 = 1 - r * (h + vspace)
+        lay[f"xaxis{n}"] = {**off, "domain": [max(0.0, x0), min(1.0, x0 + float(w[c]))], "anchor": f"y{n}"}
+        lay[f"yaxis{n}"] = {**off, "domain": [max(0.0, y1 - h), min(1.0, y1)], "anchor": f"x{n}", "autorange": "reversed",
+                            "scaleanchor": f"x{n}"}
+        data.append({**tr, "xaxis": f"x{n}", "yaxis": f"y{n}"})
+        if titles[i]:
+            notes.append({"text": titles[i], "x": x0 + float(w[c]) / 2, "y": y1, "xref": "paper", "yref": "paper",
+                          "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": TITLE_FONT})
+    return go.Figure(data=data, layout={**_style(title, height), **lay, **layout, "annotations": notes})
 
 
-def _axes_off(fig: go.Figure) -> None:
-    """Map panels: no ticks, first row on top, square pixels (each y axis locked to its own x axis)."""
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed", constrain="domain")
-    fig.for_each_yaxis(lambda ax: ax.update(scaleanchor=ax.anchor) if ax.anchor else None)
+def _heatmap(z: np.ndarray, coloraxis: str, hover: str) -> dict:
+    return {"type": "heatmap", "z": z, "coloraxis": coloraxis, "hoverongaps": False, "hovertemplate": hover}
 
 
 def _scale_text(s: np.ndarray) -> str:
@@ -63,20 +95,17 @@ def tensor_terms(t: dict, k: int, shown: int = 3) -> go.Figure:
     sum_text = " + ".join(f"s{i + 1}·Q{i + 1}" for i in range(k)) if k <= 3 else f"s1·Q1 + … + s{k}·Q{k}"
     titles = [f"Q{i + 1}: {int(np.nanmin(q))}…{int(np.nanmax(q))}, {_scale_text(t['scales'][i])}" for i, q in enumerate(qs)]
     titles += [""] * (3 - n) + ["weight W (FP)", sum_text, f"residual W − sum: max {max_r:.2g}"]
-    fig = make_subplots(rows=2, cols=3, subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.1)
-    for i, q in enumerate(qs):
-        fig.add_heatmap(z=q, row=1, col=i + 1, coloraxis="coloraxis2", hoverongaps=False,
-                        hovertemplate=f"Q{i + 1} = %{{z}}<extra></extra>")
-    for c, z, name in ((1, w, "W"), (2, part, "sum"), (3, res, "residual")):
-        _heat(fig, z, 2, c, f"{name} = %{{z:.3g}}<extra></extra>")
-    fig.update_layout(
-        coloraxis={"colorscale": DIVERGING, "cmin": -w_lim, "cmax": w_lim,
-                   "colorbar": {"title": {"text": "weight"}, "thickness": 14, "len": 0.45, "y": 0.22}},
-        coloraxis2={"colorscale": DIVERGING, "cmin": -q_lim, "cmax": q_lim,
-                    "colorbar": {"title": {"text": "integer"}, "thickness": 14, "len": 0.45, "y": 0.78}})
-    _axes_off(fig)
+    traces = [_heatmap(q, "coloraxis2", f"Q{i + 1} = %{{z}}<extra></extra>") for i, q in enumerate(qs)]
+    traces += [{"type": "heatmap", "z": [[None]], "showscale": False, "hoverinfo": "skip"}] * (3 - n)
+    traces += [_heatmap(z, "coloraxis", f"{name} = %{{z:.3g}}<extra></extra>")
+               for z, name in ((w, "W"), (part, "sum"), (res, "residual"))]
+    layout = {"coloraxis": {"colorscale": DIVERGING, "cmin": -w_lim, "cmax": w_lim,
+                            "colorbar": {"title": {"text": "weight"}, "thickness": 14, "len": 0.45, "y": 0.22}},
+              "coloraxis2": {"colorscale": DIVERGING, "cmin": -q_lim, "cmax": q_lim,
+                             "colorbar": {"title": {"text": "integer"}, "thickness": 14, "len": 0.45, "y": 0.78}}}
     cut = ", first channels" if t["cropped"] else ""
-    return slide(fig, f"{t['layer']}{cut}: {t['bits']}-bit integer terms, and the sum of the first {k}", height=400)
+    return _maps(traces, 3, titles, layout, f"{t['layer']}{cut}: {t['bits']}-bit integer terms, and the sum of the "
+                 f"first {k}", height=400)
 
 
 def residual_vs_bound(all_layers: pd.DataFrame, t: dict) -> go.Figure:
@@ -124,35 +153,38 @@ def layer_io(image: np.ndarray, fp: np.ndarray, exp: np.ndarray, k: int, caption
         return slide(fig, "The layer's output on one real input", height=400)
     maps = [mosaic(a[:, None], aspect=0.6) for a in (fp, exp, exp - fp)]  # tall, narrow panels
     lim = float(np.nanmax(np.abs(maps[0]))) or 1.0
-    fig = make_subplots(rows=1, cols=4, horizontal_spacing=0.03, column_widths=[0.19, 0.27, 0.27, 0.27],
-                        subplot_titles=[caption, "FP output", f"{k} term{'s' if k > 1 else ''}",
-                                        f"difference: max {float(np.nanmax(np.abs(maps[2]))):.2g}"])
-    _image_trace(fig, image, 1, 1)
-    for c, z, name in ((2, maps[0], "FP"), (3, maps[1], "expanded"), (4, maps[2], "difference")):
-        _heat(fig, z, 1, c, f"{name} = %{{z:.3g}}<extra></extra>")
-    fig.update_layout(coloraxis={"colorscale": DIVERGING, "cmin": -lim, "cmax": lim,
-                                 "colorbar": {"title": {"text": "output"}, "thickness": 14}})
-    _axes_off(fig)
-    return slide(fig, "FP output, expanded output, difference (first channels)", height=400)
+    traces = [{"type": "image", "z": image, "hoverinfo": "skip"}]
+    traces += [_heatmap(z, "coloraxis", f"{name} = %{{z:.3g}}<extra></extra>")
+               for z, name in ((maps[0], "FP"), (maps[1], "expanded"), (maps[2], "difference"))]
+    titles = [caption, "FP output", f"{k} term{'s' if k > 1 else ''}",
+              f"difference: max {float(np.nanmax(np.abs(maps[2]))):.2g}"]
+    layout = {"coloraxis": {"colorscale": DIVERGING, "cmin": -lim, "cmax": lim,
+                            "colorbar": {"title": {"text": "output"}, "thickness": 14}}}
+    return _maps(traces, 4, titles, layout, "FP output, expanded output, difference (first channels)", height=400,
+                 widths=[0.19, 0.27, 0.27, 0.27])
 
 
 def layer_errors(errors: pd.DataFrame, image: int, k: int | None = None) -> go.Figure:
-    """Relative error of the layer's output per number of terms (log): the layer alone, and inside the model."""
-    fig = go.Figure()
+    """Relative error of the layer's output per number of terms (log): the layer alone, and inside the model.
+
+    Built as one dict (it is redrawn on every terms-slider move, see `_maps`)."""
     part = errors[errors["image"] == image]
-    for kind, dash in (("isolated", "solid"), ("end to end", "dot")):
+    data = []
+    for kind, dash, color in (("isolated", "solid", SHOWN), ("end to end", "dot", "#D55E00")):
         d = part[part["kind"] == kind].sort_values("terms")
         name = "this layer alone (FP input)" if kind == "isolated" else "inside the expanded model"
-        fig.add_scatter(x=d["terms"], y=d["rel_l2"].clip(lower=1e-12), mode="lines+markers", name=name,
-                        line={"color": SHOWN if kind == "isolated" else "#D55E00", "dash": dash, "width": 3},
-                        marker={"size": 10}, hovertemplate=f"{name}<br>%{{x}} terms: %{{y:.3g}}<extra></extra>")
-    if k is not None:
-        fig.add_vline(x=k, line={"color": FP_COLOR, "dash": "dash"})
-    slide(fig, "Output error per term", height=400)
-    fig.update_layout(legend={"orientation": "h", "y": -0.25, "x": 0})
-    fig.update_xaxes(title_text="number of terms", dtick=1)
-    fig.update_yaxes(title_text="‖Y − Y_FP‖ / ‖Y_FP‖ (log)", type="log")
-    return _tidy_log_axes(fig)
+        data.append({"type": "scatter", "x": d["terms"].to_numpy(), "y": d["rel_l2"].clip(lower=1e-12).to_numpy(),
+                     "mode": "lines+markers", "name": name, "line": {"color": color, "dash": dash, "width": 3},
+                     "marker": {"size": 10}, "hovertemplate": f"{name}<br>%{{x}} terms: %{{y:.3g}}<extra></extra>"})
+    shapes = [] if k is None else [{"type": "line", "x0": k, "x1": k, "xref": "x", "y0": 0, "y1": 1, "yref": "paper",
+                                    "line": {"color": FP_COLOR, "dash": "dash"}}]
+    layout = {**_style("Output error per term", 400), "shapes": shapes,
+              "legend": {"orientation": "h", "y": -0.32, "x": 0, "font": {"size": 15}},
+              "xaxis": {"title": {"text": "number of terms"}, "dtick": 1},
+              "yaxis": {"title": {"text": "‖Y − Y_FP‖ / ‖Y_FP‖ (log)"}, "type": "log", "exponentformat": "power",
+                        "dtick": 1}}
+    layout["margin"] = {**layout["margin"], "b": 110}
+    return go.Figure(data=data, layout=layout)
 
 
 def flips(items: Sequence[dict], classes: Sequence[str] | None) -> go.Figure:
