@@ -37,6 +37,11 @@ nav.button("Next ▶", key="explain_next", on_click=_go, args=(1,), disabled=ste
 layers = ui.explain_part(ctx, "layers")
 if layers is None:
     st.stop()
+if not ctx.cheap and st.button("Prepare all five steps", key="explain_prepare",
+                               help="Computes every step once (with progress) into the app's cache, so that the "
+                                    "talk itself only reads it."):
+    for part in ("tensor", "residuals", "layer", "model", "cost"):
+        ui.explain_part(ctx, part, st.session_state.get("_explain_layer", layers[1]))
 
 
 # Steps 1-3 are fragments: a slider or a choice there reruns only the step (no sidebar, no navigation), which
