@@ -159,6 +159,8 @@ def test_every_page_config_run_and_stop(server):
         page.wait_for_url(f"**/{path}?**")
         _idle(page)
         run = page.locator('[data-testid="stMainBlockContainer"] button[kind="primary"]').first
+        if n:  # on a loaded machine the page's elements arrive one by one: wait for its Run button first
+            run.wait_for(timeout=60_000)
         if n and page.locator(".js-plotly-plot").count() < n and run.count():
             run.click()
             _idle(page)
