@@ -27,6 +27,7 @@ if __name__ == "__main__":
         st.Page("pages/6_compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
         st.Page("pages/7_export.py", title="Export", icon=":material/download:", url_path="export"),
         st.Page("pages/8_allocate.py", title="Allocate terms", icon=":material/tune:", url_path="allocate"),
+        st.Page("pages/9_explain.py", title="Explain (talk mode)", icon=":material/slideshow:", url_path="explain"),
     ]
     page = st.navigation(PAGES)
     ui.sidebar()

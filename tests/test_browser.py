@@ -124,7 +124,7 @@ def test_cold_server_link_to_a_page(server):
     _idle(page)
     _no_exception(page)
     assert page.get_by_text("Page not found").count() == 0
-    assert page.locator('[data-testid="stSidebarNav"] a').count() == 8  # the app's navigation, not pages/
+    assert page.locator('[data-testid="stSidebarNav"] a').count() == 9  # the app's navigation, not pages/
     assert page.get_by_label("Weight bits", exact=True).input_value() == "3"
     page.close()
 
@@ -159,6 +159,8 @@ def test_every_page_config_run_and_stop(server):
         page.wait_for_url(f"**/{path}?**")
         _idle(page)
         run = page.locator('[data-testid="stMainBlockContainer"] button[kind="primary"]').first
+        if n:  # on a loaded machine the page's elements arrive one by one: wait for its Run button first
+            run.wait_for(timeout=60_000)
         if n and page.locator(".js-plotly-plot").count() < n and run.count():
             run.click()
             _idle(page)
