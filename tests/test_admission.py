@@ -243,3 +243,20 @@ def test_sweep_removes_folders_of_dead_servers_only(tmp_path):
     other.mkdir()
     assert sweep(tmp_path) == [stale.name]
     assert not stale.exists() and mine.path.exists() and shared.exists() and other.exists()
+
+
+def test_the_api_refuses_over_the_limits_unless_forced():
+    from fpxint import views
+    from fpxint.data import load_data
+    from fpxint.zoo import load_model
+
+    lm = load_model("digits_cnn")
+    data = load_data("digits", lm.spec, limit=40)
+    tiny = Limits(max_run_mb=1, max_run_seconds=None)
+    with pytest.raises(AdmissionError, match=r"\(limit 1 MB\)"):
+        views.expansion_metrics(lm, data, ExpansionConfig(), "cpu", limits=tiny)
+    with pytest.raises(AdmissionError):
+        views.accuracy(lm, data, ExpansionConfig(), (2, 4), 3, limits=tiny)
+    r = views.expansion_metrics(lm, data, ExpansionConfig(), "cpu", limits=tiny, force=True)
+    assert r["n_images"] == 40
+    assert views.expansion_metrics(lm, data, ExpansionConfig(), "cpu")["n_images"] == 40  # default limits: fits
