@@ -8,7 +8,10 @@
 - `evaluate` / `accuracy_grid`: top-1 (with labels) and fidelity (top-1 agreement with FP, KL) over
   a grid of bits x terms, with a progress callback.
 
-Every function takes the FP model and a config and never mutates the model.
+Every function takes the FP model and a config and never changes the model: not its training flag,
+its BatchNorm statistics (a train-mode model runs as an eval-mode copy) or its device (`device=None`
+means where the model is). Forward hooks go on private copies only, so threads sharing one model
+(app sessions) do not see each other's hooks.
 """
 from __future__ import annotations
 
@@ -23,16 +26,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig
-from .model import expand, expandable_layers, fold_batchnorm, resolve_device
+from .model import expand, expandable_layers, fold_batchnorm, model_device, resolve_device
 from .series import expand_tensor
 
 Progress = Callable[[float, str], None]
 
 
-def _on(model: nn.Module, dev: torch.device) -> nn.Module:
-    """The model on `dev` without moving the caller's module (a copy when it lives elsewhere)."""
-    p = next(iter(model.parameters()), None)
-    return model if p is None or p.device == dev else copy.deepcopy(model).to(dev)
+def _device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """`device`, or where the model is when None (nothing moves to a GPU on its own)."""
+    return model_device(model) if device is None else resolve_device(device)
+
+
+def _eval_on(model: nn.Module, dev: torch.device, private: bool = False) -> nn.Module:
+    """The model in eval mode on `dev` without touching the caller's module: the module itself when it
+    already is both (and `private` is not asked), else an eval-mode copy."""
+    here = model_device(model)
+    same = here.type == dev.type and (dev.index is None or dev.index == here.index)
+    if same and not private and not any(m.training for m in model.modules()):
+        return model
+    return copy.deepcopy(model).eval().to(dev)
+
+
+def _reference(model: nn.Module, cfg: ExpansionConfig, dev: torch.device, private: bool = False) -> nn.Module:
+    """What the expansion is compared with: the BatchNorm-folded copy, or the model in eval mode."""
+    return fold_batchnorm(model).to(dev) if cfg.fold_bn else _eval_on(model, dev, private)
 
 
 def _positions(names: Sequence[str]) -> dict[str, str | None]:
@@ -101,8 +118,8 @@ def layer_output_errors(model: nn.Module, cfg: ExpansionConfig, probe: torch.Ten
     Returns:
         Columns: layer, index, terms, sqnr_db, rel_l2, cosine.
     """
-    dev = resolve_device(device)
-    ref_model = fold_batchnorm(model).to(dev) if cfg.fold_bn else _on(model, dev)
+    dev = _device(model, device)
+    ref_model = _reference(model, cfg, dev, private=True)  # hooks go on it
     names = [n for n, _ in expandable_layers(ref_model)]
     probe = probe.to(dev)
     ref, _ = _capture(ref_model, names, probe)
@@ -131,9 +148,9 @@ def model_output_error(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tens
     Returns:
         Columns: terms, sqnr_db, rel_l2, cosine, agreement (top-1 agreement with FP), kl.
     """
-    dev = resolve_device(device)
+    dev = _device(model, device)
     probe = probe.to(dev)
-    ref = _on(model, dev).eval()(probe) if not cfg.fold_bn else fold_batchnorm(model).to(dev)(probe)
+    ref = _reference(model, cfg, dev)(probe)
     rows = []
     for k in terms:
         y = expand(model, cfg.with_terms(k), device=dev)(probe)
@@ -159,8 +176,8 @@ def _batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor
 def logits_of(model: nn.Module, data, batch_size: int = 256, device: str | None = None,
               progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Concatenated logits (on CPU) and labels (None when unlabeled) of a model over a dataset."""
-    dev = resolve_device(device)
-    model = _on(model, dev).eval()
+    dev = _device(model, device)
+    model = _eval_on(model, dev)
     outs, labels, n_seen = [], [], 0
     total = len(data[0]) if isinstance(data, (tuple, list)) and isinstance(data[0], torch.Tensor) else None
     for x, y in _batches(data, batch_size):

@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("expand", help="write an expanded model (safetensors + JSON config)")
     p.add_argument("model", nargs="?", help="registry name (default: digits_cnn)")
     p.add_argument("--out", metavar="PREFIX", required=True, help="writes PREFIX.safetensors and PREFIX.json")
+    p.add_argument("--force", action="store_true", help="replace PREFIX.safetensors / PREFIX.json if they exist")
     p.add_argument("--check", action="store_true",
                    help="load the files back and assert identical logits on --limit images of the data")
     _add_config_options(p)
@@ -237,6 +238,8 @@ def cmd_eval(args) -> int:
         cfg, name = config_from_args(args), args.model
     device = resolve_device(args.device)
     lm, shared = _load_model(args, name)
+    if saved_meta is not None:
+        lm = _expanded_weights(args, lm, saved_meta, js_path)
     data = _load_data(args, lm.spec, shared)
     admit_run(args, lm.spec, cfg, len(data))
 
@@ -353,6 +356,24 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _expanded_weights(args, lm, meta: dict, js_path: Path):
+    """The FP model an expansion was made from, so that "vs FP" compares with those weights: the
+    loaded one when its sha256 matches the JSON's record, else the recorded weights file, else an error."""
+    from .model import state_sha256
+    from .zoo import load_model
+
+    want, source = meta["fp_weights"].get("sha256"), meta["fp_weights"].get("source")
+    if not want or state_sha256(lm.model) == want:
+        return lm
+    if not args.weights and source and Path(source).is_file():  # expanded from a --weights file: reload it
+        other = load_model(lm.spec.name, source)
+        if state_sha256(other.model) == want:
+            return other
+    raise UsageError(f"{js_path} was expanded from other FP weights ({source or 'source not recorded'}, "
+                     f"sha256 {want[:12]}) than {lm.weights_source}; pass --weights FILE with the weights "
+                     "that were expanded")
+
+
 def cmd_expand(args) -> int:
     from .export import load_expanded, save_expanded
     from .model import expand, resolve_device
@@ -360,14 +381,15 @@ def cmd_expand(args) -> int:
     _check_run_args(args)
     cfg = config_from_args(args)
     device = resolve_device(args.device)
+    st_path, js_path = expanded_paths(args.out)
+    there = [str(p) for p in (st_path, js_path) if os.path.lexists(p)]
+    if there and not args.force:  # before the work; save_expanded checks again when it writes
+        raise UsageError(f"{' and '.join(there)} already exist(s); pass --force to replace, or choose another --out")
     lm, shared = _load_model(args, args.model)
     admit_run(args, lm.spec, cfg, args.limit if args.check else 1)
     qmodel = expand(lm.model, cfg, device="cpu")
-    blob, text = save_expanded(qmodel, lm.spec.name)
-    st_path, js_path = expanded_paths(args.out)
-    st_path.parent.mkdir(parents=True, exist_ok=True)
-    st_path.write_bytes(blob)
-    js_path.write_text(text + "\n")
+    blob, text = save_expanded(qmodel, lm.spec.name, path=str(st_path)[: -len(".safetensors")],
+                               weights_source=lm.weights_source, overwrite=args.force)
     r = {"model": lm.spec.name, "weights": lm.weights_source, "config": cfg.to_dict(), "label": cfg.label(),
          "safetensors": str(st_path), "json": str(js_path), "bytes": len(blob),
          "expanded_layers": len(qmodel.fpxint_layers), "cost": _cost(lm.model, cfg, lm.spec), "check": None}

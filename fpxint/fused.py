@@ -24,8 +24,11 @@ What each scale rule costs (n terms, K elements per row):
 
 Fallbacks: float64 tensors, tensors off the CPU, inputs that need autograd, or no working C compiler
 run the eager code (identical results by definition); `kernel_info()` says which path is active and
-why. Nothing is compiled at import time (the first call builds the kernel in about a second and
-caches it in the temp folder, keyed by source, compiler and CPU), and no environment variable is read.
+why. Nothing is compiled at import time: the first call builds the kernel in about a second and
+caches it in `<cache_dir()>/kernels`, keyed by source, compiler and CPU. That folder is private: created
+0700, and it and each library are checked (owner = this user, no group / other write, no links) before
+anything is loaded, through a descriptor so the file checked is the file loaded; a failed check, like
+a missing compiler, means the eager path (with one warning), never an error.
 
 One known difference: a row whose range overflows float32 (asymmetric grid, max - min > 3.4e38)
 gets an infinite scale and NaN residuals in the eager code; the kernel's later terms there differ.
@@ -39,15 +42,18 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -83,10 +89,63 @@ def _cpu_signature() -> str:
 
 
 def _compile(cc: str, out: Path, openmp: bool) -> None:
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    cmd = [cc, *_FLAGS, *(["-fopenmp"] if openmp else []), str(_SOURCE), "-o", str(tmp), "-lm"]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-    os.replace(tmp, out)  # atomic: a concurrent process sees the old file or the whole new one
+    """Builds to a unique temporary name beside `out`, then renames: a concurrent process or thread
+    sees no file or the whole library, never a half-written one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        cmd = [cc, *_FLAGS, *(["-fopenmp"] if openmp else []), str(_SOURCE), "-o", tmp, "-lm"]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        os.chmod(tmp, 0o700)  # the linker creates it by the umask; nobody else needs to read it
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class _Untrusted(OSError):
+    """The cache folder or a library in it could have been written by someone else."""
+
+
+def _private_folder(folder: Path, uid: int) -> Path:
+    """Creates `folder` (mode 0700) if needed and checks it is a real folder of `uid` that nobody
+    else can write: a library another user could plant there would run as this user."""
+    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    for path, private in ((folder.parent, False), (folder, True)):
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise _Untrusted(f"{path} is not a folder (a link or a file)")
+        if st.st_uid not in ((uid,) if private else (uid, 0)):
+            raise _Untrusted(f"{path} belongs to uid {st.st_uid}, not {uid}")
+        bad = st.st_mode & (0o077 if private else 0o022)
+        if bad and not (not private and st.st_mode & stat.S_ISVTX):  # a sticky parent (like /tmp) is fine
+            raise _Untrusted(f"{path} has mode {stat.S_IMODE(st.st_mode):o}; group / others must not "
+                             f"{'access' if private else 'write'} it")
+    return folder
+
+
+def _open_library(path: Path, uid: int) -> ctypes.CDLL:
+    """Loads the library through a descriptor opened without following links and checked with
+    fstat, so the file checked is the file loaded (no swap between the check and dlopen)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _Untrusted(f"{path} is a link, not the library built here") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+            raise _Untrusted(f"{path} is not a regular file of uid {uid} writable only by it "
+                             f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
+        proc = Path(f"/proc/self/fd/{fd}")
+        return ctypes.CDLL(str(proc) if proc.exists() else str(path))
+    finally:
+        os.close(fd)
 
 
 _LOCK = threading.Lock()
@@ -100,50 +159,72 @@ def _load() -> tuple[ctypes.CDLL | None, dict]:
 
 @functools.lru_cache(maxsize=1)
 def _load_once() -> tuple[ctypes.CDLL | None, dict]:
-    """Compiles (once per machine, cached in the temp folder) and loads the kernel; never raises."""
-    info: dict = {"backend": "torch", "reason": "", "compile_s": 0.0, "cached": False, "path": None,
-                  "openmp": False, "fma": None}
+    """Loads the kernel from the per-user cache folder; never raises (the eager path is the fallback).
+
+    The folder is the project's cache folder (`fpxint.zoo.paths.cache_dir()`, the one place that
+    reads $FPXINT_CACHE / $HOME) plus "kernels": a location this process chooses once, not a setting.
+    """
+    from .zoo.paths import cache_dir
+
+    try:
+        folder = cache_dir() / "kernels"
+    except (RuntimeError, KeyError) as e:  # no home folder
+        return None, _fallback({}, f"no cache folder for the kernel: {e}")
+    lib, info = _load_from(folder, os.getuid() if hasattr(os, "getuid") else -1)
+    if lib is None:
+        warnings.warn(f"fpxint: the fused C kernel is off, the eager path runs instead (same results, slower): "
+                      f"{info['reason']}", RuntimeWarning, stacklevel=4)
+    return lib, info
+
+
+def _fallback(info: dict, reason: str) -> dict:
+    base = {"backend": "torch", "reason": "", "compile_s": 0.0, "cached": False, "path": None,
+            "openmp": False, "fma": None}
+    return {**base, **info, "backend": "torch", "reason": reason}
+
+
+def _load_from(folder: Path, uid: int) -> tuple[ctypes.CDLL | None, dict]:
+    """Compiles (once per machine and user) into `folder` and loads the kernel; never raises."""
+    info: dict = _fallback({}, "")
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
-        info["reason"] = "no C compiler (gcc / cc) on PATH"
-        return None, info
+        return None, _fallback(info, "no C compiler (gcc / cc) on PATH")
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
         key = hashlib.sha256("\0".join([_SOURCE.read_text(), " ".join(_FLAGS), version, _cpu_signature(),
                                         platform.machine()]).encode()).hexdigest()[:16]
-        uid = os.getuid() if hasattr(os, "getuid") else "user"
-        folder = Path(tempfile.gettempdir()) / f"fpxint-fused-{uid}"
-        folder.mkdir(mode=0o700, exist_ok=True)
+        _private_folder(folder, uid)
         lib, err = None, ""
         for openmp in (True, False):  # without OpenMP the kernel runs on one thread, same results
             path = folder / f"kernel-{key}{'-omp' if openmp else ''}.so"
             try:
-                if path.exists():
+                if os.path.lexists(path):
                     info["cached"] = True
                 else:
                     t0 = time.perf_counter()
                     _compile(cc, path, openmp)
                     info["compile_s"] = time.perf_counter() - t0
-                lib = ctypes.CDLL(str(path))
+                lib = _open_library(path, uid)
                 info.update(path=str(path), openmp=openmp)
                 break
+            except _Untrusted:
+                raise
             except (OSError, subprocess.SubprocessError) as e:
                 err = getattr(e, "stderr", b"") or str(e)
                 err = err.decode(errors="replace") if isinstance(err, bytes) else err
         if lib is None:
-            info["reason"] = f"kernel did not build: {err.strip()[:300]}"
-            return None, info
-    except OSError as e:
-        info["reason"] = f"kernel did not build: {e}"
-        return None, info
+            return None, _fallback(info, f"kernel did not build: {err.strip()[:300]}")
+    except _Untrusted as e:
+        return None, _fallback(info, f"kernel cache refused: {e}")
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, _fallback(info, f"kernel did not build: {e}")
     lib.fpx_series.restype = ctypes.c_int
     lib.fpx_series.argtypes = [ctypes.POINTER(_Tensor), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_float,
                                ctypes.c_void_p, ctypes.c_int]
     fma = _torch_fuses("addcmul")
     if fma is None or _torch_fuses("add_alpha") != fma:
-        info["reason"] = "torch's residual update rounds in a way the kernel does not mirror"
-        return None, info
+        return None, _fallback(info, "torch's residual update rounds in a way the kernel does not mirror")
     info.update(backend="c", fma=fma)
     return lib, info
 
@@ -218,7 +299,7 @@ def _run(lib: ctypes.CDLL, views: list[torch.Tensor], bits: int, terms: int, gri
         cbuf = torch.tensor([float(c) for c in coeffs], dtype=torch.float32)
         keep.append(cbuf)
     rc = lib.fpx_series(arr, len(views), _GRID_CODE[grid], bits, terms, int(scale_rule == "fixed"),
-                        int(_load()[1]["fma"]), int(grid != "symmetric" or scale_rule == "mse"), int(check),
+                        int(_load()[1]["fma"]), 1, int(check),  # always clamp, as series._series_steps
                         contraction(bits, grid), _ptr(cbuf), nthreads)
     if rc == -2:
         raise MemoryError("the fused series kernel ran out of memory for its scratch rows")

@@ -28,6 +28,13 @@ from .series import _series_steps
 from .quant import group_view
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for fp16 / bf16 models: the series' scales are float32 (a W8 residual of 2^-14 relative
+    is below bf16's 2^-8 resolution and near fp16's), and an integer term times its scale must not
+    round to the low-precision grid before the terms are summed. float32 / float64 models keep theirs."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def pair_matrix(n_w: int, n_a: int, truncation: str, order: int) -> torch.Tensor:
     """The kept cross terms C[i, j] (0-based) for a truncation rule."""
     i = torch.arange(1, n_w + 1).unsqueeze(1)
@@ -48,7 +55,7 @@ class ExpandedLayer(nn.Module):
         self.register_buffer("w_q", ws.q)
         self.register_buffer("w_scale", ws.scales)
         self.register_buffer("w_zero", ws.zero_points)
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().to(_compute_dtype(bias.dtype), copy=True))
         self.w_bits, self.w_terms, self.w_grid = spec.w_bits, spec.w_terms, cfg.w_grid
         self.w_granularity = cfg.w_granularity
         self.act_fp = not cfg.expands_activations
@@ -79,8 +86,8 @@ class ExpandedLayer(nn.Module):
     def weight_terms_sum(self, coeffs: tuple[int, ...]) -> torch.Tensor:
         """sum_i coeffs[i] s_i Qw_i as a float weight, cached (weights never change after expansion)."""
         key = (coeffs, self.w_q.device)
-        if key not in self._w_cache:
-            w = torch.zeros(self.w_q.shape[1:], dtype=self.w_scale.dtype, device=self.w_q.device)
+        if key not in self._w_cache:  # float32 at least, also after a .half() of the expanded model
+            w = torch.zeros(self.w_q.shape[1:], dtype=_compute_dtype(self.w_scale.dtype), device=self.w_q.device)
             for i, c in enumerate(coeffs):
                 if c:
                     w += c * self.w_centered(i).to(w.dtype) * self.w_scale_b(i)
@@ -119,11 +126,12 @@ class ExpandedLayer(nn.Module):
 
     # ----- forward -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._pre(x)
+        dtype = x.dtype
+        x = self._pre(x).to(_compute_dtype(dtype))  # fp16 / bf16 inputs: float32 inside, cast back below
         if self.mode != "integer":
-            return self._simulate_forward(x)  # adds the bias inside its first float op
+            return self._simulate_forward(x).to(dtype)  # adds the bias inside its first float op
         y = self._integer_forward(x)
-        return y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
+        return (y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y).to(dtype)
 
     def _simulate_forward(self, x: torch.Tensor) -> torch.Tensor:
         C = self.pairs
@@ -151,7 +159,8 @@ class ExpandedLayer(nn.Module):
             else:  # accumulate: sum_j c_j t_j Qx_j term by term, as rows differ (total order)
                 xr = expanded_sum_fused(x, self.a_bits, self.a_terms, self._a_granularity(), self.a_grid,
                                         self.scale_rule, coeffs=row, accumulate=len(groups) > 1)
-            t = self._op(xr, self.weight_terms_sum(wc), self.bias if y is None else None)
+            t = self._op(xr, self.weight_terms_sum(wc), self.bias.to(xr.dtype) if y is None and self.bias is not None
+                         else None)
             y = t if y is None else y + t
         if y is None:
             y = self._zero_out(x)

@@ -8,14 +8,14 @@ pooling, normalization other than folded BatchNorm, attention internals) stays i
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import torch
 import torch.nn as nn
 
 from .config import ExpansionConfig
+from .fold import _set_module, fold_batchnorm_
 from .layers import LAYER_REGISTRY, ExpandedLayer, expand_layer
-
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -31,6 +31,23 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device={device!r} is not allowed; use 'auto', 'cpu' or 'cuda'")
     return dev
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's first parameter (or buffer) lives; CPU for a model without tensors."""
+    t = next(iter(model.parameters()), None)
+    t = t if t is not None else next(iter(model.buffers()), None)
+    return t.device if t is not None else torch.device("cpu")
+
+
+def state_sha256(model: nn.Module) -> str:
+    """sha256 of a model's state_dict (names, dtypes, shapes, bytes): which FP weights were expanded."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def device_name(device: torch.device) -> str:
@@ -55,86 +72,31 @@ def expanded_layers(qmodel: nn.Module) -> list[tuple[str, ExpandedLayer]]:
     return [(n, m) for n, m in qmodel.named_modules() if isinstance(m, ExpandedLayer)]
 
 
-def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, attr, new)
+def fold_batchnorm(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
+    """A copy of `model` in eval mode with BatchNorm folded into the preceding conv / linear layers.
 
-
-def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """(layer, batchnorm) name pairs where the BN consumes only that layer's output."""
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:  # untraceable control flow: fall back to adjacency inside nn.Sequential
-        return _sequential_pairs(model)
-    calls: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    pairs = []
-    for node in gm.graph.nodes:
-        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), _BN):
-            continue
-        prev = node.args[0] if node.args else None
-        if (isinstance(prev, torch.fx.Node) and prev.op == "call_module" and len(prev.users) == 1
-                and type(gm.get_submodule(prev.target)) in LAYER_REGISTRY
-                and calls[prev.target] == 1 and calls[node.target] == 1):
-            pairs.append((prev.target, node.target))
-    return pairs
-
-
-def _sequential_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    pairs = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Sequential):
-            kids = list(m.named_children())
-            for (n1, a), (n2, b) in zip(kids, kids[1:]):
-                if type(a) in LAYER_REGISTRY and isinstance(b, _BN):
-                    pre = f"{name}." if name else ""
-                    pairs.append((pre + n1, pre + n2))
-    return pairs
-
-
-@torch.no_grad()
-def _fold_batchnorm_(model: nn.Module) -> int:
-    """Folds eval-mode BatchNorm into the preceding layer in place; returns how many were folded."""
-    n = 0
-    for layer_name, bn_name in _conv_bn_pairs(model):
-        layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
-        if bn.running_mean is None or layer.weight.shape[0] != bn.num_features:
-            continue
-        inv = torch.rsqrt(bn.running_var + bn.eps)
-        gamma = bn.weight if bn.affine else torch.ones_like(inv)
-        beta = bn.bias if bn.affine else torch.zeros_like(inv)
-        k = gamma * inv
-        layer.weight.mul_(k.reshape((-1,) + (1,) * (layer.weight.dim() - 1)))
-        b = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
-        new_b = (b - bn.running_mean) * k + beta
-        layer.bias = nn.Parameter(new_b.to(layer.weight.dtype))
-        _set_module(model, bn_name, nn.Identity())
-        n += 1
-    return n
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of `model` in eval mode with BatchNorm folded into the preceding conv / linear layers."""
+    `example_input` (a small batch the model accepts) shows which op consumes each layer's output;
+    when None one is inferred from the first layer (see `fold.conv_bn_pairs`).
+    """
     m = copy.deepcopy(model).eval()
-    _fold_batchnorm_(m)
+    fold_batchnorm_(m, example_input)
     return m
 
 
 def expand(model: nn.Module, cfg: ExpansionConfig | None = None, device: str | torch.device | None = None,
-           ) -> nn.Module:
+           example_input: torch.Tensor | None = None) -> nn.Module:
     """Expands every supported layer of `model` into a series of low-bit integer terms.
 
     Args:
         model: any nn.Module; it is deep-copied and never mutated.
         cfg: the expansion; defaults to `ExpansionConfig()`.
-        device: 'auto' (default: CUDA when available), 'cpu' or 'cuda'.
+        device: None (default: where `model` is), 'auto' (CUDA when available), 'cpu' or 'cuda'.
+        example_input: a small batch `model` accepts, run once on a private copy to find which
+            BatchNorm follows which layer; None infers one from the first layer.
 
     Returns:
-        A new module in eval mode with attributes `fpxint_config` and `fpxint_layers` (names of
-        the expanded layers).
+        A new module in eval mode with attributes `fpxint_config`, `fpxint_layers` (names of
+        the expanded layers) and `fpxint_fp_sha256` (`state_sha256(model)`, recorded in exports).
 
     Example:
         >>> qmodel = expand(torchvision.models.resnet18(), ExpansionConfig(w_bits=4, w_terms=2))
@@ -144,12 +106,12 @@ def expand(model: nn.Module, cfg: ExpansionConfig | None = None, device: str | t
     cfg = cfg or ExpansionConfig()
     if not isinstance(cfg, ExpansionConfig):
         raise ValueError(f"cfg must be an ExpansionConfig, got {type(cfg).__name__}")
-    dev = resolve_device(device)
+    dev = model_device(model) if device is None else resolve_device(device)
     for name, p in list(model.named_parameters()) + list(model.named_buffers()):
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise ValueError(f"{name} holds NaN or Inf values; a series expansion needs finite weights")
     m = copy.deepcopy(model).eval()
-    n_folded = _fold_batchnorm_(m) if cfg.fold_bn else 0
+    n_folded = fold_batchnorm_(m, example_input) if cfg.fold_bn else 0
     layers = expandable_layers(m)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no layer that can be expanded; supported layer types: "
@@ -169,6 +131,7 @@ def expand(model: nn.Module, cfg: ExpansionConfig | None = None, device: str | t
         expanded.append(name)
     m = m.to(dev)
     m.fpxint_config = cfg
+    m.fpxint_fp_sha256 = state_sha256(model)  # recorded by save_expanded: which weights these are
     m.fpxint_layers = expanded
     m.fpxint_folded_bn = n_folded
     return m
@@ -180,4 +143,6 @@ def set_mode(qmodel: nn.Module, mode: str) -> nn.Module:
         raise ValueError(f"mode={mode!r} is not allowed; choose one of simulate, integer")
     for _, layer in expanded_layers(qmodel):
         layer.mode = mode
+    if isinstance(getattr(qmodel, "fpxint_config", None), ExpansionConfig):
+        qmodel.fpxint_config = qmodel.fpxint_config.replace(mode=mode)  # save_expanded writes the mode in use
     return qmodel

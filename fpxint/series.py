@@ -46,12 +46,14 @@ def _series_steps(r: torch.Tensor, bits: int, terms: int, grid: str, scale_rule:
     """Yields (q, scale, zero) per term over the 2-D view r.
 
     The residual is updated in place from the second term on; the first update makes a new tensor,
-    so the caller's r is never modified and no up-front copy is needed. The symmetric grid under
-    the max and fixed rules cannot clip (|R / s| <= qmax by construction), so it skips the clamp.
+    so the caller's r is never modified and no up-front copy is needed. Every grid is clamped: the
+    symmetric grid under the max rule cannot clip in exact arithmetic, but when a row's residual is
+    subnormal, s = amax / qmax loses precision and amax / s can round past qmax (8 bits, 6 terms of
+    a 1e-30 row gave 128, which wrapped to -128 in int8); for normal floats the clamp changes nothing.
     """
     scale = None
     f = contraction(bits, grid)
-    clamp = grid != "symmetric" or scale_rule == "mse"
+    clamp = True
     for k in range(terms):
         if k == 0 and scale_rule == "mse":
             scale, zero = mse_scale(r, bits, grid)  # clips outliers; later terms repair them

@@ -216,7 +216,8 @@ def test_corrupt_expansion_is_code_2(capsys, tmp_path):
     js.write_text("{ this is not json")
     code, _, err = run(capsys, "eval", "--expanded", str(prefix), "-q")
     assert code == 2 and "not valid JSON" in err and err.count("\n") == 1
-    js.write_text(json.dumps({"format": "fpxint-expanded/1", "model": "resnet20", "config": {}}))
+    js.write_text(json.dumps({"format": "fpxint-expanded/2", "model": "resnet20", "config": {}, "layers": [],
+                              "tensors_sha256": "", "fp_weights": {}}))
     code, _, err = run(capsys, "eval", "digits_cnn", "--expanded", str(prefix), "-q")
     assert code == 2 and "expansion of resnet20" in err
 
@@ -225,3 +226,35 @@ def test_help_exits_zero(capsys):
     assert main(["--help"]) == 0
     assert main(["sweep", "--help"]) == 0
     assert "--truncations" in capsys.readouterr().out
+
+
+def test_expand_refuses_to_overwrite_without_force(capsys, tmp_path):
+    notes = tmp_path / "notes.json"
+    notes.write_text("my notes")
+    code, _, err = run(capsys, "expand", "--out", str(notes), "-q")  # PREFIX.json would be notes.json
+    assert code == 2 and "already exist" in err and "--force" in err and err.count("\n") == 1
+    assert notes.read_text() == "my notes" and not (tmp_path / "notes.safetensors").exists()
+    assert run(capsys, "expand", "--out", str(notes), "--force", "-q")[0] == 0
+    assert json.loads(notes.read_text())["format"] == "fpxint-expanded/2"
+
+
+def test_eval_expanded_compares_with_the_weights_that_were_expanded(capsys, tmp_path):
+    from safetensors.torch import save_file
+
+    model = load_model("digits_cnn").model
+    with torch.no_grad():  # other FP weights: clearly worse than the bundled ones
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    mine = tmp_path / "mine.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(mine))
+    prefix = tmp_path / "mine.w4"
+    assert run(capsys, "expand", "--weights", str(mine), "--out", str(prefix), "-q")[0] == 0
+    code, out, err = run(capsys, "eval", "--weights", str(mine), "--limit", "200", "--json", "-q")
+    direct = json.loads(out)
+    code, out, err = run(capsys, "eval", "--expanded", str(prefix), "--limit", "200", "--json", "-q")
+    assert code == 0, err
+    r = json.loads(out)  # the recorded weights file was reloaded: FP is the weights that were expanded
+    assert r["fp_top1"] == direct["fp_top1"] and r["top1"] == direct["top1"] and r["weights"] == str(mine)
+    mine.unlink()
+    code, _, err = run(capsys, "eval", "--expanded", str(prefix), "-q")
+    assert code == 2 and "other FP weights" in err and "--weights" in err and err.count("\n") == 1

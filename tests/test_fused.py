@@ -5,8 +5,11 @@ kernel mirrors each float operation, so no tolerance is needed. The fallback pat
 backend="torch", float64, non-CPU) must give the same results.
 """
 import functools
+import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,8 +27,15 @@ COMBOS = [(g, r) for g in ("symmetric", "full", "asymmetric") for r in ("max", "
           if not (g == "asymmetric" and r == "fixed")]
 ODD_SHAPES = [(64, 3, 3, 3), (32, 1, 3, 3), (7, 1), (1, 5), (1, 1), (33, 129), (5,), (), (2, 3, 4)]
 
-needs_kernel = pytest.mark.skipif(fused.kernel_info()["backend"] != "c",
-                                  reason=f"fused C kernel unavailable: {fused.kernel_info()['reason']}")
+@pytest.fixture(scope="module")
+def _kernel():
+    """Skips when the kernel does not build; a fixture, so nothing is compiled at collection time."""
+    info = fused.kernel_info()
+    if info["backend"] != "c":
+        pytest.skip(f"fused C kernel unavailable: {info['reason']}")
+
+
+needs_kernel = pytest.mark.usefixtures("_kernel")
 
 
 def bits_for(grid, rule="max"):
@@ -228,7 +238,8 @@ def test_torch_backend_and_missing_compiler_fall_back(monkeypatch):
     monkeypatch.setattr(fused.shutil, "which", lambda name: None)
     fused._load_once.cache_clear()
     try:
-        info = fused.kernel_info()
+        with pytest.warns(RuntimeWarning, match="eager path"):
+            info = fused.kernel_info()
         assert info["backend"] == "torch" and "compiler" in info["reason"]
         for a, b in zip(want, fused.expand_weights(ws, 4, 3, "per_channel")):
             assert_same_series(a, b)
@@ -239,6 +250,66 @@ def test_torch_backend_and_missing_compiler_fall_back(monkeypatch):
     finally:
         monkeypatch.undo()
         fused._load_once.cache_clear()
+
+
+def _uid():
+    return os.getuid()
+
+
+@needs_kernel
+def test_kernel_cache_is_private_and_built_atomically(tmp_path):
+    folder = tmp_path / "cache" / "kernels"
+    lib, info = fused._load_from(folder, _uid())
+    assert lib is not None and info["backend"] == "c" and Path(info["path"]).parent == folder
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert [p.name for p in folder.iterdir()] == [Path(info["path"]).name]  # no temporary left behind
+    assert fused._load_from(folder, _uid())[1]["cached"] is True
+
+
+def _refused(folder, uid, match):
+    lib, info = fused._load_from(folder, uid)
+    assert lib is None and info["backend"] == "torch" and "refused" in info["reason"], info
+    assert match in info["reason"], info["reason"]
+
+
+@needs_kernel
+def test_kernel_cache_refuses_open_folders_foreign_files_and_links(tmp_path):
+    folder = tmp_path / "kernels"
+    lib, info = fused._load_from(folder, _uid())
+    built = Path(info["path"])
+    os.chmod(folder, 0o755)  # others may read
+    _refused(folder, _uid(), "mode 755")
+    os.chmod(folder, 0o700)
+    _refused(folder, _uid() + 1, "belongs to uid")  # the folder is someone else's
+    os.chmod(built, 0o722)  # a library others can write
+    _refused(folder, _uid(), "mode 722")
+    os.chmod(built, 0o700)
+    if _uid() == 0:  # as root: a really foreign-owned (planted) library
+        os.chown(built, 65534, 65534)
+        _refused(folder, 0, "uid 65534")
+        os.chown(built, 0, 0)
+    planted = tmp_path / "planted.so"
+    built.rename(planted)
+    built.symlink_to(planted)  # a link in place of the library
+    _refused(folder, _uid(), "a link")
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    _refused(link, _uid(), "not a folder")
+
+
+def test_refused_cache_falls_back_with_equal_results(tmp_path, monkeypatch):
+    folder = tmp_path / "kernels"
+    folder.mkdir(mode=0o777)
+    os.chmod(folder, 0o777)
+    refused = fused._load_from(folder, _uid())
+    assert refused[0] is None and "refused" in refused[1]["reason"]
+    ws = [weight((16, 3, 3, 3), 21), weight((10, 16), 22)]
+    monkeypatch.setattr(fused, "_load", lambda: refused)
+    for a, b in zip(fused.expand_weights(ws, 4, 3, "per_channel"), [expand_tensor(w, 4, 3, "per_channel") for w in ws]):
+        assert_same_series(a, b)
+    x = weight((2, 4, 3, 3), 23)
+    assert torch.equal(fused.expanded_sum_fused(x, 4, 2), expanded_sum(x, 4, 2))
+    assert list(folder.iterdir()) == []  # nothing was built in a folder that was refused
 
 
 def test_import_does_not_build_the_kernel():

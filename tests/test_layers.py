@@ -130,3 +130,28 @@ def test_model_level_is_term_parallel_and_equal():
 def test_unsupported_layer():
     with pytest.raises(ValueError, match="supported layer types: Linear, Conv1d, Conv2d"):
         expand_layer(nn.Conv3d(2, 2, 3), ExpansionConfig())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["simulate", "integer"])
+@pytest.mark.parametrize("make, shape", [(lambda: nn.Linear(24, 10), (5, 24)),
+                                         (lambda: nn.Conv2d(4, 6, 3, padding=1), (2, 4, 7, 7))])
+def test_half_precision_layers_compute_in_float32_and_cast_back(dtype, mode, make, shape):
+    """An fp16 / bf16 layer equals the float32 expansion of the same (upcast) weights on the upcast
+    input, rounded once to the layer's dtype at the end: the series runs in float32 inside."""
+    torch.manual_seed(0)
+    m = make().to(dtype)
+    x = torch.randn(shape).to(dtype)
+    cfg = ExpansionConfig(w_bits=4, w_terms=3, a_bits=4, a_terms=2, mode=mode)
+    q = expand_layer(m, cfg)
+    ref = expand_layer(_upcast(m), cfg)
+    with torch.no_grad():
+        y = q(x)
+        assert y.dtype == dtype
+        assert torch.equal(y, ref(x.float()).to(dtype))
+
+
+def _upcast(m):
+    import copy
+
+    return copy.deepcopy(m).float()

@@ -140,3 +140,37 @@ def test_device_resolution():
 def test_import_fpxint_does_not_import_streamlit():
     code = "import sys, fpxint, fpxint.analysis, fpxint.plots; assert 'streamlit' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_models_expand_and_run(dtype):
+    """fp16 / bf16 models expand and run (float32 inside each expanded layer); the output keeps the
+    model's dtype and is as close to the float32 model as the model's own precision allows."""
+    import math
+
+    net = small_net()
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    low = copy.deepcopy(net).to(dtype)
+    cfg = ExpansionConfig(w_bits=8, w_terms=2, a_bits=8, a_terms=2)
+
+    def sqnr(ref, y):
+        ref, y = ref.double(), y.double()
+        return 10 * math.log10(ref.square().sum() / (y - ref).square().sum())
+
+    with torch.no_grad():
+        ref = net(x)
+        own = sqnr(ref, low(x.to(dtype)))  # the low-precision FP model's own error
+        for mode in ("simulate", "integer"):
+            y = expand(low, cfg.replace(mode=mode))(x.to(dtype))
+            assert y.dtype == dtype and torch.isfinite(y).all()
+            assert sqnr(ref, y) > own - 6, (mode, sqnr(ref, y), own)
+    assert all(p.dtype == dtype for p in low.parameters())  # the input model is untouched
+
+
+def test_expand_keeps_the_models_device_by_default():
+    net = small_net()
+    q = expand(net, ExpansionConfig())  # no device: where the model is (CPU), even with a GPU present
+    assert {t.device.type for t in q.state_dict().values()} == {"cpu"}
+    if torch.cuda.is_available():
+        qc = expand(net.cuda(), ExpansionConfig())
+        assert {t.device.type for t in qc.state_dict().values()} == {"cuda"}

@@ -6,7 +6,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from fpxint import expand_tensor
-from fpxint.quant import contraction, grid_range
+from fpxint.quant import contraction, grid_range, group_view
+from fpxint.series import _series_steps
 
 EPS = 2.0**-23  # float32 rounding of each residual update, relative to ||T||_inf
 
@@ -134,3 +135,20 @@ def test_fixed_rule_is_a_finer_uniform_quantizer():
     sn = s.scales[-1].unsqueeze(1)
     direct = sn * torch.round(t / sn)
     assert torch.allclose(s.partial(3).double(), direct, atol=1e-12)
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+@pytest.mark.parametrize("rule", ["max", "fixed"])
+def test_terms_stay_on_the_grid_when_the_residual_is_subnormal(bits, rule):
+    """Tiny rows reach subnormal residuals by the 3rd-6th term, where s = amax / qmax loses precision:
+    without a clamp, 8-bit terms reached 136 (stored as -128 after int8 wrap-around) and 7-bit ones 94."""
+    from fpxint.fused import expand_tensor_fused
+
+    t = torch.randn(500, 64, generator=torch.Generator().manual_seed(0)) * 1e-32
+    lo, hi = grid_range(bits, "symmetric")
+    for r in (t, t * 1e-3):
+        s = expand_tensor(r, bits, 6, "per_channel", "symmetric", rule)
+        assert lo <= int(s.q.min()) and int(s.q.max()) <= hi
+        assert torch.equal(s.q, expand_tensor_fused(r, bits, 6, "per_channel", "symmetric", rule).q)
+        steps = _series_steps(group_view(r, "per_channel"), bits, 6, "symmetric", rule)
+        assert all(float(q.abs().max()) <= hi for q, *_ in steps)  # before the int8 cast, too
