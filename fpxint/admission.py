@@ -219,20 +219,21 @@ def _mem_total() -> int:
 class Limits:
     """Server limits. Defaults are sized for the machine; None switches a limit off.
 
-    max_run_mb: peak memory one run may add (default: a quarter of physical memory).
+    max_run_mb: peak memory one run may add (default: half of physical memory shared by the runs
+        allowed at once, so that all of them together leave the other half to the server).
     max_run_seconds: estimated time one run may take.
     max_concurrent: heavy runs at once (the app's queue; default one per two CPU cores).
     """
 
     max_run_mb: float | None = None
-    max_run_seconds: float | None = 600.0
+    max_run_seconds: float | None = 120.0  # a demo: one visitor never holds a slot for minutes
     max_concurrent: int = 0
 
     def __post_init__(self):
-        if self.max_run_mb is None:
-            object.__setattr__(self, "max_run_mb", _mem_total() / 4 / MB)
         if self.max_concurrent < 1:
             object.__setattr__(self, "max_concurrent", max(1, (os.cpu_count() or 2) // 2))
+        if self.max_run_mb is None:
+            object.__setattr__(self, "max_run_mb", _mem_total() / 2 / self.max_concurrent / MB)
 
     ENV = {"max_run_mb": "FPXINT_MAX_RUN_MB", "max_run_seconds": "FPXINT_MAX_RUN_SECONDS",
            "max_concurrent": "FPXINT_MAX_CONCURRENT"}

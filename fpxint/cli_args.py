@@ -131,7 +131,7 @@ def _add_run_options(p: argparse.ArgumentParser, limit_default: int | None = Non
     g.add_argument("--no-cache", action="store_true", help="do not cache decoded images")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     g.add_argument("--no-limits", action="store_true", help="run even when the estimated memory or time "
-                   "exceeds the limits (FPXINT_MAX_RUN_MB, default a quarter of RAM; FPXINT_MAX_RUN_SECONDS, "
+                   "exceeds the limits (FPXINT_MAX_RUN_MB, default half of RAM; FPXINT_MAX_RUN_SECONDS, "
                    "default none for the CLI)")
 
 
@@ -191,15 +191,16 @@ def _check_run_args(args: argparse.Namespace) -> None:
 def admit_run(args: argparse.Namespace, spec, cfg: ExpansionConfig, n_images: int, passes: int = 1) -> None:
     """Refuses (UsageError) a run whose estimated memory or time exceeds the limits, unless --no-limits.
 
-    The CLI's user is the machine's operator: only memory is limited by default (a quarter of RAM);
-    FPXINT_MAX_RUN_MB / FPXINT_MAX_RUN_SECONDS set the limits.
+    The CLI's user is the machine's operator and runs one thing: only memory is limited by default
+    (half of RAM); FPXINT_MAX_RUN_MB / FPXINT_MAX_RUN_SECONDS set the limits.
     """
     from .admission import AdmissionError, Limits, admit
 
     if getattr(args, "no_limits", False) or spec.input_size is None:
         return
     try:
-        limits = Limits.from_env(os.environ, max_run_seconds=None)
+        env = {k: v for k, v in os.environ.items() if k != "FPXINT_MAX_CONCURRENT"}  # the app's queue, not ours
+        limits = Limits.from_env(env, max_run_seconds=None, max_concurrent=1)
         admit(spec, cfg, n_images, args.batch_size, passes=passes, limits=limits)
     except AdmissionError as e:
         raise UsageError(f"{e} Or pass --no-limits to run anyway.") from None
