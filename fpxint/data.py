@@ -26,6 +26,7 @@ from fpxint.zoo.registry import ModelSpec
 __all__ = ["ImageData", "DataError", "load_data", "stratified_indices", "batches", "MAX_PIXELS", "MAX_FILE_BYTES"]
 
 _CACHE_VERSION = 1
+CACHE_MAX_BYTES = 2 << 30  # decoded-image cache: least recently used entries go beyond this
 
 @dataclass
 class ImageData:
@@ -183,7 +184,10 @@ def _read_cache(candidates: list[Path | None]) -> tuple[dict | None, Path | None
     for candidate in candidates:
         if candidate is not None and candidate.is_file():
             try:
-                return torch.load(candidate, weights_only=True), candidate
+                blob = torch.load(candidate, weights_only=True)
+                with contextlib.suppress(OSError):
+                    os.utime(candidate)  # the mtime is the entry's last use (atime is often off)
+                return blob, candidate
             except Exception:  # a damaged entry is only a cache miss; it is rewritten below
                 continue
     return None, None
@@ -204,6 +208,25 @@ def _write_cache(target: Path | None, blob: dict) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _prune(target.parent, CACHE_MAX_BYTES, keep=target)
+
+
+def _prune(folder: Path, max_bytes: int, keep: Path) -> None:
+    """Deletes the least recently used entries until the folder holds at most `max_bytes`: a visitor
+    stepping through every subset size must not fill the disk."""
+    entries = []
+    for p in folder.glob("*.pt"):
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            entries.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    for _, size, p in sorted(entries):
+        if total <= max_bytes:
+            break
+        if p != keep:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                total -= size
 
 
 def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir, max_pixels: int = MAX_PIXELS,

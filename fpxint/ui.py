@@ -132,7 +132,8 @@ def _load_images(name: str, source: str, limit: int) -> ImageData:
         gen = torch.Generator().manual_seed(0)
         images = torch.randn((n, *spec.input_size), generator=gen)
         return ImageData(images, None, None, f"random probe inputs: {n} Gaussian images (seed 0), unlabeled", 0)
-    return load_data(source, spec, limit=limit, cache_dir=cache_dir())
+    upload = Path(source).parent.name.startswith(scratch.PREFIX)  # its decoded copy dies with the session
+    return load_data(source, spec, limit=limit, cache_dir=None if upload else cache_dir())
 
 
 def model_of(mref: tuple):
