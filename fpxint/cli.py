@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from . import __version__, cli_allocate
 from .cli_args import (EXIT_USAGE, UsageError, _add_config_options, _add_run_options, _check_run_args, _choice_list,
-                       _config_given, _int_list, _pairs, _Parser, config_from_args)
+                       _config_given, _int_list, _pairs, _Parser, admit_run, config_from_args, dumps)
 from .config import LEVELS, TRUNCATIONS, ExpansionConfig
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,7 +207,7 @@ def cmd_models(args) -> int:
             raise UsageError(f"--family {args.family!r}: choose one of {', '.join(dict.fromkeys(t.family))}")
         t = t[t.family == args.family]
     if args.json:
-        print(t.to_json(orient="records", indent=2))
+        print(dumps(json.loads(t.to_json(orient="records")), indent=2))
         return 0
     cols = ["name", "family", "dataset", "input_size", "num_classes", "params", "published_top1", "checkpoint"]
     t = t[cols].rename(columns={"input_size": "input", "num_classes": "classes", "published_top1": "ref_top1"})
@@ -228,6 +228,8 @@ def cmd_eval(args) -> int:
         if not js_path.is_file():
             raise UsageError(f"--expanded {args.expanded}: {js_path} not found (write it with `fpxint expand`)")
         saved_meta = read_meta(js_path)
+        if not isinstance(saved_meta.get("config"), dict):
+            raise UsageError(f"{js_path} has no 'config' object: not an expansion written by `fpxint expand`")
         if args.model and saved_meta.get("model") and args.model != saved_meta["model"]:
             raise UsageError(f"{js_path} is an expansion of {saved_meta['model']}, not {args.model}")
         cfg = ExpansionConfig.from_dict(saved_meta["config"])
@@ -239,6 +241,7 @@ def cmd_eval(args) -> int:
     if saved_meta is not None:
         lm = _expanded_weights(args, lm, saved_meta, js_path)
     data = _load_data(args, lm.spec, shared)
+    admit_run(args, lm.spec, cfg, len(data))
 
     t0 = time.perf_counter()  # expand first: a bad override fails before the FP run
     if saved_meta is not None:
@@ -257,7 +260,7 @@ def cmd_eval(args) -> int:
          **scores(logits, data.labels, fp_logits), "seconds": seconds, "fp_seconds": fp_seconds,
          "cost": _cost(lm.model, cfg, lm.spec), **_environment(device)}
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(dumps(r, indent=2))
     else:
         _print_result(r)
     return 0
@@ -300,7 +303,7 @@ def _write_sweep(prefix: str, doc: dict) -> None:
     out = Path(prefix)
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(doc["rows"]).to_csv(f"{out}.csv", index=False, float_format="%.6g")
-    Path(f"{out}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    Path(f"{out}.json").write_text(dumps(doc, indent=2) + "\n")
 
 
 def cmd_sweep(args) -> int:
@@ -315,6 +318,8 @@ def cmd_sweep(args) -> int:
     lm, shared = _load_model(args, args.model)
     _check_overrides(lm.model, configs[0])
     data = _load_data(args, lm.spec, shared)
+    heaviest = max(configs, key=lambda c: (c.mode == "integer", c.w_terms * c.a_terms))
+    admit_run(args, lm.spec, heaviest, len(data), passes=len(configs))
     fp_logits, fp_seconds = _logits(args, lm.model, data, "FP", device)
     fp_top1 = scores(fp_logits, data.labels)["top1"]
     argv = getattr(args, "argv", None)
@@ -340,7 +345,7 @@ def cmd_sweep(args) -> int:
         if args.out:
             _write_sweep(args.out, doc)
     if args.json:
-        print(json.dumps(doc, indent=2))
+        print(dumps(doc, indent=2))
         return 0
     t = pd.DataFrame(doc["rows"])
     print(f"{doc['model']} on {doc['data']}: FP top-1 {_fmt(fp_top1, unit=' %')} ({fp_seconds:.1f} s)")
@@ -381,6 +386,7 @@ def cmd_expand(args) -> int:
     if there and not args.force:  # before the work; save_expanded checks again when it writes
         raise UsageError(f"{' and '.join(there)} already exist(s); pass --force to replace, or choose another --out")
     lm, shared = _load_model(args, args.model)
+    admit_run(args, lm.spec, cfg, args.limit if args.check else 1)
     qmodel = expand(lm.model, cfg, device="cpu")
     blob, text = save_expanded(qmodel, lm.spec.name, path=str(st_path)[: -len(".safetensors")],
                                weights_source=lm.weights_source, overwrite=args.force)
@@ -396,7 +402,7 @@ def cmd_expand(args) -> int:
         r["check"] = {"identical_logits": same, "n_images": len(data), "data": data.source,
                       "max_abs_diff": (q1 - q2).abs().max().item(), **scores(q2, data.labels)}
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(dumps(r, indent=2))
     else:
         print(f"wrote {st_path} ({len(blob) / 1024:.1f} KiB) and {js_path}: {lm.spec.name} {cfg.label()}, "
               f"{r['expanded_layers']} layers expanded")
@@ -423,7 +429,12 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line; returns the exit code (0 ok, 1 failure, 2 bad input, 130 interrupted)."""
+    """Runs the command line; returns the exit code (0 ok, 1 a failed --check, 2 any error, 130 interrupted).
+
+    Every error is one line on stderr and exit code 2: bad input (UsageError, ModelLoadError,
+    DataError, ...), out of memory, input nested too deeply, and anything unexpected (FPXINT_DEBUG=1
+    shows the traceback of those).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
@@ -434,9 +445,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except torch.OutOfMemoryError:
-        print("error: out of memory; try a smaller --batch-size or --limit", file=sys.stderr)
-        return 1
+    except (torch.OutOfMemoryError, MemoryError):
+        print("error: out of memory; try a smaller --batch-size or --limit, fewer terms, or simulate mode",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except RecursionError:
+        print("error: the input is nested too deeply to be read", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, OSError) as e:  # UsageError, ModelLoadError and DataError are ValueErrors
         print(f"error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001 - a traceback is for developers: FPXINT_DEBUG=1
+        if os.environ.get("FPXINT_DEBUG") == "1":
+            raise
+        print(f"error: {type(e).__name__}: {_one_line(e)} (FPXINT_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_USAGE

@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .cli_args import dumps
+
 _BUDGETS = (("gemms", "int_gemms", "max integer GEMMs: N, or a multiple of the uniform config's, e.g. 0.75x"),
             ("bops", "bops", "max bit-operations: N or e.g. 0.75x"),
             ("weight_bits", "weight_bits", "max weight storage in bits: N or e.g. 0.8x (weight terms only)"),
@@ -155,11 +157,11 @@ def run(args) -> int:
         a.layers.to_csv(f"{args.save}.layers.csv", index=False)
         if curve is not None:
             curve.to_csv(f"{args.save}.curve.csv", index=False)
-        Path(f"{args.save}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        Path(f"{args.save}.json").write_text(dumps(summary, indent=2, default=str) + "\n")
     if args.json:
         summary["layers"] = a.layers.to_dict(orient="records")
         summary["curve"] = None if curve is None else curve.drop(columns="config").to_dict(orient="records")
-        print(json.dumps(summary, indent=2, default=str))
+        print(dumps(summary, indent=2, default=str))
         return 0
     _print(a, summary, curve)
     return 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 from pathlib import Path
 
 import torch
@@ -128,6 +130,9 @@ def _add_run_options(p: argparse.ArgumentParser, limit_default: int | None = Non
     g.add_argument("--download", action="store_true", help="allow downloading missing weights")
     g.add_argument("--no-cache", action="store_true", help="do not cache decoded images")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    g.add_argument("--no-limits", action="store_true", help="run even when the estimated memory or time "
+                   "exceeds the limits (FPXINT_MAX_RUN_MB, default half of RAM; FPXINT_MAX_RUN_SECONDS, "
+                   "default none for the CLI)")
 
 
 # ----- the config the options describe ------------------------------------------------------
@@ -141,6 +146,8 @@ def _read_config(text: str) -> ExpansionConfig:
         d = json.loads(text)
     except json.JSONDecodeError as e:
         raise UsageError(f"--config is not valid JSON: {e}") from None
+    except RecursionError:
+        raise UsageError("--config is nested too deeply to be a config") from None
     if isinstance(d, dict) and "format" in d and isinstance(d.get("config"), dict):
         d = d["config"]  # an expansion's JSON written by `expand`
     if not isinstance(d, dict):
@@ -178,3 +185,40 @@ def _check_run_args(args: argparse.Namespace) -> None:
         if args.threads < 1:
             raise UsageError(f"--threads {args.threads} is not allowed; give a number >= 1")
         torch.set_num_threads(args.threads)
+
+
+# ----- admission and strict JSON --------------------------------------------------------------
+def admit_run(args: argparse.Namespace, spec, cfg: ExpansionConfig, n_images: int, passes: int = 1) -> None:
+    """Refuses (UsageError) a run whose estimated memory or time exceeds the limits, unless --no-limits.
+
+    The CLI's user is the machine's operator and runs one thing: only memory is limited by default
+    (half of RAM); FPXINT_MAX_RUN_MB / FPXINT_MAX_RUN_SECONDS set the limits.
+    """
+    from .admission import AdmissionError, Limits, admit
+
+    if getattr(args, "no_limits", False) or spec.input_size is None:
+        return
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "FPXINT_MAX_CONCURRENT"}  # the app's queue, not ours
+        limits = Limits.from_env(env, max_run_seconds=None, max_concurrent=1)
+        admit(spec, cfg, n_images, args.batch_size, passes=passes, limits=limits)
+    except AdmissionError as e:
+        raise UsageError(f"{e} Or pass --no-limits to run anyway.") from None
+    except ValueError as e:  # a malformed FPXINT_* variable
+        raise UsageError(str(e)) from None
+
+
+def strict(obj):
+    """obj with every NaN / Inf float replaced by None, for JSON that strict parsers (jq, browsers) accept."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kw) -> str:
+    """json.dumps that never writes NaN or Infinity (they become null)."""
+    return json.dumps(strict(obj), allow_nan=False, **kw)

@@ -8,28 +8,25 @@ uint8 tensors so a second run skips JPEG decoding.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import zipfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
+from fpxint.imagefiles import (IMAGE_EXTENSIONS, MAX_FILE_BYTES, MAX_PIXELS, DataError, is_image, open_source,
+                               read_decode)
 from fpxint.zoo.registry import ModelSpec
 
-__all__ = ["ImageData", "DataError", "load_data", "stratified_indices", "batches"]
+__all__ = ["ImageData", "DataError", "load_data", "stratified_indices", "batches", "MAX_PIXELS", "MAX_FILE_BYTES"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
-_MAX_ZIP_BYTES = 4 << 30  # refuse archives that would inflate past 4 GiB (zip bombs)
 _CACHE_VERSION = 1
-
-
-class DataError(ValueError):
-    """The data could not be loaded; the message is one line saying what and where."""
-
+CACHE_MAX_BYTES = 2 << 30  # decoded-image cache: least recently used entries go beyond this
 
 @dataclass
 class ImageData:
@@ -141,77 +138,11 @@ def _normalize(images: torch.Tensor, spec: ModelSpec, scale: float = 255.0) -> t
     return images.float().div_(scale).sub_(mean).div_(std)  # in place: 10k CIFAR images are 120 MB
 
 
-def _decode_all(blobs: list[tuple[str, bytes]], channels: int, prepare) -> tuple[list, list[str]]:
-    """Decodes (name, bytes) pairs; JPEGs go through torchvision's batched decoder (fastest)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else None for _, data in blobs]
-    out: list[torch.Tensor | None] = [None] * len(blobs)
-    skipped: list[str] = []
-    jpegs = [i for i, t in enumerate(tensors) if t is not None and len(t) > 3 and t[0] == 0xFF and t[1] == 0xD8]
-    for start in range(0, len(jpegs), 512):
-        chunk = jpegs[start : start + 512]
-        try:
-            for i, img in zip(chunk, decode_jpeg([tensors[i] for i in chunk], mode=mode)):
-                out[i] = img
-        except RuntimeError:
-            pass  # a corrupt JPEG fails the whole chunk; its images are retried one by one below
-    for i, (name, data) in enumerate(blobs):
-        try:
-            img = out[i] if out[i] is not None else _decode_one(tensors[i], data, mode, channels)
-        except Exception as exc:
-            skipped.append(f"{name}: {str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__}")
-            continue
-        out[i] = prepare(img[0] if img.ndim == 4 else img)  # animated GIF: first frame
-    return out, skipped
-
-
-def _decode_one(tensor: torch.Tensor | None, data: bytes, mode, channels: int) -> torch.Tensor:
-    import io
-
-    import numpy as np
-    from PIL import Image
-    from torchvision.io import decode_image
-
-    if not data:
-        raise ValueError("empty file")
-    try:
-        return decode_image(tensor, mode=mode)
-    except RuntimeError:  # torchvision cannot read BMP, TIFF, PPM; PIL can
-        with Image.open(io.BytesIO(data)) as im:
-            arr = np.array(im.convert("L" if channels == 1 else "RGB"))
-        img = torch.from_numpy(arr)
-        return img.unsqueeze(0) if channels == 1 else img.permute(2, 0, 1).contiguous()
-
-
-def _is_image(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not base.startswith(".") and "__MACOSX" not in name
-
-
-def _scan_dir(root: Path) -> tuple[list[str], int]:
-    """Lists files under ``root`` (relative POSIX paths, hidden ones skipped) and the newest mtime."""
-    names, newest, stack = [], 0, [("", root)]
-    while stack:  # os.scandir reuses the directory's stat data: 3x faster than Path.rglob here
-        prefix, folder = stack.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    stack.append((f"{prefix}{entry.name}/", entry.path))
-                elif entry.is_file():
-                    names.append(prefix + entry.name)
-                    newest = max(newest, entry.stat().st_mtime_ns)
-    return names, newest
-
-
 def _layout(names: list[str], where: str) -> tuple[list[str], list[str] | None, list[int] | None]:
     """Splits relative POSIX paths into ImageFolder (``class/.../file``) or a flat unlabeled list."""
     if not names:
         raise DataError(f"empty: no files in {where}")
-    images = sorted(n for n in names if _is_image(n))
+    images = sorted(n for n in names if is_image(n))
     if not images:
         raise DataError(f"no images in {where}: {len(names)} files, none ending in {', '.join(IMAGE_EXTENSIONS)}")
     nested = [n for n in images if "/" in n]
@@ -249,47 +180,59 @@ def _cache_file(cache_dir, parts: list) -> Path | None:
     return Path(cache_dir) / "images" / f"{digest}.pt"
 
 
-def _open_source(path: Path) -> tuple[list[str], list[int], Callable[[str], bytes], Callable[[], None]]:
-    """Lists a folder or zip: relative names, a change stamp for the cache key, a reader, a closer."""
-    if path.suffix.lower() == ".zip" and path.is_file():
-        try:
-            archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise DataError(f"not a readable zip archive: {path} ({exc})") from None
-        infos = [i for i in archive.infolist() if not i.is_dir()]
-        if sum(i.file_size for i in infos) > _MAX_ZIP_BYTES:
-            archive.close()
-            raise DataError(f"zip archive {path} inflates to more than {_MAX_ZIP_BYTES >> 30} GiB; refusing")
-        stat = path.stat()
-        return [i.filename for i in infos], [stat.st_size, stat.st_mtime_ns], archive.read, archive.close
-    if not path.is_dir():
-        raise DataError(f"no such file or folder: {path}")
-    names, newest = _scan_dir(path)
-    return names, [newest, path.stat().st_mtime_ns], lambda name: (path / name).read_bytes(), lambda: None
-
-
 def _read_cache(candidates: list[Path | None]) -> tuple[dict | None, Path | None]:
     for candidate in candidates:
         if candidate is not None and candidate.is_file():
             try:
-                return torch.load(candidate, weights_only=True), candidate
+                blob = torch.load(candidate, weights_only=True)
+                with contextlib.suppress(OSError):
+                    os.utime(candidate)  # the mtime is the entry's last use (atime is often off)
+                return blob, candidate
             except Exception:  # a damaged entry is only a cache miss; it is rewritten below
                 continue
     return None, None
 
 
 def _write_cache(target: Path | None, blob: dict) -> None:
+    """Writes a cache entry under a unique temporary name, then renames it: concurrent fills of the
+    same entry (threads of one server, or processes) never share a temporary file."""
     if target is None:
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, target)  # atomic: a crash or a parallel run never leaves half an entry
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(blob, f)
+        os.replace(tmp, target)  # atomic: a crash or a parallel run never leaves half an entry
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _prune(target.parent, CACHE_MAX_BYTES, keep=target)
 
 
-def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir) -> ImageData:
+def _prune(folder: Path, max_bytes: int, keep: Path) -> None:
+    """Deletes the least recently used entries until the folder holds at most `max_bytes`: a visitor
+    stepping through every subset size must not fill the disk."""
+    entries = []
+    for p in folder.glob("*.pt"):
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            entries.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    for _, size, p in sorted(entries):
+        if total <= max_bytes:
+            break
+        if p != keep:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                total -= size
+
+
+def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir, max_pixels: int = MAX_PIXELS,
+                max_file_bytes: int = MAX_FILE_BYTES) -> ImageData:
     """Loads an image folder or a zip of images (read in place, nothing is extracted)."""
-    names, stamp, read, close = _open_source(path)
+    names, sizes, stamp, read, close = open_source(path, max_file_bytes)
     try:
         files, classes, labels = _layout(names, str(path))
         if classes is not None:
@@ -299,18 +242,22 @@ def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir) -> ImageDat
         chosen = stratified_indices(label_t, limit if subset else None, seed, n=len(files))
         prepare, prep_key = _prepare_fn(spec)
         listing = hashlib.sha256("\n".join(files).encode()).hexdigest()  # renames move labels
-        key = [str(path.resolve()), len(files), listing, stamp, prep_key]
+        key = [str(path.resolve()), len(files), listing, stamp, prep_key, max_pixels, max_file_bytes]
         full_entry = _cache_file(cache_dir, key + ["all"])
         subset_entry = _cache_file(cache_dir, key + [chosen.tolist()]) if subset else None
         blob, hit = _read_cache([full_entry, subset_entry])  # the full entry serves any subset
         if blob is None:
             wanted = chosen.tolist()
-            blobs = [(files[i], read(files[i])) for i in wanted]
-            decoded, skipped = _decode_all(blobs, spec.input_size[0], prepare)
-            ok = [i for i, img in zip(wanted, decoded) if img is not None]
+            budget = len(wanted) * max_file_bytes  # the request's budget: images asked x the per-image cap
+            declared = sum(sizes.get(files[i], 0) for i in wanted if sizes.get(files[i], 0) <= max_file_bytes)
+            if declared > budget:
+                raise DataError(f"the {len(wanted)} images asked from {path} inflate to {declared:,} bytes, "
+                                f"over the budget of {budget:,}; refusing")
+            ok, decoded, skipped = read_decode(files, wanted, read, spec.input_size[0], prepare, max_pixels, budget)
             if not ok:
-                raise DataError(f"none of the {len(decoded)} images in {path} decode (e.g. {skipped[0]})")
-            images = torch.stack([img for img in decoded if img is not None])
+                raise DataError(f"none of the {len(wanted)} images in {path} decode (e.g. {skipped[0]})")
+            images = torch.stack(decoded)
+            del decoded
             blob = {"index": torch.tensor(ok), "images": images, "skipped": skipped}
             _write_cache(subset_entry if subset else full_entry, blob)
     finally:
@@ -350,6 +297,8 @@ def load_data(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     allow_download: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> ImageData:
     """Loads evaluation images preprocessed for ``spec``.
 
@@ -363,6 +312,10 @@ def load_data(
         seed: Seed of the subset.
         cache_dir: Where decoded images are cached (None: no cache); CIFAR-10 downloads go here too.
         allow_download: Whether ``"cifar10"`` may be downloaded.
+        max_pixels: Images with more pixels are skipped with a reason, read from the header before
+            decoding (decompression bombs).
+        max_file_bytes: Image files (or archive members, as inflated) larger than this are skipped;
+            an archive is read one member at a time under (images asked) x this budget.
 
     Returns:
         The images, labels and a description of where they came from.
@@ -386,7 +339,7 @@ def load_data(
         return _from_arrays(x, y, spec, limit, seed, f"sklearn digits ({split} split)", names, 16.0)
     if dataset_or_path == "cifar10":
         return _torchvision_cifar10(spec, split, limit, seed, cache_dir, allow_download)
-    return _load_files(Path(dataset_or_path).expanduser(), spec, limit, seed, cache_dir)
+    return _load_files(Path(dataset_or_path).expanduser(), spec, limit, seed, cache_dir, max_pixels, max_file_bytes)
 
 
 def _torchvision_cifar10(spec, split, limit, seed, cache_dir, allow_download) -> ImageData:

@@ -5,7 +5,10 @@
 - cached loaders (`st.cache_resource`, bounded) for models, images and expanded models;
   cached computations (`st.cache_data`) keyed by model + `cfg.to_json()` + data description.
 - `run_block()`: Run / Stop buttons, progress, results kept in the session so a failed, invalid
-  or stopped run never wipes what is on screen.
+  or stopped run never wipes what is on screen; every run is estimated and checked against the
+  server's limits before it starts, then waits its turn in the server-wide queue (`_gate()`).
+- uploads go to a private folder per session (`fpxint.scratch`), removed when the session ends;
+  every message a visitor sees has the server's paths replaced by names (`redact`).
 - small render helpers (`header`, `chart`, `metrics_table`) that keep the pages thin.
 
 Progress bars live inside the cached functions on purpose: Streamlit replays elements created
@@ -14,6 +17,7 @@ inside a cached function on a cache hit, while an element created outside it wou
 from __future__ import annotations
 
 import hashlib
+import os
 import runpy
 import tempfile
 import time
@@ -25,11 +29,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from . import analysis, config as C, views
+from . import admission, analysis, config as C, scratch, views
 from .config import ExpansionConfig
 from .data import DataError, ImageData, load_data
 from .model import device_name, expand, expandable_layers, expanded_layers, resolve_device
 from .zoo import DEFAULT_MODEL, cache_dir, find_shared, get_spec, load_model, model_family, model_names
+from .zoo.registry import WEIGHTS_DIR
 
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("bundled", "random", "upload")
@@ -44,7 +49,7 @@ CHOICES = {"level": C.LEVELS, "w_granularity": C.W_GRANULARITIES, "a_granularity
            "scale_rule": C.SCALE_RULES, "w_grid": C.GRIDS, "a_grid": C.GRIDS, "truncation": C.TRUNCATIONS,
            "first_last": C.FIRST_LAST, "mode": C.MODES, "device": DEVICES, "data": DATA_SOURCES}
 FAMILY = {"builtin": "built-in, digits", "cifar10": "CIFAR-10", "torchvision": "ImageNet, torchvision", "user": "user"}
-_UPLOADS = Path(tempfile.gettempdir()) / "fpxint-uploads"
+MAX_PARAM_CHARS = 64  # URL parameters longer than this are ignored (no value here is longer than ~20)
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
 
@@ -88,7 +93,7 @@ class Context:
     def accuracy_off(self) -> str | None:
         """Why accuracy features are off (None when they are on)."""
         if self.loaded is not None and not self.loaded.trained:
-            return (f"{self.model_name} is untrained (random weights: {self.loaded.note or 'no checkpoint'}); "
+            return (f"{self.model_name} is untrained (random weights: {redact(self.loaded.note) or 'no checkpoint'}); "
                     "accuracy means nothing here. Error and convergence analysis still work on random probe inputs.")
         return None
 
@@ -96,7 +101,7 @@ class Context:
         parts = [self.model_name + ("" if self.loaded is None else
                                     f" ({FAMILY.get(self.loaded.spec.family, '')}{'' if self.trained else ', UNTRAINED'})")]
         if self.data is not None:
-            parts.append(self.data.source)
+            parts.append(redact(self.data.source))
         if self.cfg is not None:
             parts.append(f"{self.cfg.label()}, {self.cfg.mode}")
         if self.device_label:
@@ -127,7 +132,8 @@ def _load_images(name: str, source: str, limit: int) -> ImageData:
         gen = torch.Generator().manual_seed(0)
         images = torch.randn((n, *spec.input_size), generator=gen)
         return ImageData(images, None, None, f"random probe inputs: {n} Gaussian images (seed 0), unlabeled", 0)
-    return load_data(source, spec, limit=limit, cache_dir=cache_dir())
+    upload = Path(source).parent.name.startswith(scratch.PREFIX)  # its decoded copy dies with the session
+    return load_data(source, spec, limit=limit, cache_dir=None if upload else cache_dir())
 
 
 def model_of(mref: tuple):
@@ -144,15 +150,50 @@ def expanded_model(mref: tuple, cfg_json: str) -> torch.nn.Module:
     return expand(model_of(mref).model, ExpansionConfig.from_json(cfg_json), device=mref[2])
 
 
+@st.cache_resource
+def _swept() -> list[str]:
+    """Once per server: removes upload folders left by servers that died without cleaning up."""
+    return scratch.sweep()
+
+
+def _session_dir() -> Path:
+    """This session's private upload folder (0700), removed when the session's state is dropped."""
+    d = st.session_state.get("_scratch")
+    if d is None or not d.alive or not d.path.is_dir():
+        d = st.session_state["_scratch"] = scratch.ScratchDir()
+    return d.path
+
+
 def _save_upload(upload) -> Path:
-    """Writes an upload to a file named by its sha256 (the loaders take paths; the name is the cache key)."""
+    """Writes an upload into the session's folder, named by its sha256 (the loaders take paths; the
+    name is part of the cache key). Written to a temporary name and renamed: never half a file."""
     data = upload.getvalue()
     digest = hashlib.sha256(data).hexdigest()[:16]
-    _UPLOADS.mkdir(parents=True, exist_ok=True)
-    path = _UPLOADS / f"{digest}{Path(upload.name).suffix.lower()}"
+    folder = _session_dir()
+    path = folder / f"{digest}{Path(upload.name).suffix.lower()[:12]}"
     if not path.exists():
-        path.write_bytes(data)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
     return path
+
+
+def _known_paths() -> list[tuple[str, str]]:
+    """(server path, what a visitor sees instead), longest first."""
+    pairs = [(str(find_shared() or ""), "<shared>"), (str(cache_dir()), "<cache>"), (str(WEIGHTS_DIR), "<bundled>"),
+             (str(APP.parent), "<app>"), (tempfile.gettempdir(), "<tmp>"), (str(Path.home()), "~")]
+    d = st.session_state.get("_scratch")
+    if d is not None:
+        pairs.append((str(d.path), "upload"))
+    return sorted(((p, label) for p, label in pairs if len(p) > 1), key=lambda x: -len(x[0]))
+
+
+def redact(text: str) -> str:
+    """The text with the server's folders replaced by names: visitors never see server paths."""
+    for path, label in _known_paths():
+        text = text.replace(path, label)
+    return text
 
 
 # ----- the sidebar -----------------------------------------------------------------------------
@@ -163,17 +204,21 @@ def _read_query_params(names: list[str]) -> list[str]:
     for key in DEFAULTS:
         if key not in st.query_params:
             continue
-        raw = st.query_params[key]
-        if key in INT_RANGES:
+        raw = str(st.query_params[key])
+        shown = repr(raw if len(raw) <= 24 else raw[:20] + "…")
+        if len(raw) > MAX_PARAM_CHARS:
+            bad.append(f"{key}={shown} (too long)")
+        elif key in INT_RANGES:
             lo, hi = INT_RANGES[key]
-            if not raw.isdigit() or not lo <= int(raw) <= hi:
-                bad.append(f"{key}={raw!r} (an integer {lo}..{hi})")
+            # ASCII digits only: str.isdigit() also accepts '²' and other digits int() rejects
+            if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not lo <= int(raw) <= hi:
+                bad.append(f"{key}={shown} (an integer {lo}..{hi})")
                 continue
             st.session_state[key] = int(raw)
         elif raw in choices[key]:
             st.session_state[key] = raw
         else:
-            bad.append(f"{key}={raw!r} (one of {', '.join(choices[key])})")
+            bad.append(f"{key}={shown} (one of {', '.join(choices[key])})")
     return bad
 
 
@@ -238,9 +283,15 @@ def sidebar() -> Context:
     names = model_names()  # no spec is built for the menu: torchvision's import costs seconds
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
+    _swept()
     if not st.session_state.get("_qp_read"):  # first load: the URL wins over the defaults
         st.session_state["_qp_read"] = True
-        st.session_state["_qp_bad"] = _read_query_params(names)
+        try:
+            st.session_state["_qp_bad"] = _read_query_params(names)
+        except Exception as e:  # noqa: BLE001 - a link never keeps the sidebar from rendering
+            for key, value in DEFAULTS.items():
+                st.session_state[key] = value
+            st.session_state["_qp_bad"] = [f"the link could not be read ({type(e).__name__}); defaults used"]
         if "model" in st.query_params and "data" not in st.query_params:
             st.session_state["data"] = _default_source(st.session_state["model"])
     errors: list[str] = []
@@ -306,7 +357,8 @@ def sidebar() -> Context:
             ctx.mref = (name, weights, ctx.device, bool(st.session_state.get("allow_download")))
             ctx.loaded = model_of(ctx.mref)
             if not ctx.loaded.trained:
-                sb.warning(f"Untrained: {name} has random weights ({ctx.loaded.note}). Accuracy features are off.")
+                sb.warning(f"Untrained: {name} has random weights ({redact(ctx.loaded.note)}). "
+                           "Accuracy features are off.")
         except Exception as e:  # noqa: BLE001 - ModelLoadError explains itself; anything else still must not crash
             errors.append(f"Model {name} is unavailable: {_first_line(e)}")
     try:
@@ -322,7 +374,7 @@ def sidebar() -> Context:
             where = "random"
         ctx.dref = (name, where, int(limit))
         ctx.data = images_of(ctx.dref)
-        sb.caption(ctx.data.source)
+        sb.caption(redact(ctx.data.source))
     except Exception as e:  # noqa: BLE001 - DataError explains itself
         errors.append(f"Data unavailable: {_first_line(e)}")
     _apply_allocation(ctx, sb)
@@ -354,6 +406,84 @@ def _apply_allocation(ctx: Context, sb) -> None:
     if sb.checkbox(f"Use the allocated per-layer terms ({len(alloc.overrides)} layers)", value=True,
                    key="use_allocation", help="Chosen on the Allocate terms page; uncheck for uniform terms."):
         ctx.cfg = alloc
+
+
+# ----- admission: the server's limits, its queue, each run's estimate ---------------------------
+def _settings() -> dict:
+    """FPXINT_* settings: st.secrets (top level, or a [fpxint] table), then the environment, which wins."""
+    merged: dict = {}
+    try:
+        secrets = st.secrets
+        merged.update({k: v for k, v in secrets.items() if str(k).startswith("FPXINT_")})
+        if "fpxint" in secrets:
+            merged.update({f"FPXINT_{str(k).upper()}": v for k, v in secrets["fpxint"].items()})
+    except Exception:  # noqa: BLE001 - no secrets file is the normal case
+        pass
+    merged.update({k: v for k, v in os.environ.items() if k.startswith("FPXINT_")})
+    return merged
+
+
+def limits() -> tuple[admission.Limits, str | None]:
+    """The server's limits and, when a setting is malformed, why the defaults are used instead."""
+    try:
+        return admission.Limits.from_env(_settings()), None
+    except ValueError as e:
+        return admission.Limits(), f"{e}; the default limits apply"
+
+
+@st.cache_resource
+def _gate() -> admission.RunGate:
+    """One queue for the whole server (every session is a thread of this process)."""
+    return admission.RunGate(limits()[0].max_concurrent)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _profile(name: str) -> admission.Profile:
+    return admission.profile(get_spec(name))
+
+
+def estimate(ctx: Context, cfg: ExpansionConfig | None = None, passes: int = 1,
+             images: int | None = None) -> admission.Estimate | None:
+    """The estimated memory and time of a run on this context (None before the sidebar is ready)."""
+    if not ctx.ready:
+        return None
+    n = len(ctx.data) if images is None else images
+    return admission.estimate(_profile(ctx.model_name), cfg or ctx.cfg, n, views.batch_size(ctx.loaded.spec), passes)
+
+
+def sweep_work(ctx: Context, bits: tuple[int, ...], max_terms: int, probe: bool = False) -> dict:
+    """run_block's `work` for a bits x terms sweep: its heaviest config, its passes, its images."""
+    if not ctx.ready:
+        return {}
+    top = ctx.cfg.replace(w_bits=max(bits), a_bits=max(bits), w_terms=max_terms, a_terms=max_terms)
+    return {"cfg": top, "passes": len(bits) * max_terms, "images": probe_size(ctx) if probe else None}
+
+
+def probe_size(ctx: Context) -> int | None:
+    return len(views.probe(ctx.loaded.spec, ctx.data)) if ctx.ready else None
+
+
+def _admitted(ctx: Context, compute: Callable[[], Any], work: dict) -> Any:
+    """Checks the run against the limits, waits for a slot in the server's queue, then computes."""
+    lim, problem = limits()
+    if problem:
+        st.warning(f"Server limits: {problem}")
+    try:
+        est = estimate(ctx, **work)
+    except Exception:  # noqa: BLE001 - no estimate (an unusual model) does not block the run; the queue still applies
+        est = None
+    if est is not None:
+        admission.check(est, lim, reduce="number of images (sidebar), the terms, or the bit widths swept")
+    gate, note = _gate(), st.empty()
+
+    def on_wait(ahead: int) -> None:
+        note.info(f"Waiting for a free slot: {ahead} run{'' if ahead == 1 else 's'} ahead of yours, "
+                  f"{gate.running} running (this server runs {gate.slots} at a time). Press **Stop** to leave "
+                  "the queue.", icon=":material/hourglass_top:")
+
+    with gate.slot(on_wait=on_wait):
+        note.empty()
+        return compute()
 
 
 # ----- page helpers ----------------------------------------------------------------------------
@@ -401,12 +531,14 @@ def chart(fig, name: str) -> None:
 
 
 def run_block(name: str, ctx: Context, compute: Callable[[], Any], extra: str = "", *, auto: bool = False,
-              label: str = "Run") -> Any:
+              label: str = "Run", work: dict | None = None) -> Any:
     """Run / Stop buttons, then the newest successful result of this block (None before the first).
 
     `compute` is a call into a cached function; the result is kept in the session with its key
     (model + config + data + `extra`). Going back to a configuration already computed costs nothing
     and needs no click. An invalid configuration, an error or a Stop keeps the previous result.
+    A new run is first estimated (`estimate(ctx, **work)`: the heaviest config, passes, images) and
+    refused over the server's limits, then waits its turn in the server-wide queue.
     """
     key = f"{ctx.mref}|{ctx.cfg_json}|{ctx.dref}|{extra}" if ctx.ready else None
     slot, done = f"_result_{name}", st.session_state.setdefault("_done", set())
@@ -419,9 +551,11 @@ def run_block(name: str, ctx: Context, compute: Callable[[], Any], extra: str = 
     elif key is not None and (clicked or key in done or (auto and slot not in st.session_state)):
         try:
             t0 = time.perf_counter()
-            result = compute()
+            result = compute() if key in done and not clicked else _admitted(ctx, compute, work or {})
             st.session_state[slot] = (key, ctx.describe(), result, time.perf_counter() - t0)
             done.add(key)
+        except admission.AdmissionError as e:
+            st.error(f"{label} refused: {e}", icon=":material/block:")
         except Exception as e:  # noqa: BLE001 - any engine failure becomes a message, never a traceback
             st.error(f"{label} failed: {_first_line(e)}. The results below (if any) are from the last successful run.")
     stored = st.session_state.get(slot)
@@ -436,8 +570,10 @@ def run_block(name: str, ctx: Context, compute: Callable[[], Any], extra: str = 
 
 
 def _first_line(e: BaseException) -> str:
+    if isinstance(e, MemoryError):
+        return "out of memory: use fewer images, fewer terms or simulate mode"
     text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]
+    return redact(text.splitlines()[0])[:300]
 
 
 class _Progress:
@@ -467,7 +603,7 @@ def expansion_metrics(mref: tuple, cfg_json: str, dref: tuple) -> dict:
     """FP and expanded top-1 / fidelity, timing and cost of one configuration."""
     cfg = ExpansionConfig.from_json(cfg_json)
     bar = _Progress(f"Evaluating {cfg.label()}")
-    out = views.expansion_metrics(model_of(mref), images_of(dref), cfg, mref[2], bar)
+    out = views.expansion_metrics(model_of(mref), images_of(dref), cfg, mref[2], bar, force=True)  # run_block admitted it
     bar.done()
     return out
 
@@ -499,7 +635,7 @@ def accuracy(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max
     """Top-1 (or agreement) over bits x terms with cost columns, and the equal-budget comparison."""
     bar = _Progress("Accuracy grid")
     out = views.accuracy(model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json), bits, max_terms,
-                         mref[2], bar)
+                         mref[2], bar, force=True)  # run_block admitted it
     bar.done()
     return out
 

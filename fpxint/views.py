@@ -20,7 +20,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from . import analysis, config as C, cost
+from . import admission, analysis, config as C, cost
 from .config import ExpansionConfig
 
 Progress = Callable[[float, str], None]
@@ -47,8 +47,22 @@ def probe(spec, data) -> torch.Tensor:
     return data.images[: max(4, min(64, 2**18 // pixels))]
 
 
-def expansion_metrics(lm, data, cfg: ExpansionConfig, device: str, progress: Progress | None = None) -> dict:
-    """FP and expanded top-1 / fidelity, timing and cost of one configuration."""
+def admit(lm, cfg: ExpansionConfig, n_images: int, passes: int = 1, limits: admission.Limits | None = None,
+          force: bool = False) -> None:
+    """Refuses a run whose estimated memory or time exceeds `limits` (default `admission.Limits()`)
+    with `admission.AdmissionError`, unless `force`. Models without an input size are not estimated."""
+    if force or lm.spec.input_size is None:
+        return
+    prof = admission.profile(lm.spec if lm.spec.builder is not None else lm.model, lm.spec.input_size)
+    admission.admit(prof, cfg, n_images, batch_size(lm.spec), passes=passes, limits=limits)
+
+
+def expansion_metrics(lm, data, cfg: ExpansionConfig, device: str, progress: Progress | None = None, *,
+                      limits: admission.Limits | None = None, force: bool = False) -> dict:
+    """FP and expanded top-1 / fidelity, timing and cost of one configuration.
+
+    Refused with `admission.AdmissionError` when the run's estimate exceeds `limits`, unless `force`."""
+    admit(lm, cfg, len(data), limits=limits, force=force)
     bs, xy = batch_size(lm.spec), (data.images, data.labels)
     t0 = time.perf_counter()
     fp_logits, labels = analysis.logits_of(lm.model, xy, bs, device, stage(progress, 0, 2, "FP model"))
@@ -138,9 +152,13 @@ def _with_cost(df: pd.DataFrame, model, input_size) -> pd.DataFrame:
 
 
 def accuracy(lm, data, cfg: ExpansionConfig, bits: tuple[int, ...], max_terms: int, device: str = "cpu",
-             progress: Progress | None = None) -> dict:
+             progress: Progress | None = None, *, limits: admission.Limits | None = None, force: bool = False) -> dict:
     """Top-1 (or agreement) over bits x terms with cost columns, and the equal-budget comparison:
-    n terms of b bits against one term of n*b bits (pairs with n*b <= 8 bits)."""
+    n terms of b bits against one term of n*b bits (pairs with n*b <= 8 bits).
+
+    Refused with `admission.AdmissionError` when the run's estimate exceeds `limits`, unless `force`."""
+    top = cfg.replace(w_bits=max(bits), a_bits=max(bits), w_terms=max_terms, a_terms=max_terms)
+    admit(lm, top, len(data), passes=len(bits) * max_terms + 1, limits=limits, force=force)
     bs, xy = batch_size(lm.spec), (data.images, data.labels)
     pairs = [(b, n) for b in bits for n in range(2, max_terms + 1) if n * b <= C.MAX_BITS]
     single = sorted({n * b for b, n in pairs})

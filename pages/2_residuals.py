@@ -12,7 +12,7 @@ space = c1.segmented_control("Space", ["weight", "output"], default="weight", ke
 metric = c2.segmented_control("Error measure", ["rel_l2", "sqnr_db"], default="rel_l2", key="res_metric", required=True,
                               format_func={"rel_l2": "relative error", "sqnr_db": "SQNR (dB)"}.get)
 df = ui.run_block(f"residuals_{space}", ctx, lambda: ui.residuals(ctx.mref, ctx.cfg_json, ctx.dref, space),
-                  extra=space, auto=ctx.cheap)
+                  extra=space, auto=ctx.cheap, work={"images": ui.probe_size(ctx) if space == "output" else 0})
 
 if df is not None:
     term_col = "term" if space == "weight" else "terms"

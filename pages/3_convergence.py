@@ -11,7 +11,7 @@ bits = c1.multiselect("Bit widths", list(range(1, 9)), default=[2, 3, 4], key="c
 max_terms = c2.number_input("Up to terms", 1, 8, value=4, key="conv_terms")
 bits_t = ui.chosen_bits(bits)
 res = ui.run_block("convergence", ctx, lambda: ui.convergence(ctx.mref, ctx.cfg_json, ctx.dref, bits_t, max_terms),
-                   extra=f"{bits_t}|{max_terms}")
+                   extra=f"{bits_t}|{max_terms}", work=ui.sweep_work(ctx, bits_t, max_terms, probe=True))
 
 if res is not None:
     wdf, odf = res

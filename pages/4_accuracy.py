@@ -18,7 +18,7 @@ x = c3.segmented_control("x axis", list(plots.X_AXES), default="terms", key="acc
                          format_func={"terms": "terms", "bits_per_weight": "bits / weight", "bops": "BOPs"}.get)
 bits_t = ui.chosen_bits(bits)
 res = ui.run_block("accuracy", ctx, lambda: ui.accuracy(ctx.mref, ctx.cfg_json, ctx.dref, bits_t, max_terms),
-                   extra=f"{bits_t}|{max_terms}")
+                   extra=f"{bits_t}|{max_terms}", work=ui.sweep_work(ctx, bits_t, max_terms))
 
 if res is not None:
     y = "top1" if res["labeled"] else "agreement"

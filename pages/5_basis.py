@@ -25,7 +25,7 @@ st.subheader("AbelianAdd: any order gives the same network")
 c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
 seed = c1.number_input("Shuffle seed (0: natural order)", 0, 10_000, value=7, key="basis_seed")
 res = ui.run_block("basis", ctx, lambda: ui.basis_demo(ctx.mref, ctx.cfg_json, ctx.dref, seed), extra=str(seed),
-                   auto=ctx.cheap, label="Sum the basis models")
+                   auto=ctx.cheap, label="Sum the basis models", work={"images": 32})
 if res is not None:
     c2.caption("Order: " + " ⊕ ".join(f"({i},{j})" for i, j in res["order"]))
     rows = res["rows"]

@@ -25,7 +25,8 @@ except ValueError as e:
 ready = cfg_b is not None
 res = ui.run_block("compare", ctx if ready else ui.Context(ctx.model_name),
                    lambda: ui.compare(ctx.mref, ctx.cfg_json, cfg_b.to_json(), ctx.dref),
-                   extra=cfg_b.to_json() if ready else "", label="Compare")
+                   extra=cfg_b.to_json() if ready else "", label="Compare",
+                   work={"cfg": max(base, cfg_b, key=lambda c: c.w_terms * c.a_terms), "passes": 2} if ready else {})
 if res is not None:
     a, b = res["A"], res["B"]
     names = {f"A: {a['label']}": a["metrics"], f"B: {b['label']}": b["metrics"]}

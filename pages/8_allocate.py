@@ -64,7 +64,8 @@ def _compute(mref: tuple, cfg_json: str, dref: tuple, budget: str, mode: str, n_
 budget = f"{kind}={value}{'x' if kind != 'sqnr_db' else ''}"
 res = ui.run_block("allocate", ctx, lambda: _compute(ctx.mref, ctx.cfg_json, ctx.dref, budget, mode, int(n_calib),
                                                     int(max_terms), solver),
-                   extra=f"{budget}|{mode}|{n_calib}|{max_terms}|{solver}", label="Allocate")
+                   extra=f"{budget}|{mode}|{n_calib}|{max_terms}|{solver}", label="Allocate",
+                   work=ui.sweep_work(ctx, (ctx.cfg.w_bits,), int(max_terms)) if ctx.ready else {})
 if res is not None:
     c, u, curve = res["cost"], res["uniform"], res["curve"]
     m1, m2, m3, m4 = st.columns(4)

@@ -27,6 +27,9 @@ __all__ = ["LoadedModel", "load_model", "load_torchscript"]
 PathLike = str | os.PathLike
 _PREFIXES = ("module.", "_orig_mod.")  # added by nn.DataParallel / DDP and by torch.compile
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema")
+# No trained network has parameters near this; products of two such values already overflow float32
+# (3.4e38), so a checkpoint holding them would only come out as NaN / Inf logits.
+MAX_ABS_VALUE = 1e20
 
 
 @dataclass
@@ -125,6 +128,8 @@ def _read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
         detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
         if detail:
             why = f"unpickling failed: {detail.group(1).strip()}"
+        elif isinstance(exc, (OSError, EOFError)) or "central directory" in text or "failed reading zip" in text:
+            why = "truncated or damaged: the file ends before its data does"  # torch says "[Errno 22] Invalid argument"
         elif isinstance(exc, KeyError):  # the legacy loader's magic-number lookup found garbage
             why = "unrecognized file format"
         else:
@@ -156,7 +161,27 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], name: str) -> N
         if shapes:
             message += f", {len(shapes)} shape mismatches (e.g. {shapes[0]})"
         raise ModelLoadError(message)
+    _check_values(state, expected, name)
     model.load_state_dict(state, strict=False)  # strict=False only tolerates num_batches_tracked
+
+
+def _check_values(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], name: str) -> None:
+    """Refuses integer tensors where the model has floats (load_state_dict would cast them silently:
+    a quantized or mis-saved checkpoint then scores like chance) and non-finite or overflowing values."""
+    for key, value in state.items():
+        want = expected[key]
+        if want.is_floating_point() and not value.is_floating_point():
+            raise ModelLoadError(f"checkpoint for {name} holds {str(value.dtype).removeprefix('torch.')} tensors where "
+                                 f"the model has {str(want.dtype).removeprefix('torch.')} (e.g. {key}): "
+                                 "a quantized or wrongly saved state_dict; save the float weights")
+        if value.is_floating_point() and value.numel():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                raise ModelLoadError(f"checkpoint for {name} holds NaN or Inf values (e.g. in {key})")
+            peak = float(value.abs().max())
+            if peak > MAX_ABS_VALUE:
+                raise ModelLoadError(f"checkpoint for {name} holds a value of {peak:.3g} in {key}: beyond "
+                                     f"{MAX_ABS_VALUE:.0e}, where a forward pass overflows float32")
 
 
 def _check_hash(path: Path) -> None:
