@@ -275,7 +275,17 @@ def onednn_exact() -> bool:
         w[0, 8:] = 127
         w[0, 4:12, ::3] = -w[0, 4:12, ::3].clamp(min=-127)
         got = _onednn_conv(x, w, 2, 1, 1, 1, 1, {})[0, 0]
-        return bool(torch.equal(got.to(torch.int64), int64_conv_reference(x[0], w[0], 2, 1, 1, 1, 1)))
+        if not torch.equal(got.to(torch.int64), int64_conv_reference(x[0], w[0], 2, 1, 1, 1, 1)):
+            return False
+        # the forward's scaled path: per-channel scales and the "sum" post-op over weight terms
+        g = torch.Generator().manual_seed(0)
+        xs = torch.randint(-8, 8, (2, 3, 16, 6, 6), generator=g, dtype=torch.int8)
+        ws = torch.randint(-8, 8, (2, 8, 16, 3, 3), generator=g, dtype=torch.int8)
+        twos = torch.full((8,), 2.0)
+        z = onednn_conv_scaled(xs, ws, 2, 1, 1, 1, 1, [[twos, twos], [twos, None]], {})
+        ref = [int64_conv_reference(xs[jj], ws[t], 2, 1, 1, 1, 1) for jj in range(2) for t in range(2)]
+        return bool(torch.equal(z[0].to(torch.int64), 2 * (ref[0] + ref[1]))
+                    and torch.equal(z[1].to(torch.int64), 2 * ref[2]))
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
 
@@ -283,9 +293,64 @@ def onednn_exact() -> bool:
 def _onednn_conv(xq, wq, dim, stride, padding, dilation, groups, cache) -> torch.Tensor:
     j, nb = xq.shape[:2]
     i, cout = wq.shape[:2]
-    ksize, st, dil, (pt, pb, pl, pr) = conv_geometry(dim, wq.shape[3:] if dim == 2 else wq.shape[3],
-                                                     stride, padding, dilation)
-    x4 = xq.reshape(j * nb, *xq.shape[2:])
+    xu, st, pad, dil = _onednn_input(xq, wq, dim, stride, padding, dilation)
+    # weight terms stacked along Cout (one convolution) unless grouped: groups split Cout
+    stacks = [list(range(i))] if groups == 1 else [[t] for t in range(i)]
+    key = ("onednn", tuple(st), tuple(pad), tuple(dil), groups)
+    if key not in cache:
+        cache[key] = [_pack(wq[terms].reshape(len(terms) * cout, *wq.shape[2:]).to(torch.int8), dim, st, pad, dil,
+                            groups) for terms in stacks]
+    ones, zeros = torch.ones(len(stacks[0]) * cout), torch.zeros(len(stacks[0]) * cout, dtype=torch.int64)
+    outs = [torch.ops.onednn.qconv2d_pointwise(xu, 1.0, _U8_ZERO, pw, ones, zeros, None, list(st), pad, list(dil),
+                                               groups, 1.0, 0, torch.float32, "none", [], "")
+            for pw in cache[key]]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # [J * N, I * Cout, Ho, Wo]
+    ho, wo = out.shape[2:]
+    out = out.reshape(j, nb, i, cout, ho, wo).transpose(1, 2)  # [J, I, N, Cout, Ho, Wo]
+    return out.squeeze(4) if dim == 1 else out
+
+
+def onednn_conv_scaled(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, dilation, groups: int,
+                       scales: list[list[torch.Tensor | None]], cache: dict) -> list[torch.Tensor | None]:
+    """Per activation term j, z_j = sum_i scales[j][i] * acc_ij in float32, the rescale done by oneDNN:
+    each convolution applies its per-channel scale to the int32 accumulator and adds the previous
+    weight term's result (post-op "sum"). The forward's fast path; `conv_terms` gives the integers.
+
+    Args:
+        xq, wq, dim, ...: as `conv_terms` (check `onednn_ok` first).
+        scales: [J][I] float32 vectors [Cout] (C_ij * s_i), None where the pair is not kept.
+    Returns:
+        [z_0, ..., z_{J-1}] as [N, Cout, *spatial_out] (None for a term with no kept pair).
+    """
+    j, nb = xq.shape[:2]
+    xu, st, pad, dil = _onednn_input(xq, wq, dim, stride, padding, dilation)
+    key = ("onednn1", tuple(st), tuple(pad), tuple(dil), groups)
+    if key not in cache:  # one packed weight per term: the sum post-op adds them
+        cache[key] = [_pack(wq[t].to(torch.int8), dim, st, pad, dil, groups) for t in range(wq.shape[0])]
+    zeros = torch.zeros(wq.shape[1], dtype=torch.int64)
+    out = []
+    for jj in range(j):
+        x = xu[jj * nb:(jj + 1) * nb]
+        z = None
+        for t, sc in enumerate(scales[jj]):
+            if sc is None:
+                continue
+            args = (list(st), pad, list(dil), groups, 1.0, 0, torch.float32)
+            if z is None:
+                z = torch.ops.onednn.qconv2d_pointwise(x, 1.0, _U8_ZERO, cache[key][t], sc, zeros, None, *args,
+                                                       "none", [], "")
+            else:
+                z = torch.ops.onednn.qconv2d_pointwise.binary(x, 1.0, _U8_ZERO, cache[key][t], sc, zeros, z, None,
+                                                              *args, 1.0, 0, "sum", 1.0, "none", [], "")
+        out.append(z.squeeze(2) if z is not None and dim == 1 else z)
+    return out
+
+
+def _onednn_input(xq, wq, dim, stride, padding, dilation):
+    """The activation terms as one u8 channels-last batch (x + 128) and oneDNN's geometry."""
+    _, st, dil, (pt, pb, pl, pr) = conv_geometry(dim, wq.shape[3:] if dim == 2 else wq.shape[3],
+                                                 stride, padding, dilation)
+    x4 = xq.reshape(-1, *xq.shape[2:])
     if dim == 1:
         x4 = x4.unsqueeze(2)
     xu = x4.to(torch.int8).contiguous(memory_format=torch.channels_last).view(torch.uint8).bitwise_xor(_U8_ZERO)
@@ -293,25 +358,13 @@ def _onednn_conv(xq, wq, dim, stride, padding, dilation, groups, cache) -> torch
     if pt != pb or pl != pr:  # oneDNN pads symmetrically: pad with the zero point by hand
         xu = F.pad(xu, (pl, pr, pt, pb), value=_U8_ZERO).contiguous(memory_format=torch.channels_last)
         pad = [0, 0]
-    # weight terms stacked along Cout (one convolution) unless grouped: groups split Cout
-    stacks = [list(range(i))] if groups == 1 else [[t] for t in range(i)]
-    key = ("onednn", tuple(st), tuple(pad), tuple(dil), groups)
-    if key not in cache:
-        packed = []
-        for terms in stacks:
-            w = wq[terms].reshape(len(terms) * cout, *wq.shape[2:]).to(torch.int8)
-            w = w.unsqueeze(2) if dim == 1 else w
-            ones = torch.ones(w.shape[0], dtype=torch.float32)
-            packed.append((torch.ops.onednn.qconv_prepack(w, ones, 1.0, _U8_ZERO, list(st), pad, list(dil), groups,
-                                                          None), ones, torch.zeros(w.shape[0], dtype=torch.int64)))
-        cache[key] = packed
-    outs = [torch.ops.onednn.qconv2d_pointwise(xu, 1.0, _U8_ZERO, pw, ones, zeros, None, list(st), pad, list(dil),
-                                               groups, 1.0, 0, torch.float32, "none", [], "")
-            for pw, ones, zeros in cache[key]]
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # [J * N, I * Cout, Ho, Wo]
-    ho, wo = out.shape[2:]
-    out = out.reshape(j, nb, i, cout, ho, wo).transpose(1, 2)  # [J, I, N, Cout, Ho, Wo]
-    return out.squeeze(4) if dim == 1 else out
+    return xu, st, pad, dil
+
+
+def _pack(w: torch.Tensor, dim, st, pad, dil, groups):
+    w = w.unsqueeze(2) if dim == 1 else w
+    return torch.ops.onednn.qconv_prepack(w, torch.ones(w.shape[0]), 1.0, _U8_ZERO, list(st), pad, list(dil),
+                                          groups, None)
 
 
 def float64_conv(x: torch.Tensor, w: torch.Tensor, dim: int, stride, padding, dilation, groups: int) -> torch.Tensor:

@@ -22,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
-from .intops import conv_terms, linear_terms, max_abs_int, resolve_kernel
+from .intops import (conv_terms, linear_terms, max_abs_int, onednn_conv_scaled, onednn_ok, reduction_size,
+                     resolve_kernel)
 from .fused import expand_tensor_fused, expanded_sum_fused  # bit-identical to series, one pass per term
 from .quant import group_view
 
@@ -254,6 +255,9 @@ class ExpandedLayer(nn.Module):
         return out
 
     def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
+        fast = self._onednn_forward(x)
+        if fast is not None:
+            return fast
         # y = b + sum_ij C_ij s_i t_j acc_ij: one multiply-add pass per pair with a small broadcast scale
         # (the bias rides on the first). Integers below 2**24 convert to float32 exactly; larger ones
         # round like any float32 op: the accumulators are exact, the rescale is float as in simulate.
@@ -272,6 +276,11 @@ class ExpandedLayer(nn.Module):
             y = self._zero_out(x)
             return y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
         return y.to(x.dtype)
+
+    def _onednn_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """CPU convolutions on oneDNN with the weight scales and the sum over weight terms in its
+        epilogue: z_j = sum_i C_ij s_i acc_ij, then y = b + sum_j t_j z_j. None where it does not apply."""
+        return None
 
     def _zero_out(self, x: torch.Tensor) -> torch.Tensor:
         return self._op(torch.zeros_like(x), torch.zeros(self.w_q.shape[1:], dtype=x.dtype, device=x.device))
@@ -338,6 +347,35 @@ class _ExpandedConv(ExpandedLayer):
 
     def _bias_shape(self, y):
         return (1, -1) + (1,) * (y.dim() - 2)
+
+    def _onednn_forward(self, x):
+        mx, mw = max_abs_int(self.a_bits, self.a_grid), max_abs_int(self.w_bits, self.w_grid)
+        if (self.act_fp or x.device.type != "cpu" or resolve_kernel(self.int_kernel, x.device) != "onednn"
+                or not onednn_ok(reduction_size(self.w_q[0]), mw, mx)):
+            return None
+        xq, xs = self.activation_int_terms(x)
+        cout = self.w_q.shape[1]
+        sw = [self.w_scale[i].float().expand(cout).contiguous() if self.w_scale[i].numel() == 1
+              else self.w_scale[i].float().contiguous() for i in range(self.w_terms)]
+        C = self._pairs_py
+        scales = [[sw[i] * C[i][j] if C[i][j] else None for i in range(self.w_terms)] for j in range(self.a_terms)]
+        cache = self._w_cache.setdefault(("conv", "all", self.w_q.device), {})
+        zs = onednn_conv_scaled(xq, self.w_int_terms(), self.dim, self.stride, self.padding, self.dilation,
+                                self.groups, scales, cache)
+        y = None
+        for z, t in zip(zs, xs):
+            if z is None:
+                continue
+            t = t.reshape((-1,) + (1,) * (z.dim() - 1)).to(z.dtype)
+            if y is not None:
+                y = y.addcmul_(z, t)
+            elif self.bias is not None:
+                y = torch.addcmul(self.bias.reshape(self._bias_shape(z)).to(z.dtype), z, t)
+            else:
+                y = z * t
+        if y is None:
+            return None
+        return y.to(x.dtype)
 
     def _out_scale(self, sw, sx, acc):
         # sw: [out, 1, (1)] -> [1, out, 1, (1)]; sx: [N, 1, ...] or scalar-shaped
