@@ -41,7 +41,7 @@ MB = 1 << 20
 _RUN_OVERHEAD = 64 * MB        # allocator slack, the logits, one-off buffers of a run
 _SIM_ACT_FACTOR = 3.0          # live float32 copies of the widest layer's input/output in simulate mode
 _MACS_PER_SECOND_FP32 = 15e9   # one core here, float32 conv/linear through oneDNN
-_MACS_PER_SECOND_FP64 = 4e9    # the integer path runs float64 convolutions (exact integers), far slower
+_MACS_PER_SECOND_INT8 = 30e9   # integer mode: oneDNN int8 convolutions / torch._int_mm (exact, faster than float32)
 _EXPAND_BYTES_PER_SECOND = 150 * MB  # weight series: quantize + residual per term
 
 
@@ -165,10 +165,9 @@ def estimate(prof: Profile, cfg: ExpansionConfig, n_images: int, batch: int = 25
 
     Memory: the decoded images (uint8 + float32), the FP logits, the expanded weights (int8 terms, the
     float sums simulate mode caches, a folded FP copy) and, per image of a batch, the widest layer's
-    live tensors: in simulate mode a few float32 copies of its input and output; in integer mode one
-    float64 accumulator and its broadcast scale per kept (weight term, activation term) pair, all held
-    before the rescale,
-    plus the float64 operands of the exact convolution. Passes run one after another, so memory is
+    live tensors: in simulate mode a few float32 copies of its input and output; in integer mode the
+    int8 activation terms, one 32-bit accumulator per kept (weight term, activation term) pair (the
+    linear path's one batched GEMM holds them all) and float32 copies of the input and output. Passes run one after another, so memory is
     the largest pass and time their sum. The caller passes the heaviest config of a sweep.
 
     Returns:
@@ -177,7 +176,7 @@ def estimate(prof: Profile, cfg: ExpansionConfig, n_images: int, batch: int = 25
     n_images, batch, passes = max(1, int(n_images)), max(1, int(batch)), max(1, int(passes))
     b = min(batch, n_images)
     integer = cfg.mode == "integer" and cfg.expands_activations
-    weights, act, fp64_macs, fp32_macs = 4 * prof.params, 0, 0, 0
+    weights, act, int_macs, fp32_macs = 4 * prof.params, 0, 0, 0
     for layer, spec in _layer_specs(prof, cfg):
         if spec.fp:
             act = max(act, 4 * _SIM_ACT_FACTOR * (layer.inputs + layer.outputs))
@@ -190,8 +189,9 @@ def estimate(prof: Profile, cfg: ExpansionConfig, n_images: int, batch: int = 25
         cached = spec.w_terms if cfg.level == "model" and not integer else 0 if integer else max(rows, 1)
         weights += layer.params * (spec.w_terms + 4 * cached) + 4 * layer.params  # int8 terms, float sums, folded
         if integer:
-            act = max(act, 8 * (2 * pairs * layer.outputs + (a_terms + 1) * layer.inputs + layer.cols + layer.outputs))
-            fp64_macs += pairs * layer.macs
+            act = max(act, 4 * pairs * layer.outputs + a_terms * (layer.inputs + layer.cols)
+                      + 4 * (2 * layer.inputs + layer.outputs))
+            int_macs += pairs * layer.macs
         elif cfg.level == "model":
             act = max(act, 4 * (_SIM_ACT_FACTOR * layer.inputs * (a_terms + 1) + 2 * layer.outputs))
             fp32_macs += pairs * layer.macs
@@ -202,7 +202,7 @@ def estimate(prof: Profile, cfg: ExpansionConfig, n_images: int, batch: int = 25
     data = n_images * prof.image_elems * 5 + n_images * 8 * 1000  # uint8 + float32 pixels, logits
     total = int(_RUN_OVERHEAD + data + weights + b * act)
     fp_macs = prof.macs * n_images
-    seconds = passes * (fp32_macs * n_images / _MACS_PER_SECOND_FP32 + fp64_macs * n_images / _MACS_PER_SECOND_FP64
+    seconds = passes * (fp32_macs * n_images / _MACS_PER_SECOND_FP32 + int_macs * n_images / _MACS_PER_SECOND_INT8
                         + weights / _EXPAND_BYTES_PER_SECOND) + fp_macs / _MACS_PER_SECOND_FP32
     return Estimate(total, seconds, {"data": data, "weights": int(weights), "activations": int(b * act),
                                      "batch": b, "integer": integer})
@@ -270,8 +270,8 @@ def check(est: Estimate, limits: Limits, reduce: str = "images, terms or batch s
         over.append(f"about {_duration(est.seconds)} (limit {_duration(limits.max_run_seconds)})")
     if over:
         what = " and ".join(over)
-        hint = " Integer mode holds one float64 accumulator per term pair: simulate mode computes the same " \
-               "function with far less memory." if est.detail.get("integer") else ""
+        hint = " Integer mode holds one accumulator per term pair: simulate mode computes the same " \
+               "function with less memory." if est.detail.get("integer") else ""
         raise AdmissionError(f"this run would need {what}: reduce the {reduce}.{hint}")
 
 
