@@ -244,7 +244,7 @@ def load_lm(name: str, *, cache_dir: str | os.PathLike | None = None, allow_down
     elif name == "minilm_l6":
         tf = _transformers()
         src = package_dir(spec.package) / "model"
-        hf, tok, source, causal = tf.BertModel.from_pretrained(src, dtype=torch.float32), \
+        hf, tok, source, causal = tf.BertModel.from_pretrained(src, dtype=torch.float32, add_pooling_layer=False), \
             tf.AutoTokenizer.from_pretrained(src), str(src / "model.safetensors"), False
     else:
         hf, tok, causal = _hf_by_name(name[len(HF_PREFIX):], allow_download)
