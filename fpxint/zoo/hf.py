@@ -63,6 +63,10 @@ class LMSpec:
     def metric(self) -> str:
         return "ppl" if self.task == "causal_lm" else "spearman"
 
+    @property
+    def family(self) -> str:  # the image registry's field, for code that shows either kind of model
+        return "language"
+
 
 LM_MODELS: dict[str, LMSpec] = {
     "smollm2_135m": LMSpec(
@@ -131,6 +135,7 @@ class LoadedLM:
     spec: LMSpec
     source: str
     note: str = ""
+    trained: bool = True  # pretrained weights (the image loaders' field)
 
 
 def package_dir(package: str) -> Path:
