@@ -246,3 +246,14 @@ def test_cli_allocate_says_language_models_are_not_supported_yet(capsys):
 
     assert main(["allocate", "minilm_l6", "--budget-gemms", "0.75x"]) == 2
     assert "allocate does not support language models" in capsys.readouterr().err
+
+
+def test_cli_sweep_rows_have_spearman_and_cost(minilm, capsys):
+    from fpxint.cli import main
+
+    assert main(["sweep", "minilm_l6", "--pairs", "4:4", "--terms", "1,2", "--sts-pairs", "8", "--json", "-q"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = doc["rows"]
+    assert [r["terms"] for r in rows] == [1, 2] and all({"fp_spearman", "spearman", "bops_vs_fp"} <= set(r) for r in rows)
+    assert rows[1]["cosine_to_fp"] > rows[0]["cosine_to_fp"]
+    assert json.loads(rows[0]["config"])["a_granularity"] == "per_token"
