@@ -4,6 +4,7 @@ outlier statistic beside the one-term error. Rows are written (atomically) as th
 
     python -m bench.lm_grid smollm2_135m [windows=2] [seq_len=256] [out_prefix]
     python -m bench.lm_grid minilm_l6 [pairs=200] [-] [out_prefix]
+    python -m bench.lm_grid --tables      # markdown of the written CSVs, for docs/RESULTS.md
 """
 from __future__ import annotations
 
@@ -30,7 +31,43 @@ def _write(df: pd.DataFrame, path: str) -> None:
     os.replace(tmp, path)
 
 
+def tables(prefix: str = "docs/results/lm_") -> None:
+    """Markdown tables: metric per config x terms, then per-kind outlier / error medians."""
+    for name, metric in (("smollm2_135m", "ppl"), ("minilm_l6", "spearman")):
+        try:
+            g = pd.read_csv(f"{prefix}{name}_grid.csv")
+        except FileNotFoundError:
+            continue
+        fp = g[f"fp_{metric}"].iloc[0]
+        print(f"\n{name}: {g.data.iloc[0]}; FP {metric} {fp:.4g}\n")
+        extra = "agreement" if metric == "ppl" else "cosine_to_fp"
+        print(f"| config | terms | {metric} | {extra} | bits/weight | BOPs vs FP |\n|---|---|---|---|---|---|")
+        for r in g.itertuples():
+            print(f"| {r.config} | {r.terms} | {getattr(r, metric):.4g} | {getattr(r, extra):.4f} | "
+                  f"{r.effective_bits:.2f} | {r.bops_vs_fp:.4f} |")
+        try:
+            lay = pd.read_csv(f"{prefix}{name}_layers.csv")
+        except FileNotFoundError:
+            continue
+        one = lay[lay.terms == 1]
+        print(f"\n| kind | layers | median outlier | W4A4 x1 median error | W8A8 x1 median error | "
+              "W4A4 x2 median error |\n|---|---|---|---|---|---|")
+        for kind, d in one[one.config == "W4A4"].groupby("kind", sort=False):
+            e8 = one[(one.config == "W8A8") & (one.kind == kind)].rel_l2.median()
+            e2 = lay[(lay.config == "W4A4") & (lay.terms == 2) & (lay.kind == kind)].rel_l2.median()
+            print(f"| {kind} | {len(d)} | {d.outlier.median():.1f} | {d.rel_l2.median():.3g} | {e8:.3g} | {e2:.3g} |")
+        w4 = one[one.config == "W4A4"]
+        rho = w4.outlier.rank().corr(w4.rel_l2.rank())
+        print(f"\nSpearman rank correlation of outlier statistic vs W4A4 one-term error over {len(w4)} layers: "
+              f"{rho:.3f}")
+        w8 = one[one.config == "W8A8"]
+        print(f"same for W8A8 one term: {w8.outlier.rank().corr(w8.rel_l2.rank()):.3f}")
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--tables"]:
+        tables()
+        return 0
     name = argv[0]
     n = int(argv[1]) if len(argv) > 1 else (2 if name == "smollm2_135m" else 200)
     seq_len = int(argv[2]) if len(argv) > 2 and argv[2] != "-" else 256
