@@ -4,6 +4,8 @@ outlier statistic beside the one-term error. Rows are written (atomically) as th
 
     python -m bench.lm_grid smollm2_135m [windows=2] [seq_len=256] [out_prefix]
     python -m bench.lm_grid minilm_l6 [pairs=200] [-] [out_prefix]
+    python -m bench.lm_grid smollm2_135m 2 256 - 8:8:1    # layers first, then only these W:A:terms rows,
+                                                           # appended to the CSV already there
     python -m bench.lm_grid --tables      # markdown of the written CSVs, for docs/RESULTS.md
 """
 from __future__ import annotations
@@ -80,9 +82,13 @@ def main(argv: list[str]) -> int:
         data = LMData.sts(lm.tokenizer, *read_sts(shared / STS_TEST, n), source="sts-test.tsv")
     print(data.describe(), "|", lm.spec.caveat or "float32 reference", flush=True)
     base = ExpansionConfig(w_granularity="per_channel", a_granularity="per_token", fold_bn=False)
+    grid, rows = GRID, []
+    if len(argv) > 4:  # a resumed run: the layer report first (the grid so far is kept), then the given rows
+        grid = [tuple(int(v) for v in item.split(":")) for item in argv[4].split(",")]
+        rows = pd.read_csv(f"{prefix}_grid.csv").to_dict("records")
+        _layers(lm, base, data, prefix)
     ref = reference(lm.model, data)
-    rows = []
-    for w, a, k in GRID:
+    for w, a, k in grid:
         cfg = base.replace(w_bits=w, a_bits=a, w_terms=k, a_terms=k)
         t = time.perf_counter()
         r = evaluate_lm(lm.model, cfg, data, ref)
@@ -92,12 +98,17 @@ def main(argv: list[str]) -> int:
                      "bops_vs_fp": cost["bops_vs_fp"], "seconds": round(time.perf_counter() - t, 1)})
         print(rows[-1], flush=True)
         _write(pd.DataFrame(rows), f"{prefix}_grid.csv")
+    if len(argv) <= 4:
+        _layers(lm, base, data, prefix)
+    return 0
+
+
+def _layers(lm, base: ExpansionConfig, data: LMData, prefix: str) -> None:
     rep = layer_report(lm.model, base.replace(w_bits=4, a_bits=4), data.probe(128), terms=(1, 2))
     rep8 = layer_report(lm.model, base.replace(w_bits=8, a_bits=8), data.probe(128), terms=(1,))
     rep8["config"], rep["config"] = "W8A8", "W4A4"
     _write(pd.concat([rep, rep8]), f"{prefix}_layers.csv")
     print("layers written", flush=True)
-    return 0
 
 
 if __name__ == "__main__":
