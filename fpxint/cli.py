@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import __version__, cli_allocate
+from . import __version__, cli_allocate, cli_lm
 from .cli_args import (EXIT_USAGE, UsageError, _add_config_options, _add_run_options, _check_run_args, _choice_list,
                        _config_given, _int_list, _pairs, _Parser, admit_run, config_from_args, dumps)
 from .config import LEVELS, TRUNCATIONS, ExpansionConfig
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expanded", metavar="PREFIX", help="evaluate a saved expansion (PREFIX.safetensors + .json)")
     _add_config_options(p)
     _add_run_options(p)
+    cli_lm.add_text_options(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser("sweep", help="accuracy and error over bits x terms x level x truncation")
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. full,total_order (default: config's)")
     _add_config_options(p, bits_and_terms=False)
     _add_run_options(p)
+    cli_lm.add_text_options(p)
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv and PREFIX.json (updated after each row)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -220,6 +222,8 @@ def cmd_eval(args) -> int:
     from .model import expand, resolve_device
 
     _check_run_args(args)
+    if cli_lm.wants(args) and not args.expanded:
+        return cli_lm.run_eval(args)
     saved_meta = None
     if args.expanded:
         if _config_given(args):
@@ -313,6 +317,8 @@ def cmd_sweep(args) -> int:
     from .model import expand, resolve_device
 
     _check_run_args(args)
+    if cli_lm.wants(args):
+        return cli_lm.run_sweep(args)
     configs = _sweep_configs(args, config_from_args(args))  # validates every config before any work
     device = resolve_device(args.device)
     lm, shared = _load_model(args, args.model)

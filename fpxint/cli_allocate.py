@@ -126,6 +126,11 @@ def run(args) -> int:
     from .model import resolve_device
 
     _check(args)
+    from .cli_args import UsageError
+    from .zoo.hf import is_language_model
+    if args.model and is_language_model(args.model):  # its sensitivity and cost passes feed images
+        raise UsageError(f"allocate does not support language models ({args.model}) yet; "
+                         "use eval / sweep with per-layer --override to try term counts by hand")
     budget, cfg, device = _budget(args), config_from_args(args), resolve_device(args.device)
     lm, shared = _load_model(args, args.model)
     (cx, cy), (ex, ey), which = _split(args, lm.spec, shared)

