@@ -102,11 +102,14 @@ def _load_model(args, name: str | None):
 def _load_data(args, spec, shared):
     from .data import load_data
     from .zoo import cache_dir
+    from .zoo.paths import shared_dataset
 
     source = args.data
     if source is None:
         if spec.dataset == "digits":
             source = "digits"
+        elif spec.dataset == "imagenet" and spec.family != "torchvision" and shared_dataset("imagenet", shared):
+            source = shared_dataset("imagenet", shared)  # the 1,300 labelled validation images
         elif spec.dataset == "cifar10":
             folder = shared / "data" / "cifar10-test" if shared else None
             if folder is None or not folder.is_dir():

@@ -20,7 +20,7 @@ MAX_TERMS = 16
 LEVELS = ("tensor", "layer", "model")
 W_GRANULARITIES = ("per_tensor", "per_channel")
 A_GRANULARITIES = ("per_tensor", "per_sample", "per_token")
-GRIDS = ("symmetric", "full", "asymmetric")
+GRIDS = ("symmetric", "full", "asymmetric", "auto")  # auto: unsigned [0, 2^b-1] rows where >= 0
 SCALE_RULES = ("max", "mse", "fixed")
 TRUNCATIONS = ("full", "total_order", "weight_only")
 FIRST_LAST = ("same", "8bit", "fp")
@@ -133,10 +133,12 @@ class ExpansionConfig:
             raise ValueError(f"fold_bn={self.fold_bn!r} is not allowed; use True or False")
         for grid_name in ("w_grid", "a_grid"):
             bits_name = grid_name[0] + "_bits"
+            if getattr(self, grid_name) == "auto" and getattr(self, bits_name) < 2:
+                raise ValueError(f"{grid_name}='auto' needs {bits_name} >= 2; use 'symmetric' (binary grid {{-1, +1}})")
             if getattr(self, grid_name) == "full" and getattr(self, bits_name) < 2:
                 raise ValueError(f"{grid_name}='full' needs {bits_name} >= 2 (the 1-bit full grid {{-1, 0}} "
                                  "cannot converge); use 'symmetric' (binary grid {-1, +1}) or 'asymmetric'")
-        if self.scale_rule == "fixed" and "asymmetric" in (self.w_grid, self.a_grid):
+        if self.scale_rule == "fixed" and {"asymmetric", "auto"} & {self.w_grid, self.a_grid}:
             raise ValueError("scale_rule='fixed' is defined for the 'symmetric' and 'full' grids only; "
                              "use scale_rule='max' with the asymmetric grid")
         object.__setattr__(self, "overrides", _normalize_overrides(self.overrides))

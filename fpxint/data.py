@@ -21,6 +21,7 @@ import torch
 
 from fpxint.imagefiles import (IMAGE_EXTENSIONS, MAX_FILE_BYTES, MAX_PIXELS, DataError, is_image, open_source,
                                read_decode)
+from fpxint.labelfiles import LabelFileError, find_label_file, parse_label_file, wnid_indices
 from fpxint.zoo.registry import ModelSpec
 
 __all__ = ["ImageData", "DataError", "load_data", "stratified_indices", "batches", "MAX_PIXELS", "MAX_FILE_BYTES"]
@@ -124,6 +125,13 @@ def _prepare_fn(spec: ModelSpec) -> tuple[Callable[[torch.Tensor], torch.Tensor]
 
         return prepare, f"c{channels}-resize{tf.resize_size}-{mode.value}-crop{tf.crop_size}"
 
+    if spec.resize_size is not None:  # the usual ImageNet pipeline, right for images of any size
+        def prepare(img: torch.Tensor) -> torch.Tensor:
+            img = TF.resize(img, [spec.resize_size], antialias=True)  # bilinear, shorter side
+            return TF.center_crop(img, [height, width])
+
+        return prepare, f"c{channels}-resize{spec.resize_size}-bilinear-crop{height}x{width}"
+
     def prepare(img: torch.Tensor) -> torch.Tensor:  # CIFAR / digits: no crop, resize only if needed
         if img.shape[-2:] != (height, width):
             img = TF.resize(img, [height, width], antialias=True)
@@ -157,7 +165,11 @@ def _layout(names: list[str], where: str) -> tuple[list[str], list[str] | None, 
 
 
 def _map_labels(classes: list[str], labels: list[int], spec: ModelSpec, where: str) -> tuple[list[int], list[str]]:
-    """Maps folder classes onto the model's logits: by name when they match, else by sorted order."""
+    """Maps folder classes onto the model's logits: by wnid (ImageNet), by name when they match, else by
+    sorted order when there are exactly as many folders as classes."""
+    by_wnid = wnid_indices(classes, spec.num_classes)
+    if by_wnid is not None:  # never by the order of the folders present: 725 of 1,000 would shift
+        return [by_wnid[label] for label in labels], _class_names(spec)
     def norm(s: str) -> str:
         return s.lower().replace("_", " ").replace("-", " ").strip()
 
@@ -171,6 +183,29 @@ def _map_labels(classes: list[str], labels: list[int], spec: ModelSpec, where: s
         f"{len(classes)} class folders in {where} ({', '.join(classes[:3])}, ...) do not match the "
         f"{spec.num_classes} classes of {spec.name}: use its class names or one folder per class"
     )
+
+
+def _class_names(spec: ModelSpec) -> list[str]:
+    return list(spec.classes) if spec.classes else [str(i) for i in range(spec.num_classes or 0)]
+
+
+def _labels_from_file(names: list[str], files: list[str], read, spec: ModelSpec, where: str):
+    """(labels, classes, note) of flat images from a labels file beside them; (None, None, "") without one."""
+    label_file = find_label_file(names)
+    if label_file is None:
+        return None, None, ""
+    try:
+        table = parse_label_file(read(label_file).decode("utf-8-sig"), f"{where}/{label_file}", spec.num_classes)
+    except (LabelFileError, UnicodeDecodeError) as exc:
+        raise DataError(str(exc).splitlines()[0]) from None
+    bases = [f.rsplit("/", 1)[-1] for f in files]
+    if len(set(bases)) < len(bases):
+        raise DataError(f"two images in {where} share a file name, so {label_file} cannot tell them apart")
+    missing = [f for f, b in zip(files, bases) if b not in table]
+    if missing:
+        raise DataError(f"{len(missing)} of {len(files)} images in {where} have no label in {label_file} "
+                        f"(e.g. {missing[0]})")
+    return [table[b] for b in bases], _class_names(spec), f", labels from {label_file}"
 
 
 def _cache_file(cache_dir, parts: list) -> Path | None:
@@ -235,8 +270,11 @@ def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir, max_pixels:
     names, sizes, stamp, read, close = open_source(path, max_file_bytes)
     try:
         files, classes, labels = _layout(names, str(path))
+        label_note = ""
         if classes is not None:
             labels, classes = _map_labels(classes, labels, spec, str(path))
+        else:
+            labels, classes, label_note = _labels_from_file(names, files, read, spec, str(path))
         label_t = None if labels is None else torch.tensor(labels, dtype=torch.int64)
         subset = limit is not None and limit < len(files)
         chosen = stratified_indices(label_t, limit if subset else None, seed, n=len(files))
@@ -269,7 +307,7 @@ def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir, max_pixels:
     skipped = [s for s in blob["skipped"] if s.partition(": ")[0] in chosen_names]
     how = f"{len(index)} stratified (seed {seed}) of" if subset else "all"
     kind = "unlabeled images" if classes is None else f"images in {len(set(labels))} classes"
-    source = f"{path}: {how} {len(files)} {kind}" + (f", {len(skipped)} unreadable skipped" if skipped else "")
+    source = f"{path}: {how} {len(files)} {kind}{label_note}" + (f", {len(skipped)} unreadable skipped" if skipped else "")
     present = 0 if labels_out is None else int(labels_out.unique().numel())
     images = _normalize(blob["images"][rows], spec)
     return ImageData(images, labels_out, classes, source, present, skipped, from_cache=hit is not None)

@@ -338,7 +338,7 @@ def expand_weights(weights: Sequence[torch.Tensor], bits: int = 4, terms: int = 
     for i, w in enumerate(weights):
         if not isinstance(w, torch.Tensor) or w.numel() == 0:
             check_tensor(w)  # raises the eager message
-        if lib is None or not _fusable(w):
+        if lib is None or not _fusable(w) or grid not in _GRID_CODE:
             out[i] = expand_tensor(w, bits, terms, granularity, grid, scale_rule, backend="torch")
             continue
         work = w.detach().float() if w.dtype != torch.float32 else w.detach()
@@ -377,7 +377,7 @@ def expanded_sum_fused(x: torch.Tensor, bits: int, terms: int, granularity: str 
     if accumulate and coeffs is None:
         coeffs = (1,) * terms
     lib = _use_kernel(backend)
-    if lib is None or not _fusable(x, (torch.float32,)):
+    if lib is None or not _fusable(x, (torch.float32,)) or grid not in _GRID_CODE:  # the kernel lacks "auto"
         if accumulate:
             return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
         return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)

@@ -408,7 +408,7 @@ def int64_conv_reference(x: torch.Tensor, w: torch.Tensor, dim: int, stride, pad
 
 def max_abs_int(bits: int, grid: str) -> int:
     """Largest |centered integer| a term can hold (asymmetric terms are centered by the zero point)."""
-    if grid == "asymmetric":
+    if grid in ("asymmetric", "auto"):  # auto: unsigned rows reach 2^b - 1
         return 2**bits - 1
     return 2 ** (bits - 1) if bits > 1 else 1
 

@@ -12,6 +12,13 @@ Grids (b bits per term) and the error factor `f` each term guarantees under the 
 | symmetric, b = 1 | {-1, +1} (binary, no zero) | amax / 2 | 1 / 2 |
 | full, b >= 2 | [-2^(b-1), 2^(b-1)-1] | amax / (2^(b-1) - 1/2) | 1 / (2^b - 1) |
 | asymmetric | [0, 2^b-1] with zero point | (max' - min') / (2^b-1), range widened to hold 0 | 1 / (2^b - 1) |
+| auto, b >= 2 | per row: [0, 2^b-1] if the row is >= 0, else symmetric | max / (2^b-1) or symmetric's | 1 / (2^b - 2) |
+
+The auto grid decides per row (per sample of an activation) from the sign of the actual values, so
+it needs no calibration and no structural guess: a post-ReLU input, which cannot be negative, gets
+all 2^b levels on [0, max] (the symmetric grid wastes the sign bit there), with no zero point, so
+integer GEMMs stay plain products. Signed rows (and the signed residuals of later terms) keep the
+symmetric grid. Its bound is the symmetric one, the worse of the two.
 
 The full grid uses the extra negative level by setting the scale so that +amax lands half a step
 above the top level: rounding then never moves a value by more than half a step, and the grid
@@ -37,20 +44,25 @@ def grid_range(bits: int, grid: str) -> tuple[int, int]:
         return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     if grid == "asymmetric":
         return 0, 2**bits - 1
-    raise ValueError(f"grid={grid!r} is not allowed; choose one of symmetric, full, asymmetric")
+    if grid == "auto":  # the union of both row kinds; the max rule keeps each row inside its own
+        if bits < 2:
+            raise ValueError("grid='auto' needs bits >= 2; use 'symmetric' (binary grid {-1, +1})")
+        return -(2 ** (bits - 1) - 1), 2**bits - 1
+    raise ValueError(f"grid={grid!r} is not allowed; choose one of symmetric, full, asymmetric, auto")
 
 
 def contraction(bits: int, grid: str) -> float:
     """Error factor per term under the max rule: ||R_k||_inf <= f * ||R_{k-1}||_inf."""
     grid_range(bits, grid)  # validates
-    if grid == "symmetric":
+    if grid in ("symmetric", "auto"):  # auto's signed rows are symmetric; its unsigned rows do better
         return 0.5 if bits == 1 else 1.0 / (2**bits - 2)
     return 1.0 / (2**bits - 1)  # full and asymmetric
 
 
 def term_dtype(grid: str) -> torch.dtype:
-    """Storage dtype of the integer terms: int8, or uint8 for the asymmetric grid (0..255 at 8 bits)."""
-    return torch.uint8 if grid == "asymmetric" else torch.int8
+    """Storage dtype of the integer terms: int8, uint8 for the asymmetric grid (0..255 at 8 bits), int16 for
+    the auto grid (-127..255 at 8 bits)."""
+    return {"asymmetric": torch.uint8, "auto": torch.int16}.get(grid, torch.int8)
 
 
 def group_view(t: torch.Tensor, granularity: str) -> torch.Tensor:
@@ -81,6 +93,8 @@ def max_rule_scale(r: torch.Tensor, bits: int, grid: str) -> tuple[torch.Tensor,
         return scale, zero
     mn, mx = torch.aminmax(r, dim=1, keepdim=True)
     amax = torch.maximum(-mn, mx)
+    if grid == "auto":  # unsigned rows where nothing is negative: all 2^b levels on [0, max]
+        return torch.where(mn >= 0, mx / (2**bits - 1), amax / (2 ** (bits - 1) - 1)), None
     if grid == "symmetric":
         denom = 2.0 if bits == 1 else float(2 ** (bits - 1) - 1)
     else:  # full

@@ -35,6 +35,7 @@ from .data import DataError, ImageData, load_data
 from .model import device_name, expand, expandable_layers, expanded_layers, resolve_device
 from .zoo import DEFAULT_MODEL, cache_dir, find_shared, get_spec, load_model, model_family, model_names
 from .zoo.registry import WEIGHTS_DIR
+from .zoo.paths import shared_dataset
 
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("bundled", "random", "upload")
@@ -232,7 +233,7 @@ def _write_query_params() -> None:
 
 
 def _default_source(name: str) -> str:
-    return "random" if get_spec(name).dataset == "imagenet" else "bundled"
+    return "random" if model_family(name) == "torchvision" else "bundled"  # torchvision's are untrained offline
 
 
 def default_refs() -> tuple[tuple, str, tuple]:
@@ -271,13 +272,20 @@ def _bundled_source(spec) -> tuple[str | None, str]:
             return None, ("CIFAR-10 test images not found: set FPXINT_SHARED to the shared folder (it holds "
                           "data/cifar10-test), or choose 'random probe inputs' or upload a zip of images")
         return str(folder), ""
+    if spec.dataset == "imagenet" and spec.family != "torchvision":
+        folder = shared_dataset("imagenet", find_shared())
+        if folder is None:
+            return None, ("ImageNet validation images not found: set FPXINT_SHARED to the shared folder (it holds "
+                          "data/imagenet-val-1300), or choose 'random probe inputs' or upload a zip of images")
+        return str(folder), ""
     return None, (f"no {spec.dataset or 'matching'} images are bundled: upload a zip of class folders "
                   "(or of unlabeled images), or choose 'random probe inputs'")
 
 
 def _source_label(spec, source: str) -> str:
     if source == "bundled":
-        return {"digits": "digits test split (bundled)", "cifar10": "CIFAR-10 test images (shared)"}.get(
+        return {"digits": "digits test split (bundled)", "cifar10": "CIFAR-10 test images (shared)",
+                "imagenet": "ImageNet validation images (shared, 1,300)"}.get(
             spec.dataset, f"{spec.dataset} images (none bundled)")
     return {"random": "random probe inputs (unlabeled)", "upload": "upload a zip of images"}[source]
 

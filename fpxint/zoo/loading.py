@@ -197,13 +197,16 @@ def _check_hash(path: Path) -> None:
 
 
 def _cifar_weights(spec: ModelSpec, ckpt_dir: Path, shared_dir: PathLike | None, allow_download: bool) -> Path:
-    candidates = [Path(shared_dir) / "models" / "cifar10" / spec.checkpoint] if shared_dir else []
+    candidates = [Path(shared_dir) / "models" / spec.dataset / spec.checkpoint] if shared_dir else []
     candidates.append(ckpt_dir / spec.checkpoint)
     for candidate in candidates:
         if candidate.is_file():
             _check_hash(candidate)
             return candidate
     target = ckpt_dir / spec.checkpoint
+    if spec.url is None:
+        raise ModelLoadError(f"weights for {spec.name} not found: put {spec.checkpoint} in {ckpt_dir} or in "
+                             f"<shared>/models/{spec.dataset} (from {spec.source.split(',')[0]})")
     if not allow_download:
         raise ModelLoadError(
             f"weights for {spec.name} not found: put {spec.checkpoint} in {ckpt_dir} (from {spec.url}) "
@@ -288,7 +291,7 @@ def load_model(
         path = WEIGHTS_DIR / spec.checkpoint
         _load_into(model, _read_state_dict(path), spec.name)
         source = str(path)
-    elif spec.family == "cifar10":
+    elif spec.family in ("cifar10", "imagenet"):  # pretrained weights in the shared folder or the cache
         try:
             path = _cifar_weights(spec, ckpt_dir, shared_dir, allow_download)
         except ModelLoadError as exc:

