@@ -12,12 +12,12 @@ import time
 import pandas as pd
 import streamlit as st
 
-from . import lm as L
-from . import plots_lm
-from .config import ExpansionConfig
-from .text import STS_TEST, WIKITEXT, read_sts, token_windows
-from .zoo import cache_dir, find_shared
-from .zoo.hf import LM_MODELS, get_lm_spec, is_language_model, lm_names, load_lm
+from .. import lm as L
+from .. import plots_lm
+from ..config import ExpansionConfig
+from ..text import STS_TEST, WIKITEXT, read_sts, token_windows
+from ..zoo import cache_dir, find_shared
+from ..zoo.hf import LM_MODELS, get_lm_spec, is_language_model, lm_names, load_lm
 
 __all__ = ["is_language_model", "lm_names", "label", "sidebar_text", "load", "data_of", "expand_page",
            "residuals_page", "not_yet"]

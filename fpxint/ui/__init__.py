@@ -29,13 +29,14 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from . import admission, analysis, config as C, scratch, ui_lm, views
-from .config import ExpansionConfig
-from .data import DataError, ImageData, load_data
-from .model import device_name, expand, expandable_layers, expanded_layers, resolve_device
-from .zoo import DEFAULT_MODEL, cache_dir, find_shared, get_spec, load_model, model_family, model_names
-from .zoo.registry import WEIGHTS_DIR
-from .zoo.paths import shared_dataset
+from .. import admission, analysis, config as C, scratch, views
+from . import lm as ui_lm
+from ..config import ExpansionConfig
+from ..data import DataError, ImageData, load_data
+from ..model import device_name, expand, expandable_layers, expanded_layers, resolve_device
+from ..zoo import DEFAULT_MODEL, cache_dir, find_shared, get_spec, load_model, model_family, model_names
+from ..zoo.registry import WEIGHTS_DIR
+from ..zoo.paths import shared_dataset
 
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("bundled", "random", "upload")
@@ -52,7 +53,7 @@ CHOICES = {"level": C.LEVELS, "w_granularity": C.W_GRANULARITIES, "a_granularity
 FAMILY = {"builtin": "built-in, digits", "cifar10": "CIFAR-10", "torchvision": "ImageNet, torchvision", "user": "user",
           "language": "language model"}
 MAX_PARAM_CHARS = 64  # URL parameters longer than this are ignored (no value here is longer than ~20)
-APP = Path(__file__).resolve().parents[1] / "app.py"
+APP = Path(__file__).resolve().parents[2] / "app.py"
 
 
 # ----- the context every page reads ------------------------------------------------------------
@@ -718,7 +719,7 @@ def compare(mref: tuple, cfg_a: str, cfg_b: str, dref: tuple) -> dict:
 
 @st.cache_data(max_entries=4, show_spinner="Serializing the expanded model…")
 def export_bytes(mref: tuple, cfg_json: str) -> tuple[bytes, str]:
-    from .export import save_expanded
+    from ..export import save_expanded
 
     return save_expanded(expanded_model(mref, cfg_json), mref[0])
 
@@ -760,7 +761,7 @@ def page_step(n: int, key: str = "explain_step") -> int:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _explain(mref: tuple, cfg_json: str, dref: tuple | None, part: str, layer: str | None) -> Any:
-    from . import explain
+    from .. import explain
 
     lm = model_of(mref)
     bar = _Progress(f"Explain ({part})")
@@ -773,7 +774,7 @@ def _explain(mref: tuple, cfg_json: str, dref: tuple | None, part: str, layer: s
 def explain_part(ctx: Context, part: str, layer: str | None = None) -> Any:
     """One part of the Explain page, computed once per model + config (+ data for the image steps) and cached,
     so that the page's sliders only index it; None (with the error shown) when it cannot be computed."""
-    from .explain import NEEDS_DATA
+    from ..explain import NEEDS_DATA
 
     if ctx.mref is None or ctx.cfg is None or (part in NEEDS_DATA and ctx.dref is None):
         return None
