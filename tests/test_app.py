@@ -331,3 +331,13 @@ def test_streamlit_is_only_imported_by_ui():
     code = "import sys, fpxint, fpxint.plots, fpxint.reports, fpxint.analysis; print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+    import ast
+
+    importers = set()
+    for f in (ROOT / "fpxint").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "streamlit" or n.startswith("streamlit.") for n in names):
+                importers.add(f.relative_to(ROOT).parts[:2])
+    assert importers == {("fpxint", "ui")}, importers  # only the fpxint/ui/ package imports Streamlit
