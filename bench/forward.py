@@ -52,7 +52,8 @@ def load(name: str) -> tuple[torch.nn.Module | None, int, str]:
     if shared is None:
         return None, 32, "shared folder not found (set FPXINT_SHARED)"
     try:
-        return load_model(name, shared_dir=shared).model, 32, f"checkpoint from {shared}"
+        lm = load_model(name, shared_dir=shared)
+        return lm.model, lm.spec.input_size[-1], f"checkpoint from {shared}"
     except Exception as e:  # a missing or broken checkpoint skips the model, with the reason
         return None, 32, f"{type(e).__name__}: {e}"
 
