@@ -1,4 +1,5 @@
-"""The app's Streamlit layer, and the only module of fpxint that imports Streamlit.
+"""The app's Streamlit layer (with its modules `admit`, `results`, `slides`, `lm`, the only part of
+fpxint that imports Streamlit).
 
 - `sidebar()`: the shared sidebar (model, data, every field of the expansion) rendered once per
   run by app.py; it builds ONE `ExpansionConfig` and keeps it in the URL (`st.query_params`).
@@ -29,11 +30,11 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from .. import admission, analysis, config as C, scratch, views
+from .. import admission, config as C, scratch, views
 from . import lm as ui_lm
 from ..config import ExpansionConfig
 from ..data import DataError, ImageData, load_data
-from ..model import device_name, expand, expandable_layers, expanded_layers, resolve_device
+from ..model import device_name, expand, expandable_layers, resolve_device
 from ..zoo import DEFAULT_MODEL, cache_dir, find_shared, get_spec, load_model, model_family, model_names
 from ..zoo.registry import WEIGHTS_DIR
 from ..zoo.paths import shared_dataset
@@ -459,84 +460,6 @@ def _apply_allocation(ctx: Context, sb) -> None:
         ctx.cfg = alloc
 
 
-# ----- admission: the server's limits, its queue, each run's estimate ---------------------------
-def _settings() -> dict:
-    """FPXINT_* settings: st.secrets (top level, or a [fpxint] table), then the environment, which wins."""
-    merged: dict = {}
-    try:
-        secrets = st.secrets
-        merged.update({k: v for k, v in secrets.items() if str(k).startswith("FPXINT_")})
-        if "fpxint" in secrets:
-            merged.update({f"FPXINT_{str(k).upper()}": v for k, v in secrets["fpxint"].items()})
-    except Exception:  # noqa: BLE001 - no secrets file is the normal case
-        pass
-    merged.update({k: v for k, v in os.environ.items() if k.startswith("FPXINT_")})
-    return merged
-
-
-def limits() -> tuple[admission.Limits, str | None]:
-    """The server's limits and, when a setting is malformed, why the defaults are used instead."""
-    try:
-        return admission.Limits.from_env(_settings()), None
-    except ValueError as e:
-        return admission.Limits(), f"{e}; the default limits apply"
-
-
-@st.cache_resource
-def _gate() -> admission.RunGate:
-    """One queue for the whole server (every session is a thread of this process)."""
-    return admission.RunGate(limits()[0].max_concurrent)
-
-
-@st.cache_resource(max_entries=32, show_spinner=False)
-def _profile(name: str) -> admission.Profile:
-    return admission.profile(get_spec(name))
-
-
-def estimate(ctx: Context, cfg: ExpansionConfig | None = None, passes: int = 1,
-             images: int | None = None) -> admission.Estimate | None:
-    """The estimated memory and time of a run on this context (None before the sidebar is ready)."""
-    if not ctx.ready:
-        return None
-    n = len(ctx.data) if images is None else images
-    return admission.estimate(_profile(ctx.model_name), cfg or ctx.cfg, n, views.batch_size(ctx.loaded.spec), passes)
-
-
-def sweep_work(ctx: Context, bits: tuple[int, ...], max_terms: int, probe: bool = False) -> dict:
-    """run_block's `work` for a bits x terms sweep: its heaviest config, its passes, its images."""
-    if not ctx.ready:
-        return {}
-    top = ctx.cfg.replace(w_bits=max(bits), a_bits=max(bits), w_terms=max_terms, a_terms=max_terms)
-    return {"cfg": top, "passes": len(bits) * max_terms, "images": probe_size(ctx) if probe else None}
-
-
-def probe_size(ctx: Context) -> int | None:
-    return len(views.probe(ctx.loaded.spec, ctx.data)) if ctx.ready else None
-
-
-def _admitted(ctx: Context, compute: Callable[[], Any], work: dict) -> Any:
-    """Checks the run against the limits, waits for a slot in the server's queue, then computes."""
-    lim, problem = limits()
-    if problem:
-        st.warning(f"Server limits: {problem}")
-    try:
-        est = estimate(ctx, **work)
-    except Exception:  # noqa: BLE001 - no estimate (an unusual model) does not block the run; the queue still applies
-        est = None
-    if est is not None:
-        admission.check(est, lim, reduce="number of images (sidebar), the terms, or the bit widths swept")
-    gate, note = _gate(), st.empty()
-
-    def on_wait(ahead: int) -> None:
-        note.info(f"Waiting for a free slot: {ahead} run{'' if ahead == 1 else 's'} ahead of yours, "
-                  f"{gate.running} running (this server runs {gate.slots} at a time). Press **Stop** to leave "
-                  "the queue.", icon=":material/hourglass_top:")
-
-    with gate.slot(on_wait=on_wait):
-        note.empty()
-        return compute()
-
-
 # ----- page helpers ----------------------------------------------------------------------------
 def _legacy_routing() -> bool:
     """Whether Streamlit's legacy pages/ routing ran this page file directly, without app.py.
@@ -656,83 +579,6 @@ class _Progress:
 
 # ----- cached computations (keys: model ref + config JSON + data ref + options) ------------------
 # The work is in fpxint.views (plain functions); here it is cached, and its progress drawn.
-@st.cache_data(max_entries=128, show_spinner=False)
-def expansion_metrics(mref: tuple, cfg_json: str, dref: tuple) -> dict:
-    """FP and expanded top-1 / fidelity, timing and cost of one configuration."""
-    cfg = ExpansionConfig.from_json(cfg_json)
-    bar = _Progress(f"Evaluating {cfg.label()}")
-    out = views.expansion_metrics(model_of(mref), images_of(dref), cfg, mref[2], bar, force=True)  # run_block admitted it
-    bar.done()
-    return out
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def residuals(mref: tuple, cfg_json: str, dref: tuple, space: str) -> pd.DataFrame:
-    """Per layer x term errors: weight space (weight_residuals) or output space on the probe batch."""
-    lm, cfg = model_of(mref), ExpansionConfig.from_json(cfg_json)
-    if space == "weight":
-        return analysis.weight_residuals(lm.model, cfg)
-    bar = _Progress("Layer outputs")
-    out = views.output_residuals(lm, images_of(dref), cfg, mref[2], bar)
-    bar.done()
-    return out
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def convergence(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int) -> tuple:
-    """(weight residuals, model output errors) for each bit width, 1..max_terms terms."""
-    bar = _Progress("Convergence")
-    out = views.convergence(model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json), bits, max_terms,
-                            mref[2], bar)
-    bar.done()
-    return out
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def accuracy(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int) -> dict:
-    """Top-1 (or agreement) over bits x terms with cost columns, and the equal-budget comparison."""
-    bar = _Progress("Accuracy grid")
-    out = views.accuracy(model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json), bits, max_terms,
-                         mref[2], bar, force=True)  # run_block admitted it
-    bar.done()
-    return out
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def basis_demo(mref: tuple, cfg_json: str, dref: tuple, seed: int) -> dict:
-    """Sums the basis models in a shuffled order (AbelianAdd) and, wrongly, as separate networks."""
-    probe = views.probe(model_of(mref).spec, images_of(dref))[:32].to(mref[2])
-    bar = _Progress("Basis models")
-    out = views.basis_demo(expanded_model(mref, cfg_json), probe, seed, bar)
-    bar.done()
-    return out
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def compare(mref: tuple, cfg_a: str, cfg_b: str, dref: tuple) -> dict:
-    """Metrics, output-error curves and per-layer weight errors of two configurations."""
-    lm, data = model_of(mref), images_of(dref)
-    return {tag: {"metrics": expansion_metrics(mref, cj, dref),
-                  **views.compare_curves(lm, data, ExpansionConfig.from_json(cj), mref[2])}
-            for tag, cj in (("A", cfg_a), ("B", cfg_b))}
-
-
-@st.cache_data(max_entries=4, show_spinner="Serializing the expanded model…")
-def export_bytes(mref: tuple, cfg_json: str) -> tuple[bytes, str]:
-    from ..export import save_expanded
-
-    return save_expanded(expanded_model(mref, cfg_json), mref[0])
-
-
-def layer_terms(mref: tuple, cfg_json: str, layer: str) -> dict:
-    """The integer terms Q_k (signed), scales s_k and bits of one layer of the expanded model."""
-    return views.layer_terms(dict(expanded_layers(expanded_model(mref, cfg_json)))[layer])
-
-
-def expanded_layer_names(mref: tuple, cfg_json: str) -> list[str]:
-    return [n for n, _ in expanded_layers(expanded_model(mref, cfg_json))]
-
-
 def table(df: pd.DataFrame, **kw) -> None:
     """A dataframe tall enough to show every row (tables here are short)."""
     styled = df.style.format(lambda v: f"{v:.4g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else v)
@@ -742,59 +588,10 @@ def table(df: pd.DataFrame, **kw) -> None:
 metrics_table = views.metrics_table  # pages call ui.metrics_table beside ui.table
 
 
-# ----- the Explain page (fpxint.explain, fpxint.plots_explain) ---------------------------------------
 PAGE_PARAMS = ("step",)  # URL parameters a page owns (the Explain page's step): the sidebar keeps them
 
-
-def page_step(n: int, key: str = "explain_step") -> int:
-    """The page's step 1..n: from `?step=` when the URL changed it, else the session's; written back to the URL."""
-    raw = st.query_params.get("step")
-    if raw is not None and raw != st.session_state.get(f"_{key}_url"):
-        if raw.isdigit() and 1 <= int(raw) <= n:
-            st.session_state[key] = int(raw)
-        else:
-            st.warning(f"Ignored link setting step={raw!r} (an integer 1..{n}).")
-    step = int(st.session_state.setdefault(key, 1))
-    st.session_state[f"_{key}_url"] = st.query_params["step"] = str(step)
-    return step
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _explain(mref: tuple, cfg_json: str, dref: tuple | None, part: str, layer: str | None) -> Any:
-    from .. import explain
-
-    lm = model_of(mref)
-    bar = _Progress(f"Explain ({part})")
-    out = explain.compute(part, lm, images_of(dref) if dref else None, ExpansionConfig.from_json(cfg_json), mref[2],
-                          layer, views.batch_size(lm.spec), bar)
-    bar.done()
-    return out
-
-
-def explain_part(ctx: Context, part: str, layer: str | None = None) -> Any:
-    """One part of the Explain page, computed once per model + config (+ data for the image steps) and cached,
-    so that the page's sliders only index it; None (with the error shown) when it cannot be computed."""
-    from ..explain import NEEDS_DATA
-
-    if ctx.mref is None or ctx.cfg is None or (part in NEEDS_DATA and ctx.dref is None):
-        return None
-    try:
-        return _explain(ctx.mref, ctx.cfg_json, ctx.dref if part in NEEDS_DATA else None, part, layer)
-    except Exception as e:  # noqa: BLE001 - an engine error is a message, not a traceback
-        st.error(f"Could not compute this step: {_first_line(e)}")
-        return None
-
-
-def slide_chart(fig, name: str) -> None:
-    """A figure in its own projector style (Streamlit's theme off), downloadable from its toolbar as PNG (camera)
-    and SVG (the button `slide_assets` adds), both made by plotly in the browser."""
-    st.plotly_chart(fig, theme=None, key=f"chart_{name}", config={
-        "displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": f"fpxint_{name}", "scale": 2}})
-    st.session_state.setdefault("_figures", {})[name] = fig
-
-
-def slide_assets() -> None:
-    """The Explain page's projector CSS and the charts' SVG download button (fpxint/assets/explain.html)."""
-    from importlib.resources import files
-
-    st.html(files("fpxint").joinpath("assets/explain.html").read_text(), unsafe_allow_javascript=True)
+# The page helpers live in their own modules (read in one sitting); pages keep calling them as ui.X.
+from .results import (accuracy, basis_demo, compare, convergence, expanded_layer_names,  # noqa: E402
+                      expansion_metrics, export_bytes, layer_terms, residuals)
+from .slides import explain_part, page_step, slide_assets, slide_chart  # noqa: E402
+from .admit import _admitted, estimate, limits, probe_size, sweep_work  # noqa: E402

@@ -1,0 +1,89 @@
+"""The app's cached computations: one `st.cache_data` wrapper per page result, keyed by model +
+`cfg.to_json()` + data description, around the plain functions of `fpxint.views` (no widgets inside,
+a progress bar each: Streamlit replays it on a cache hit)."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from .. import analysis, views
+from ..config import ExpansionConfig
+from ..model import expanded_layers
+from . import _Progress, expanded_model, images_of, model_of  # defined before fpxint.ui imports this module
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def expansion_metrics(mref: tuple, cfg_json: str, dref: tuple) -> dict:
+    """FP and expanded top-1 / fidelity, timing and cost of one configuration."""
+    cfg = ExpansionConfig.from_json(cfg_json)
+    bar = _Progress(f"Evaluating {cfg.label()}")
+    out = views.expansion_metrics(model_of(mref), images_of(dref), cfg, mref[2], bar, force=True)  # run_block admitted it
+    bar.done()
+    return out
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def residuals(mref: tuple, cfg_json: str, dref: tuple, space: str) -> pd.DataFrame:
+    """Per layer x term errors: weight space (weight_residuals) or output space on the probe batch."""
+    lm, cfg = model_of(mref), ExpansionConfig.from_json(cfg_json)
+    if space == "weight":
+        return analysis.weight_residuals(lm.model, cfg)
+    bar = _Progress("Layer outputs")
+    out = views.output_residuals(lm, images_of(dref), cfg, mref[2], bar)
+    bar.done()
+    return out
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def convergence(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int) -> tuple:
+    """(weight residuals, model output errors) for each bit width, 1..max_terms terms."""
+    bar = _Progress("Convergence")
+    out = views.convergence(model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json), bits, max_terms,
+                            mref[2], bar)
+    bar.done()
+    return out
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def accuracy(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int) -> dict:
+    """Top-1 (or agreement) over bits x terms with cost columns, and the equal-budget comparison."""
+    bar = _Progress("Accuracy grid")
+    out = views.accuracy(model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json), bits, max_terms,
+                         mref[2], bar, force=True)  # run_block admitted it
+    bar.done()
+    return out
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def basis_demo(mref: tuple, cfg_json: str, dref: tuple, seed: int) -> dict:
+    """Sums the basis models in a shuffled order (AbelianAdd) and, wrongly, as separate networks."""
+    probe = views.probe(model_of(mref).spec, images_of(dref))[:32].to(mref[2])
+    bar = _Progress("Basis models")
+    out = views.basis_demo(expanded_model(mref, cfg_json), probe, seed, bar)
+    bar.done()
+    return out
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def compare(mref: tuple, cfg_a: str, cfg_b: str, dref: tuple) -> dict:
+    """Metrics, output-error curves and per-layer weight errors of two configurations."""
+    lm, data = model_of(mref), images_of(dref)
+    return {tag: {"metrics": expansion_metrics(mref, cj, dref),
+                  **views.compare_curves(lm, data, ExpansionConfig.from_json(cj), mref[2])}
+            for tag, cj in (("A", cfg_a), ("B", cfg_b))}
+
+
+@st.cache_data(max_entries=4, show_spinner="Serializing the expanded model…")
+def export_bytes(mref: tuple, cfg_json: str) -> tuple[bytes, str]:
+    from ..export import save_expanded
+
+    return save_expanded(expanded_model(mref, cfg_json), mref[0])
+
+
+def layer_terms(mref: tuple, cfg_json: str, layer: str) -> dict:
+    """The integer terms Q_k (signed), scales s_k and bits of one layer of the expanded model."""
+    return views.layer_terms(dict(expanded_layers(expanded_model(mref, cfg_json)))[layer])
+
+
+def expanded_layer_names(mref: tuple, cfg_json: str) -> list[str]:
+    return [n for n, _ in expanded_layers(expanded_model(mref, cfg_json))]
