@@ -58,15 +58,11 @@ def load(name: str) -> tuple[torch.nn.Module | None, int, str]:
         return None, 32, f"{type(e).__name__}: {e}"
 
 
-def cfg_for(k: int, truncation: str) -> ExpansionConfig:
-    return ExpansionConfig(w_bits=4, w_terms=k, a_bits=4, a_terms=k, truncation=truncation)
-
-
-def run(opts) -> dict:
-    info = fused.kernel_info()
-    print(f"fused backend: {info['backend']}" + (f" ({info['reason']})" if info["reason"] else ""))
-    rows, skipped, cache = [], [], {}
-    for block in plan(opts):
+def loaded_blocks(blocks, skipped: list):
+    """Each plan block with its model, input size, BatchNorm-folded FP copy and a per-model dict for the
+    expanded models, loaded once per model name; blocks whose model is missing go to `skipped`."""
+    cache = {}
+    for block in blocks:
         name, batch = block["model"], block["batch"]
         if name not in cache:
             model, size, note = load(name)
@@ -77,6 +73,19 @@ def run(opts) -> dict:
             skipped.append(f"{name} batch {batch}: {note}")
             print(f"  SKIPPED {name} batch {batch}: {note}", flush=True)
             continue
+        yield block, model, size, fp, qmodels
+
+
+def cfg_for(k: int, truncation: str) -> ExpansionConfig:
+    return ExpansionConfig(w_bits=4, w_terms=k, a_bits=4, a_terms=k, truncation=truncation)
+
+
+def run(opts) -> dict:
+    info = fused.kernel_info()
+    print(f"fused backend: {info['backend']}" + (f" ({info['reason']})" if info["reason"] else ""))
+    rows, skipped = [], []
+    for block, model, size, fp, qmodels in loaded_blocks(plan(opts), skipped):
+        name, batch = block["model"], block["batch"]
         x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
         fns, meta = {"fp": lambda: fp(x)}, {}
         for trunc in TRUNCATIONS:

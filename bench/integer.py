@@ -15,7 +15,7 @@ import torch
 
 import fpxint
 from bench.common import ratio, table, time_interleaved, verdict
-from bench.forward import load
+from bench.forward import loaded_blocks
 from fpxint import ExpansionConfig
 from fpxint.layers import set_int_kernel
 
@@ -37,17 +37,9 @@ def plan(opts) -> list[dict]:
 
 
 def run(opts) -> dict:
-    rows, skipped, cache = [], [], {}
-    for block in plan(opts):
+    rows, skipped = [], []
+    for block, model, size, fp, qmodels in loaded_blocks(plan(opts), skipped):
         name, batch = block["model"], block["batch"]
-        if name not in cache:
-            model, size, note = load(name)
-            cache[name] = (model, size, note, fpxint.fold_batchnorm(model) if model is not None else None, {})
-            print(f"{name}: {note}", flush=True)
-        model, size, note, fp, qmodels = cache[name]
-        if model is None:
-            skipped.append(f"{name} batch {batch}: {note}")
-            continue
         x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
         fns, meta = {"fp": lambda: fp(x)}, {}
         for label in block["configs"]:
