@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,19 +184,26 @@ def test_cost_accuracy_curve(digits):
     assert len(sensitivity_heatmap(a.sensitivity).data) == 2  # weight and activation panels
 
 
-def test_cli_writes_a_config_within_budget(tmp_path):
-    from fpxint.cli.allocate import _main
+def _fpxint(*argv: str) -> subprocess.CompletedProcess:
+    """`python -m fpxint ...` as a user runs it: a real process, from the checkout's root."""
+    return subprocess.run([sys.executable, "-m", "fpxint", *argv], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
 
+
+def test_cli_writes_a_config_within_budget(tmp_path):
     out = tmp_path / "alloc.json"
-    rc = _main(["allocate", "digits_cnn", "--bits", "2", "--terms", "3", "--budget-gemms", "0.75x", "--calib", "64",
+    p = _fpxint("allocate", "digits_cnn", "--bits", "2", "--terms", "3", "--budget-gemms", "0.75x", "--calib", "64",
                 "--max-terms", "4", "--eval", "64", "--uniform-terms", "3", "--out", str(out), "--save",
-                str(tmp_path / "r"), "-q"])
-    assert rc == 0
+                str(tmp_path / "r"), "-q")
+    assert p.returncode == 0, p.stderr
     cfg = ExpansionConfig.from_json(out.read_text())
-    assert cost_summary(load_model("digits_cnn").model, cfg, (1, 8, 8))["int_gemms"] <= 27
+    assert cost_summary(load_model("digits_cnn").model, cfg, (1, 8, 8))["int_gemms"] <= 27  # 0.75 x 36
     summary = json.loads((tmp_path / "r.json").read_text())
     assert "disjoint" in summary["images"] and (tmp_path / "r.curve.csv").is_file()
-    assert _main(["allocate", "digits_cnn", "--bits", "2"]) == 2  # no budget: one-line usage error
+    assert summary["config"] == json.loads(cfg.to_json())
+    assert f"int GEMMs    {summary['int_gemms']} vs uniform 36" in p.stdout  # the human summary
+    p = _fpxint("allocate", "digits_cnn", "--bits", "2")  # no budget: one-line usage error
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--budget-gemms" in p.stderr, p.stderr
 
 
 # ----- a real checkpoint --------------------------------------------------------------------------------

@@ -1,6 +1,20 @@
-"""The command line, `fpxint ...` / `python -m fpxint ...`: `entry` (parser and `main`), `args` (the options
-shared by the commands and `config_from_args`), `allocate` and `lm` (the allocate command and the language
-models' eval / sweep)."""
+"""The command line, `fpxint COMMAND ...` / `python -m fpxint COMMAND ...` (`--help` on each):
+
+    models     the model registry                        python -m fpxint models --family cifar10
+    eval       one config against FP on a dataset        python -m fpxint eval resnet20 --w-bits 4 --a-bits 4 --terms 2 --limit 500
+                                                         python -m fpxint eval --expanded runs/digits_w4x2
+    sweep      a grid of configs (bits x terms x ...)    python -m fpxint sweep resnet20 --pairs 4:4,2:4 --terms 1,2,3 --out runs/r20
+    expand     write an expanded model (safetensors)     python -m fpxint expand digits_cnn --terms 2 --out runs/digits_w4x2 --check
+    allocate   per-layer terms under a budget            python -m fpxint allocate digits_cnn --bits 2 --terms 4 --budget-gemms 0.75x
+
+eval and sweep also take language models (smollm2_135m, minilm_l6, hf:NAME; see `lm`).
+
+Modules, each importing only those above it in this list: `args` (the options shared by the commands,
+`config_from_args`, `UsageError`, strict JSON), `common` (model, data, logits, scores, cost and sweep
+helpers shared by the commands), `lm` (eval / sweep on language models), one module per command family
+(`models`, `evaluate`: eval and sweep, `expand`, `allocate`; they never import each other), `entry` (the
+parser, dispatch and one-line errors: `main`).
+"""
 from .entry import main
 
 __all__ = ["main"]
