@@ -15,7 +15,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from fpxint import ExpansionConfig, expand
-from fpxint.allocation import Budget, allocate, cost_accuracy_curve, layer_sensitivity, sensitivity_ranking
+from fpxint.allocation import (Budget, allocate, calibration_split, cost_accuracy_curve, layer_sensitivity,
+                               sensitivity_ranking)
 from fpxint.cost import cost_summary, cost_table
 from fpxint.data import load_data, stratified_indices
 from fpxint.allocation.knapsack import solve_dp, solve_greedy
@@ -127,6 +128,48 @@ def test_sensitivity_table_and_ranking(digits):
     assert list(r["rank"]) == [1, 2, 3, 4] and r.sqnr_db.is_monotonic_increasing
     with pytest.raises(ValueError, match="sides"):
         layer_sensitivity(model, W2A2, x, sides=["bias"])
+
+
+# ----- calibration / evaluation split -------------------------------------------------------------------
+POOL_Y = torch.arange(10).repeat_interleave(30)  # 300 images, 30 per class; image i holds the number i
+POOL_X = torch.arange(300.0).reshape(300, 1, 1, 1)
+
+
+@pytest.mark.parametrize("labels", [POOL_Y, None], ids=["labeled", "unlabeled"])
+@pytest.mark.parametrize("n_calib,seed,n_eval", [(64, 0, None), (100, 3, 50), (7, 1, 0), (299, 2, None)])
+def test_calibration_split_is_disjoint_and_stratified(labels, n_calib, seed, n_eval):
+    s = calibration_split(POOL_X, labels, n_calib, seed, n_eval)
+    ci, ei = s.calib_index.tolist(), s.eval_index.tolist()
+    assert len(ci) == s.n_calib == n_calib and not set(ci) & set(ei)
+    assert s.n_eval == (300 - n_calib if n_eval is None else n_eval)
+    assert torch.equal(s.calib_images.flatten(), torch.tensor(ci, dtype=torch.float))  # the images of the index
+    assert torch.equal(s.eval_images.flatten(), torch.tensor(ei, dtype=torch.float))
+    if labels is None:
+        assert s.calib_labels is None and s.eval_labels is None
+    else:
+        assert torch.equal(s.calib_labels, labels[s.calib_index]) and torch.equal(s.eval_labels, labels[s.eval_index])
+        counts = s.calib_labels.bincount(minlength=10)
+        assert counts.max() - counts.min() <= 1  # stratified
+    again = calibration_split(POOL_X, labels, n_calib, seed, n_eval)
+    assert torch.equal(again.calib_index, s.calib_index) and torch.equal(again.eval_index, s.eval_index)
+
+
+def test_calibration_split_with_a_separate_evaluation_pool():
+    test_x, test_y = POOL_X[:40] + 1000, POOL_Y[:40]  # classes 0 and 1 only
+    s = calibration_split(POOL_X, POOL_Y, 300, 0, eval_pool=(test_x, test_y))  # every pool image may calibrate
+    assert s.n_calib == 300 and torch.equal(s.eval_images, test_x) and torch.equal(s.eval_labels, test_y)
+    s = calibration_split(POOL_X, POOL_Y, 20, 0, 10, eval_pool=(test_x, test_y))
+    assert s.n_eval == 10 and s.eval_labels.bincount().tolist() == [5, 5]
+    assert torch.equal(s.eval_images, test_x[s.eval_index])
+
+
+def test_calibration_split_refuses_what_leaves_nothing():
+    with pytest.raises(ValueError, match="leave none of the 300 images"):
+        calibration_split(POOL_X, POOL_Y, 300)
+    with pytest.raises(ValueError, match="n_calib=0"):
+        calibration_split(POOL_X, POOL_Y, 0)
+    with pytest.raises(ValueError, match="n_eval=-1"):
+        calibration_split(POOL_X, POOL_Y, 10, n_eval=-1)
 
 
 # ----- the result is an ordinary config; the caller's model is untouched --------------------------------

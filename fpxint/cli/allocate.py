@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from .args import UsageError, add_config_options, add_run_options, check_run_args, config_from_args, dumps
 from .common import data_from_args, model_from_args
@@ -76,32 +75,27 @@ def _budget(args):
 
 
 def _split(args, spec, shared):
-    """(calibration images, labels), (evaluation images, labels), and a line saying which images are which."""
-    from ..data import load_data, stratified_indices
+    """The calibration / evaluation split (`allocation.calibration_split`) and a line saying which images are which."""
+    from ..allocation import calibration_split
+    from ..data import load_data
 
+    n_eval = None if args.eval == "all" else int(args.eval)
     if spec.dataset == "digits" and args.data in (None, "digits"):
         train, test = load_data("digits", spec, split="train"), load_data("digits", spec, split="test")
-        ci = stratified_indices(train.labels, args.calib, args.seed)
-        cal, ev, where = (train.images[ci], train.labels[ci]), (test.images, test.labels), "digits"
-        ev_pool = "the test split"
+        split = calibration_split(train.images, train.labels, args.calib, args.seed, n_eval,
+                                  eval_pool=(test.images, test.labels))
+        where, ev_pool = "digits", "the test split"
     else:
         data = data_from_args(args, spec, shared)
-        if args.calib >= len(data):
-            raise UsageError(f"--calib {args.calib} leaves no evaluation images out of {len(data)}")
-        ci = stratified_indices(data.labels, args.calib, args.seed, n=len(data))
-        rest = torch.ones(len(data), dtype=torch.bool)
-        rest[ci] = False
-        lab = data.labels
-        cal = (data.images[ci], None if lab is None else lab[ci])
-        ev, where, ev_pool = (data.images[rest], None if lab is None else lab[rest]), data.source, "the rest"
-    n_eval = len(ev[0]) if args.eval == "all" else int(args.eval)
-    if n_eval < len(ev[0]):
-        ei = stratified_indices(ev[1], n_eval, args.seed + 1, n=len(ev[0])) if n_eval > 0 else torch.arange(0)
-        ev = (ev[0][ei], None if ev[1] is None else ev[1][ei])
-    text = (f"{where}: allocation chosen on {len(cal[0])} stratified images (seed {args.seed}); "
-            + (f"accuracy on {len(ev[0])} images of {ev_pool}, disjoint from them" if len(ev[0]) else
+        try:
+            split = calibration_split(data.images, data.labels, args.calib, args.seed, n_eval)
+        except ValueError as e:
+            raise UsageError(f"--calib {args.calib}: {e}") from None
+        where, ev_pool = data.source, "the rest"
+    text = (f"{where}: allocation chosen on {split.n_calib} stratified images (seed {args.seed}); "
+            + (f"accuracy on {split.n_eval} images of {ev_pool}, disjoint from them" if split.n_eval else
                "no accuracy evaluation (--eval N|all)"))
-    return cal, ev, text
+    return split, text
 
 
 def _check(args) -> None:
@@ -128,7 +122,8 @@ def run(args) -> int:
                          "use eval / sweep with per-layer --override to try term counts by hand")
     budget, cfg, device = _budget(args), config_from_args(args), resolve_device(args.device)
     lm, shared = model_from_args(args, args.model)
-    (cx, cy), (ex, ey), which = _split(args, lm.spec, shared)
+    split, which = _split(args, lm.spec, shared)
+    cx, cy, ex, ey = split.calib_images, split.calib_labels, split.eval_images, split.eval_labels
     mode = args.calibration or ("labeled" if cy is not None else "unlabeled")
     sens_path = Path(args.sensitivity) if args.sensitivity else None
     sens = pd.read_csv(sens_path) if sens_path and sens_path.is_file() else None

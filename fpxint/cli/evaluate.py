@@ -139,21 +139,11 @@ def _expanded_weights(args, lm, meta: dict, js_path: Path):
                      "that were expanded")
 
 
-def _check_overrides(model, cfg: ExpansionConfig) -> None:
-    from ..model import expandable_layers
-
-    names = [n for n, _ in expandable_layers(model)]
-    unknown = [n for n, _ in cfg.overrides if n not in names]
-    if unknown:
-        raise UsageError(f"--override names layers that {type(model).__name__} does not have: {unknown}; "
-                         f"expandable layers: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
-
-
 def run_sweep(args) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from ..model import expand, resolve_device
+    from ..model import check_overrides, expand, resolve_device
 
     check_run_args(args)
     if cli_lm.wants(args):
@@ -161,7 +151,7 @@ def run_sweep(args) -> int:
     configs = sweep_configs(args, config_from_args(args))  # validates every config before any work
     device = resolve_device(args.device)
     lm, shared = model_from_args(args, args.model)
-    _check_overrides(lm.model, configs[0])
+    check_overrides(lm.model, configs[0])  # before the data and the FP run
     data = data_from_args(args, lm.spec, shared)
     heaviest = max(configs, key=lambda c: (c.mode == "integer", c.w_terms * c.a_terms))
     admit_run(args, lm.spec, heaviest, len(data), passes=len(configs))
