@@ -130,48 +130,6 @@ def test_sensitivity_table_and_ranking(digits):
         layer_sensitivity(model, W2A2, x, sides=["bias"])
 
 
-# ----- calibration / evaluation split -------------------------------------------------------------------
-POOL_Y = torch.arange(10).repeat_interleave(30)  # 300 images, 30 per class; image i holds the number i
-POOL_X = torch.arange(300.0).reshape(300, 1, 1, 1)
-
-
-@pytest.mark.parametrize("labels", [POOL_Y, None], ids=["labeled", "unlabeled"])
-@pytest.mark.parametrize("n_calib,seed,n_eval", [(64, 0, None), (100, 3, 50), (7, 1, 0), (299, 2, None)])
-def test_calibration_split_is_disjoint_and_stratified(labels, n_calib, seed, n_eval):
-    s = calibration_split(POOL_X, labels, n_calib, seed, n_eval)
-    ci, ei = s.calib_index.tolist(), s.eval_index.tolist()
-    assert len(ci) == s.n_calib == n_calib and not set(ci) & set(ei)
-    assert s.n_eval == (300 - n_calib if n_eval is None else n_eval)
-    assert torch.equal(s.calib_images.flatten(), torch.tensor(ci, dtype=torch.float))  # the images of the index
-    assert torch.equal(s.eval_images.flatten(), torch.tensor(ei, dtype=torch.float))
-    if labels is None:
-        assert s.calib_labels is None and s.eval_labels is None
-    else:
-        assert torch.equal(s.calib_labels, labels[s.calib_index]) and torch.equal(s.eval_labels, labels[s.eval_index])
-        counts = s.calib_labels.bincount(minlength=10)
-        assert counts.max() - counts.min() <= 1  # stratified
-    again = calibration_split(POOL_X, labels, n_calib, seed, n_eval)
-    assert torch.equal(again.calib_index, s.calib_index) and torch.equal(again.eval_index, s.eval_index)
-
-
-def test_calibration_split_with_a_separate_evaluation_pool():
-    test_x, test_y = POOL_X[:40] + 1000, POOL_Y[:40]  # classes 0 and 1 only
-    s = calibration_split(POOL_X, POOL_Y, 300, 0, eval_pool=(test_x, test_y))  # every pool image may calibrate
-    assert s.n_calib == 300 and torch.equal(s.eval_images, test_x) and torch.equal(s.eval_labels, test_y)
-    s = calibration_split(POOL_X, POOL_Y, 20, 0, 10, eval_pool=(test_x, test_y))
-    assert s.n_eval == 10 and s.eval_labels.bincount().tolist() == [5, 5]
-    assert torch.equal(s.eval_images, test_x[s.eval_index])
-
-
-def test_calibration_split_refuses_what_leaves_nothing():
-    with pytest.raises(ValueError, match="leave none of the 300 images"):
-        calibration_split(POOL_X, POOL_Y, 300)
-    with pytest.raises(ValueError, match="n_calib=0"):
-        calibration_split(POOL_X, POOL_Y, 0)
-    with pytest.raises(ValueError, match="n_eval=-1"):
-        calibration_split(POOL_X, POOL_Y, 10, n_eval=-1)
-
-
 # ----- the result is an ordinary config; the caller's model is untouched --------------------------------
 def test_allocation_is_an_ordinary_config_and_model_untouched(digits):
     model, x, y = digits
@@ -263,6 +221,26 @@ def test_resnet20_allocation_matches_or_beats_uniform_at_equal_cost(shared_dir, 
         ref = lm.model(probe)
         uniform, alloc = _sqnr(ref, expand(lm.model, cfg)(probe)), _sqnr(ref, expand(lm.model, a.config)(probe))
     assert alloc >= uniform, (alloc, uniform)
+
+
+# ----- calibration and evaluation images ---------------------------------------------------------------
+@pytest.mark.parametrize("labeled", [True, False])
+def test_calibration_split_is_disjoint_stratified_and_seeded(labeled):
+    labels = torch.arange(10).repeat_interleave(30)[torch.randperm(300, generator=torch.Generator().manual_seed(1))]
+    lab = labels if labeled else None
+    cal, ev = calibration_split(lab, 300, 50, seed=3)
+    assert len(cal) == 50 and len(ev) == 250 and not set(cal.tolist()) & set(ev.tolist())
+    assert torch.equal(torch.cat([cal, ev]).sort().values, torch.arange(300))
+    assert torch.equal(cal, stratified_indices(lab, 50, 3, n=300))  # the same choice as the data subsets
+    if labeled:
+        assert labels[cal].bincount(minlength=10).tolist() == [5] * 10
+    cal2, ev2 = calibration_split(lab, 300, 50, seed=3, n_eval=40)
+    assert torch.equal(cal2, cal) and len(ev2) == 40 and set(ev2.tolist()) <= set(ev.tolist())
+    if labeled:
+        assert labels[ev2].bincount(minlength=10).tolist() == [4] * 10
+    assert len(calibration_split(lab, 300, 50, n_eval=0)[1]) == 0
+    with pytest.raises(ValueError, match="300 calibration images leave none of the 300 images"):
+        calibration_split(lab, 300, 300)
 
 
 # ----- the app page -------------------------------------------------------------------------------------

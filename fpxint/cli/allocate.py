@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from .args import UsageError, add_config_options, add_run_options, check_run_args, config_from_args, dumps
 from .common import data_from_args, model_from_args
@@ -75,27 +76,37 @@ def _budget(args):
 
 
 def _split(args, spec, shared):
-    """The calibration / evaluation split (`allocation.calibration_split`) and a line saying which images are which."""
+    """(calibration images, labels), (evaluation images, labels), and a line saying which images are which.
+
+    One data set: `allocation.calibration_split` (the same split as the app's Allocate page). The bundled
+    digits: calibration from the train split, evaluation on the test split (disjoint by construction).
+    """
     from ..allocation import calibration_split
-    from ..data import load_data
+    from ..data import load_data, stratified_indices
 
     n_eval = None if args.eval == "all" else int(args.eval)
     if spec.dataset == "digits" and args.data in (None, "digits"):
         train, test = load_data("digits", spec, split="train"), load_data("digits", spec, split="test")
-        split = calibration_split(train.images, train.labels, args.calib, args.seed, n_eval,
-                                  eval_pool=(test.images, test.labels))
+        ci = stratified_indices(train.labels, args.calib, args.seed)
+        ei = torch.arange(len(test))
+        if n_eval is not None and n_eval < len(test):  # the evaluation subset as calibration_split draws it
+            ei = stratified_indices(test.labels, n_eval, args.seed + 1) if n_eval > 0 else ei[:0]
+        cal, ev = (train.images[ci], train.labels[ci]), (test.images[ei], test.labels[ei])
         where, ev_pool = "digits", "the test split"
     else:
         data = data_from_args(args, spec, shared)
         try:
-            split = calibration_split(data.images, data.labels, args.calib, args.seed, n_eval)
+            ci, ei = calibration_split(data.labels, len(data), args.calib, args.seed, n_eval)
         except ValueError as e:
             raise UsageError(f"--calib {args.calib}: {e}") from None
+        lab = data.labels
+        cal = (data.images[ci], None if lab is None else lab[ci])
+        ev = (data.images[ei], None if lab is None else lab[ei])
         where, ev_pool = data.source, "the rest"
-    text = (f"{where}: allocation chosen on {split.n_calib} stratified images (seed {args.seed}); "
-            + (f"accuracy on {split.n_eval} images of {ev_pool}, disjoint from them" if split.n_eval else
+    text = (f"{where}: allocation chosen on {len(cal[0])} stratified images (seed {args.seed}); "
+            + (f"accuracy on {len(ev[0])} images of {ev_pool}, disjoint from them" if len(ev[0]) else
                "no accuracy evaluation (--eval N|all)"))
-    return split, text
+    return cal, ev, text
 
 
 def _check(args) -> None:
@@ -122,8 +133,7 @@ def run(args) -> int:
                          "use eval / sweep with per-layer --override to try term counts by hand")
     budget, cfg, device = _budget(args), config_from_args(args), resolve_device(args.device)
     lm, shared = model_from_args(args, args.model)
-    split, which = _split(args, lm.spec, shared)
-    cx, cy, ex, ey = split.calib_images, split.calib_labels, split.eval_images, split.eval_labels
+    (cx, cy), (ex, ey), which = _split(args, lm.spec, shared)
     mode = args.calibration or ("labeled" if cy is not None else "unlabeled")
     sens_path = Path(args.sensitivity) if args.sensitivity else None
     sens = pd.read_csv(sens_path) if sens_path and sens_path.is_file() else None
