@@ -3,9 +3,9 @@ modules, no module importing a layer above its own, and the parts that must stay
 
 Read with `ast`, nothing is imported: every `import` / `from ... import` of every module of fpxint, at
 the top or inside a function. A deferred (function-level) import is a dependency all the same: it only
-moves a cycle's failure to run time, so it obeys the same rules; deferring is for import cost (torch
-helpers, tqdm, pandas only where used), never to hide a cycle. `from pkg import name` counts as an
-import of `pkg.name` when that is a module, else of `pkg` (its __init__). Importing `pkg.mod` also runs
+moves a cycle's failure to run time, so it obeys the same rules, with no exemption list (the app's own
+cycle, being removed, is a strict xfail below). `from pkg import name` counts as an import of
+`pkg.name` when that is a module, else of `pkg` (its __init__). Importing `pkg.mod` also runs
 `pkg/__init__.py`; that is not counted, or every module would depend on `fpxint/__init__.py`, which
 imports the public API from the model layer.
 """
