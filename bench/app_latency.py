@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -106,15 +107,17 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _server(extra_env: dict):
-    """`streamlit run app.py` on a free port with its own decoded-image cache; yields the URL once healthy."""
+def _server(extra_env: dict, root: Path = ROOT):
+    """`streamlit run app.py` on a free port with its own decoded-image cache; yields the URL once healthy.
+    `root`: the checkout to serve (its own fpxint first on the path), e.g. an earlier revision to compare with."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cache = tempfile.mkdtemp(prefix="fpxint-bench-cache-")
     log = open(Path(cache) / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env={**os.environ, "FPXINT_CACHE": cache, **extra_env}, stdout=log,
+                            cwd=root, env={**os.environ, "FPXINT_CACHE": cache, "PYTHONPATH": str(root),
+                                           **extra_env}, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         for _ in range(600):
@@ -241,9 +244,98 @@ def explain_apptest(repeat: int) -> list[dict]:
     return rows
 
 
+# Key press -> chart redrawn, timed inside the page: from the keydown event to the first animation frame after
+# the chart shows the moved slider's value (a MutationObserver watches the charts' SVG text). Playwright's own
+# polling of the page (tens to hundreds of ms under load) is not in it.
+PROBE = """
+window.__fpxintProbe = {want: null, key: null, done: null};
+document.addEventListener('keydown', () => { const p = window.__fpxintProbe; if (p.want) p.key = performance.now(); }, true);
+new MutationObserver(() => {
+  const p = window.__fpxintProbe;
+  if (!p.want || p.key === null || p.done !== null) return;
+  const texts = document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle, [data-testid="stPlotlyChart"] .annotation-text');
+  if (Array.from(texts).some((t) => t.textContent.includes(p.want)))
+    requestAnimationFrame(() => { if (p.done === null) p.done = performance.now(); });
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+SLIDER_MOVES = (("ArrowRight", 2), ("ArrowRight", 3), ("ArrowRight", 4), ("Home", 1))
+
+
+def _slider_page(browser, url: str, step: int):
+    """A 1280x720 page on the Explain step `step`, every part it reads computed (a first visit computes)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.add_init_script(PROBE)
+    page.goto(f"{url}/explain?step={step}")
+    page.wait_for_selector('[data-testid="stSlider"] input[type=range]', timeout=300_000)
+    page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=300_000)
+    page.wait_for_selector(RUNNING, state="detached", timeout=300_000)
+    return page
+
+
+def _slider_move(page, key: str, want: str) -> float:
+    """One key press on the terms slider -> seconds until the chart showing `want` is drawn (timed in the page)."""
+    page.locator('[data-testid="stSlider"] input[type=range]').first.focus()
+    page.wait_for_timeout(300)
+    page.evaluate("(w) => Object.assign(window.__fpxintProbe, {want: w, key: null, done: null})", want)
+    page.keyboard.press(key)
+    page.wait_for_function("window.__fpxintProbe.done !== null", timeout=60_000, polling=50)
+    return page.evaluate("(window.__fpxintProbe.done - window.__fpxintProbe.key) / 1000")
+
+
+def _want(step: int, k: int) -> str:
+    return f"and the sum of the first {k}" if step == 1 else f"{k} term{'s' if k > 1 else ''}"
+
+
+@contextlib.contextmanager
+def _checkout(rev: str):
+    """The files of git revision `rev` in a temporary folder (git archive: the repository is only read)."""
+    path = Path(tempfile.mkdtemp(prefix="fpxint-bench-rev-"))
+    try:
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(path)], input=tar, check=True)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def explain_sliders(repeat: int, against: str | None = None) -> list[dict]:
+    """Terms-slider key presses on steps 1 and 3 in Chromium (key -> chart redrawn). With `against` (a git
+    revision), the same moves on a second server running that revision, interleaved move by move with this
+    checkout's, so that both see the same machine load: the ratio is the comparison, not the absolute times."""
+    from playwright.sync_api import sync_playwright
+
+    env = {"FPXINT_SHARED": os.environ.get("FPXINT_SHARED", str(ROOT.parent / "shared"))}
+    with contextlib.ExitStack() as stack:
+        roots = {"this checkout": ROOT}
+        if against:
+            roots[against] = stack.enter_context(_checkout(against))
+        urls = {name: stack.enter_context(_server(env, root)) for name, root in roots.items()}
+        browser = stack.enter_context(sync_playwright()).chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        rows = []
+        for step in (1, 3):
+            pages = {name: _slider_page(browser, url, step) for name, url in urls.items()}
+            ts = {name: [] for name in urls}
+            for _ in range(max(1, repeat)):
+                for key, k in SLIDER_MOVES:
+                    for name, page in pages.items():
+                        ts[name].append(_slider_move(page, key, _want(step, k)))
+            for name, t in ts.items():
+                rows.append({"what": f"Explain in Chromium: step {step} terms slider key -> chart redrawn"
+                                     + (f" [{name}]" if against else ""),
+                             "s": min(t), "median_s": statistics.median(t), "n": len(t), "target": TARGET_SLIDER,
+                             "max_s": max(t), "note": "timed in the page: keydown -> first frame with the new chart"})
+            if against:
+                a, b = (statistics.median(t) for t in ts.values())
+                rows.append({"what": f"  step {step}: median ratio this checkout / {against}", "note": f"{a / b:.2f}"})
+            for page in pages.values():
+                page.close()
+        browser.close()
+    return rows
+
+
 def explain_browser(repeat: int) -> list[dict]:
-    """The Explain page in Chromium at 1280x720: a terms-slider key press -> the redrawn chart's new title, and
-    an arrow key -> the next step's charts drawn, on a warm cache."""
+    """The Explain page in Chromium at 1280x720: first load, and an arrow key -> the next step's charts drawn,
+    on a warm cache (the sliders: `explain_sliders`)."""
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -262,18 +354,6 @@ def explain_browser(repeat: int) -> list[dict]:
             page.wait_for_selector(RUNNING, state="detached", timeout=300_000)
         page.goto(f"{url}/explain?step=1")
         page.get_by_text("and the sum of the first 1").wait_for(timeout=120_000)
-        slider = page.locator('[data-testid="stSlider"] input[type=range]').first
-        ts = []
-        for _ in range(max(1, repeat)):
-            for key, k in (("ArrowRight", 2), ("ArrowRight", 3), ("ArrowRight", 4), ("Home", 1)):
-                slider.focus()
-                page.wait_for_timeout(300)
-                t1 = time.perf_counter()
-                page.keyboard.press(key)
-                page.get_by_text(f"and the sum of the first {k}").wait_for(timeout=60_000)
-                ts.append(time.perf_counter() - t1)
-        rows.append({"what": "Explain in Chromium: terms slider key -> chart redrawn (step 1)", "s": min(ts),
-                     "median_s": statistics.median(ts), "n": len(ts), "target": TARGET_SLIDER, "max_s": max(ts)})
         titles = ["1. A tensor", "2. The error", "3. A layer", "4. The model", "5. What it costs"]
         ts = []
         for _ in range(max(1, repeat)):
@@ -294,11 +374,11 @@ def explain_browser(repeat: int) -> list[dict]:
     return rows
 
 
-def explain_rows(repeat: int) -> list[dict]:
+def explain_rows(repeat: int, against: str | None = None) -> list[dict]:
     rows = explain_apptest(repeat)
     if os.path.exists(CHROMIUM):
         try:
-            rows += explain_browser(repeat)
+            rows += explain_sliders(repeat, against) + explain_browser(repeat)
         except Exception as exc:  # report, do not hide
             rows.append({"what": "Explain browser part", "note": f"failed: {type(exc).__name__}: {str(exc)[:200]}"})
     return rows
@@ -339,9 +419,11 @@ if __name__ == "__main__":  # `python -m bench.app_latency --explain`: the Expla
     args = argparse.ArgumentParser(description="app latency; --explain: the Explain page's part only")
     args.add_argument("--explain", action="store_true")
     args.add_argument("--repeat", type=int, default=3)
+    args.add_argument("--against", metavar="REV", help="with --explain: also time the terms sliders on this git "
+                      "revision (served from a temporary worktree), interleaved with this checkout's moves")
     a = args.parse_args()
     load = os.getloadavg()
-    rows = explain_rows(a.repeat) if a.explain else run(type("O", (), {"repeat": a.repeat})())["rows"]
+    rows = explain_rows(a.repeat, a.against) if a.explain else run(type("O", (), {"repeat": a.repeat})())["rows"]
     if a.explain:
         _print(rows)
     print(f"load average before {load}, after {os.getloadavg()}")
