@@ -159,7 +159,8 @@ def layer_io(image: np.ndarray, fp: np.ndarray, exp: np.ndarray, k: int, caption
         return slide(fig, "The layer's output on one real input", height=400)
     maps = [mosaic(a[:, None], aspect=0.6) for a in (fp, exp, exp - fp)]  # tall, narrow panels
     lim = float(np.nanmax(np.abs(maps[0]))) or 1.0
-    titles = ["FP output", f"{k} term{'s' if k > 1 else ''}", f"difference: max {float(np.nanmax(np.abs(maps[2]))):.2g}"]
+    titles = ["FP output", f"{k} term{'s' if k > 1 else ''}",  # two lines: the panels are narrow
+              f"difference<br>max {float(np.nanmax(np.abs(maps[2]))):.2g}"]
     traces, notes, panels = _rows_of_maps([(maps, "coloraxis", "%{z:.3g}<extra></extra>")], titles, axes="2")
     img = {"type": "image", "z": image, "hoverinfo": "skip"}
     notes.append({"text": caption, "x": (image.shape[1] - 1) / 2, "y": -0.5, "xref": "x", "yref": "y",
