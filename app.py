@@ -9,7 +9,7 @@ does not wait for torch to import. FPXINT_NO_WARMUP=1 skips it.
 import streamlit as st
 
 if __name__ == "__main__":
-    from fpxint import ui
+    from fpxint import app as ui
 
     st.set_page_config(page_title="fpxint: FP=xINT explorer", page_icon=":material/functions:", layout="wide")
 
@@ -49,7 +49,7 @@ else:
             level, t0 = quiet.level, time.perf_counter()
             quiet.setLevel(logging.ERROR)
             try:
-                from fpxint import ui
+                from fpxint import app as ui
 
                 ui.prewarm()  # the default view, into the app's own caches
                 print(f"  fpxint: default view computed at start-up in {time.perf_counter() - t0:.1f} s", flush=True)

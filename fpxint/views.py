@@ -2,7 +2,7 @@
 
 Each takes a loaded model (`fpxint.zoo.LoadedModel`), images (`fpxint.data.ImageData`), an
 `ExpansionConfig` and an optional `progress(fraction, text)` callback, and returns dicts and tidy
-DataFrames that `fpxint.plots` draws. `fpxint.ui` wraps them in Streamlit's caches.
+DataFrames that `fpxint.plots` draws. `fpxint.app` wraps them in Streamlit's caches.
 
     from fpxint import ExpansionConfig, views
     from fpxint.data import load_data

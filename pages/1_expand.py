@@ -1,7 +1,7 @@
 """Expand: run the expansion with the sidebar's configuration; headline accuracy and cost."""
 import streamlit as st
 
-from fpxint import ui
+from fpxint import app as ui
 
 ctx = ui.header("Expand", "Expand the model into a sum of low-bit integer networks and measure what it costs "
                 "and what it keeps. The built-in model computes on load; other models start from **Run**.",

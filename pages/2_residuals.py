@@ -1,7 +1,8 @@
 """Layer residuals: per-layer x term error in weight space or output space; worst layers highlighted."""
 import streamlit as st
 
-from fpxint import plots, ui
+from fpxint import plots
+from fpxint import app as ui
 
 ctx = ui.header("Layer residuals", "How much of each layer the first *k* terms leave over: in **weight space** "
                 "(the residual of the weight series, beside its proven bound) or in **output space** (each layer's "

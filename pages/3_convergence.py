@@ -1,7 +1,8 @@
 """Convergence: error vs number of terms for several bit widths, per layer and at the model output."""
 import streamlit as st
 
-from fpxint import plots, ui
+from fpxint import plots
+from fpxint import app as ui
 
 ctx = ui.header("Convergence", "The residual series converges geometrically: with *b*-bit terms and the max rule, "
                 "each term shrinks the max-abs weight residual by about 1/(2^b - 2). Dashed: the proven bound; "

@@ -1,7 +1,8 @@
 """Accuracy recovery: top-1 vs number of terms for several bit widths against FP; equal-budget check."""
 import streamlit as st
 
-from fpxint import plots, ui
+from fpxint import plots
+from fpxint import app as ui
 
 ctx = ui.header("Accuracy recovery", "Top-1 as terms are added, for several bit widths (weights and activations "
                 "alike), against the FP model. One term is plain round-to-nearest (open diamonds). The x axis "

@@ -1,7 +1,8 @@
 """Basis models: the integer terms of a layer, and the Abelian sum of basis models in any order."""
 import streamlit as st
 
-from fpxint import plots, ui
+from fpxint import plots
+from fpxint import app as ui
 
 ctx = ui.header("Basis models", "Basis model (i, j) is the network, isomorphic to the FP one, whose every layer "
                 "holds weight term *i* and consumes input term *j*. Here: the integer terms of one layer, and a "

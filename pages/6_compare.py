@@ -1,7 +1,8 @@
 """Compare: the sidebar's configuration (A) against a second one edited here (B), side by side."""
 import streamlit as st
 
-from fpxint import ExpansionConfig, config as C, plots, ui
+from fpxint import ExpansionConfig, config as C, plots
+from fpxint import app as ui
 
 ctx = ui.header("Compare", "**A** is the sidebar's configuration; **B** starts as a copy and is edited here. "
                 "Both run on the same model and images.")

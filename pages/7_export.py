@@ -1,7 +1,7 @@
 """Export: the expanded model (safetensors + JSON config), the metrics (CSV) and an HTML report."""
 import streamlit as st
 
-from fpxint import ui
+from fpxint import app as ui
 from fpxint.reports import build_report
 
 ctx = ui.header("Export", "Download the expanded model (integer terms and scales as safetensors, the config as "

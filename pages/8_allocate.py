@@ -3,8 +3,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from fpxint import plots_allocate as pa, ui
-from fpxint.allocate import MODES, Budget, allocate, cost_accuracy_curve
+from fpxint import app as ui
+from fpxint.allocation import plots as pa
+from fpxint.allocation import MODES, Budget, allocate, cost_accuracy_curve
 from fpxint.config import ExpansionConfig
 from fpxint.data import stratified_indices
 

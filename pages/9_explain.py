@@ -1,7 +1,8 @@
 """Explain: the method in five screens for a talk, on the sidebar's model and config (← / → step through)."""
 import streamlit as st
 
-from fpxint import explain as ex, plots, plots_explain as pe, ui
+from fpxint import explain as ex, plots, plots_explain as pe
+from fpxint import app as ui
 
 N = len(ex.STEPS)
 step = ui.page_step(N)

@@ -12,10 +12,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from fpxint import ExpansionConfig, expand
-from fpxint.allocate import Budget, allocate, cost_accuracy_curve, layer_sensitivity, sensitivity_ranking
+from fpxint.allocation import Budget, allocate, cost_accuracy_curve, layer_sensitivity, sensitivity_ranking
 from fpxint.cost import cost_summary, cost_table
 from fpxint.data import load_data, stratified_indices
-from fpxint.knapsack import solve_dp, solve_greedy
+from fpxint.allocation.knapsack import solve_dp, solve_greedy
 from fpxint.zoo import load_model
 
 W2A2 = ExpansionConfig(w_bits=2, a_bits=2, w_terms=3, a_terms=3)
@@ -171,7 +171,7 @@ def test_cost_accuracy_curve(digits):
     c = cost_accuracy_curve(model, W2A2, x[:48], y[:48], [("alloc", a.config)], terms=[1, 3])
     assert list(c.kind) == ["fp", "uniform", "uniform", "allocated"]
     assert list(c.int_gemms) == [0, 4, 36, a.cost["int_gemms"]] and c.top1.notna().all()
-    from fpxint.plots_allocate import cost_curve, sensitivity_heatmap, term_map
+    from fpxint.allocation.plots import cost_curve, sensitivity_heatmap, term_map
 
     fig = cost_curve(c)
     assert [t.name for t in fig.data] == ["uniform terms", "allocated"] and list(fig.data[1].y) == [c.top1.iloc[3]]
@@ -182,7 +182,7 @@ def test_cost_accuracy_curve(digits):
 
 
 def test_cli_writes_a_config_within_budget(tmp_path):
-    from fpxint.cli_allocate import _main
+    from fpxint.cli.allocate import _main
 
     out = tmp_path / "alloc.json"
     rc = _main(["allocate", "digits_cnn", "--bits", "2", "--terms", "3", "--budget-gemms", "0.75x", "--calib", "64",
@@ -222,7 +222,7 @@ def test_page_allocates_and_applies_the_config(tmp_path, monkeypatch):
     monkeypatch.setenv("FPXINT_CACHE", str(tmp_path / "cache"))
     page = Path(__file__).resolve().parents[1] / "pages" / "8_allocate.py"
     app = tmp_path / "app.py"
-    app.write_text("import streamlit as st\nfrom fpxint import ui\n"
+    app.write_text("import streamlit as st\nfrom fpxint import app as ui\n"
                    f"page = st.navigation([st.Page({str(page)!r}, url_path='allocate', default=True)])\n"
                    "ui.sidebar()\npage.run()\n")
     at = AppTest.from_file(str(app), default_timeout=120).run()

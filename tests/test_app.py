@@ -92,7 +92,7 @@ def test_default_view_computes_on_load():
 
 def test_start_up_warm_up_computes_what_a_plain_url_asks_for():
     """app.py's lifespan fills the caches under ui.default_refs(): they must be the sidebar's own keys."""
-    from fpxint import ui
+    from fpxint import app as ui
 
     at = _ok(_app())
     ctx = at.session_state["_ctx"]
@@ -324,7 +324,7 @@ def test_zip_of_images_as_data():
     assert "Data unavailable" in _errors(_ok(at)) and _metrics(at)
 
 
-def test_streamlit_is_only_imported_by_ui():
+def test_streamlit_is_only_imported_by_app():
     import subprocess
     import sys
 
@@ -340,4 +340,4 @@ def test_streamlit_is_only_imported_by_ui():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             if any(n == "streamlit" or n.startswith("streamlit.") for n in names):
                 importers.add(f.relative_to(ROOT).parts[:2])
-    assert importers == {("fpxint", "ui")}, importers  # only the fpxint/ui/ package imports Streamlit
+    assert importers == {("fpxint", "app")}, importers  # only the fpxint/app/ package imports Streamlit

@@ -117,7 +117,7 @@ def test_json_output_is_strict(tmp_path):
 
 
 def test_strict_json_turns_nan_and_inf_into_null():
-    from fpxint.cli_args import dumps
+    from fpxint.cli.args import dumps
 
     text = dumps({"a": float("nan"), "b": [1.0, float("inf"), -math.inf], "c": {"d": 2.5}})
     assert _strict_loads(text) == {"a": None, "b": [1.0, None, None], "c": {"d": 2.5}}

@@ -80,7 +80,7 @@ def test_preprocessing_is_resize_256_center_crop_224_for_any_size(tmp_path):
 
 
 def test_the_app_offers_it_with_its_images(lite0_shared, monkeypatch):
-    from fpxint import ui
+    from fpxint import app as ui
     from fpxint.zoo import model_names
 
     monkeypatch.setenv("FPXINT_SHARED", str(lite0_shared))

@@ -9,7 +9,7 @@ import streamlit as st
 from .. import analysis, views
 from ..config import ExpansionConfig
 from ..model import expanded_layers
-from . import _Progress, expanded_model, images_of, model_of  # defined before fpxint.ui imports this module
+from . import _Progress, expanded_model, images_of, model_of  # defined before fpxint.app imports this module
 
 
 @st.cache_data(max_entries=128, show_spinner=False)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from .. import views
 from ..config import ExpansionConfig
-from . import Context, _first_line, _Progress, images_of, model_of  # defined before fpxint.ui imports this module
+from . import Context, _first_line, _Progress, images_of, model_of  # defined before fpxint.app imports this module
 
 
 def page_step(n: int, key: str = "explain_step") -> int:

@@ -1,4 +1,4 @@
-"""Figures for per-layer term allocation (fpxint.allocate): pure functions DataFrame -> plotly Figure.
+"""Figures for per-layer term allocation (fpxint.allocation): pure functions DataFrame -> plotly Figure.
 
 - `term_map`: weight and activation terms of every layer, in network order, against the uniform count;
 - `cost_curve`: accuracy (or fidelity) against cost, uniform terms as a line, allocations as stars;
@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .plots import COMPARE_COLORS, FP_COLOR, TEMPLATE
+from ..plots import COMPARE_COLORS, FP_COLOR, TEMPLATE
 
 W_COLOR, A_COLOR = COMPARE_COLORS  # weights / activations, and uniform / allocated on the curve
 COST_TITLES = {"int_gemms": "integer GEMMs per forward", "bops": "bit-operations per image (BOPs)",

@@ -39,9 +39,9 @@ import torch
 import torch.nn as nn
 
 from . import knapsack as ks
-from .config import MAX_TERMS, ExpansionConfig, LayerOverride
-from .cost import cost_summary
-from .model import expand, target_device
+from ..config import MAX_TERMS, ExpansionConfig, LayerOverride
+from ..cost import cost_summary
+from ..model import expand, target_device
 from .sensitivity import (Progress, layer_sensitivity, plan_layers, rel_noise, sensitivity_ranking, to_db,
                           weights_only_sensitivity)
 
@@ -336,7 +336,7 @@ def cost_accuracy_curve(model: nn.Module, cfg: ExpansionConfig, images: torch.Te
         Columns: kind ("fp" / "uniform" / "allocated"), label, terms, int_gemms, bops, bops_vs_fp,
         weight_bits, sqnr_db, agreement, top1, fp_top1 (percent), n_images, config.
     """
-    from .analysis import logits_of  # analysis imports nothing from here; deferred to keep import light
+    from ..analysis import logits_of  # analysis imports nothing from here; deferred to keep import light
 
     dev = target_device(model, device)
     fp_logits, _ = logits_of(model, (images, labels), batch_size, dev)

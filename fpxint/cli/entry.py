@@ -26,10 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import __version__, cli_allocate, cli_lm
-from .cli_args import (EXIT_USAGE, UsageError, _add_config_options, _add_run_options, _check_run_args, _choice_list,
+from .. import __version__
+from . import allocate as cli_allocate, lm as cli_lm
+from .args import (EXIT_USAGE, UsageError, _add_config_options, _add_run_options, _check_run_args, _choice_list,
                        _config_given, _int_list, _pairs, _Parser, admit_run, config_from_args, dumps)
-from .config import LEVELS, TRUNCATIONS, ExpansionConfig
+from ..config import LEVELS, TRUNCATIONS, ExpansionConfig
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fpxint", description="FP=xINT series expansion: evaluate, sweep and export "
@@ -88,7 +89,7 @@ def _progress(args, desc: str, total: int):
 
 
 def _load_model(args, name: str | None):
-    from .zoo import DEFAULT_MODEL, find_shared, load_model
+    from ..zoo import DEFAULT_MODEL, find_shared, load_model
 
     shared = find_shared(args.shared)
     if args.shared and shared is None:
@@ -100,9 +101,9 @@ def _load_model(args, name: str | None):
 
 
 def _load_data(args, spec, shared):
-    from .data import load_data
-    from .zoo import cache_dir
-    from .zoo.paths import shared_dataset
+    from ..data import load_data
+    from ..zoo import cache_dir
+    from ..zoo.paths import shared_dataset
 
     source = args.data
     if source is None:
@@ -126,7 +127,7 @@ def _load_data(args, spec, shared):
 
 @torch.no_grad()
 def _logits(args, net, data, desc: str, device) -> tuple[torch.Tensor, float]:
-    from .analysis import logits_of
+    from ..analysis import logits_of
 
     t0 = time.perf_counter()
     with _progress(args, desc, len(data)) as bar:
@@ -150,7 +151,7 @@ def scores(logits: torch.Tensor, labels: torch.Tensor | None, fp_logits: torch.T
 
 
 def _cost(model, cfg: ExpansionConfig, spec) -> dict:
-    from .cost import cost_summary
+    from ..cost import cost_summary
 
     if spec.input_size is None:
         return {}
@@ -160,7 +161,7 @@ def _cost(model, cfg: ExpansionConfig, spec) -> dict:
 
 
 def _environment(device) -> dict:
-    from .model import device_name
+    from ..model import device_name
 
     return {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
             "fpxint": __version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
@@ -204,7 +205,7 @@ def _print_result(r: dict) -> None:
 
 # ----- commands -----------------------------------------------------------------------------------
 def cmd_models(args) -> int:
-    from .zoo import models_table
+    from ..zoo import models_table
 
     t = models_table()
     if args.family:
@@ -221,8 +222,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .export import load_expanded, read_meta
-    from .model import expand, resolve_device
+    from ..export import load_expanded, read_meta
+    from ..model import expand, resolve_device
 
     _check_run_args(args)
     if cli_lm.wants(args) and not args.expanded:
@@ -295,7 +296,7 @@ def _sweep_configs(args, base: ExpansionConfig) -> list[ExpansionConfig]:
 
 
 def _check_overrides(model, cfg: ExpansionConfig) -> None:
-    from .model import expandable_layers
+    from ..model import expandable_layers
 
     names = [n for n, _ in expandable_layers(model)]
     unknown = [n for n, _ in cfg.overrides if n not in names]
@@ -317,7 +318,7 @@ def cmd_sweep(args) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .model import expand, resolve_device
+    from ..model import expand, resolve_device
 
     _check_run_args(args)
     if cli_lm.wants(args):
@@ -368,8 +369,8 @@ def cmd_sweep(args) -> int:
 def _expanded_weights(args, lm, meta: dict, js_path: Path):
     """The FP model an expansion was made from, so that "vs FP" compares with those weights: the
     loaded one when its sha256 matches the JSON's record, else the recorded weights file, else an error."""
-    from .model import state_sha256
-    from .zoo import load_model
+    from ..model import state_sha256
+    from ..zoo import load_model
 
     want, source = meta["fp_weights"].get("sha256"), meta["fp_weights"].get("source")
     if not want or state_sha256(lm.model) == want:
@@ -384,8 +385,8 @@ def _expanded_weights(args, lm, meta: dict, js_path: Path):
 
 
 def cmd_expand(args) -> int:
-    from .export import load_expanded, save_expanded
-    from .model import expand, resolve_device
+    from ..export import load_expanded, save_expanded
+    from ..model import expand, resolve_device
 
     _check_run_args(args)
     cfg = config_from_args(args)

@@ -1,4 +1,4 @@
-"""Command line for per-layer term allocation: `python -m fpxint allocate ...` (see fpxint.allocate).
+"""Command line for per-layer term allocation: `python -m fpxint allocate ...` (see fpxint.allocation).
 
     python -m fpxint allocate resnet20 --w-bits 3 --a-bits 3 --terms 4 --budget-gemms 0.75x --out alloc.json
     python -m fpxint allocate resnet20 --w-bits 3 --a-bits 3 --budget-sqnr 25 --calibration synthetic
@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .cli_args import dumps
+from .args import dumps
 
 _BUDGETS = (("gemms", "int_gemms", "max integer GEMMs: N, or a multiple of the uniform config's, e.g. 0.75x"),
             ("bops", "bops", "max bit-operations: N or e.g. 0.75x"),
@@ -30,8 +30,8 @@ _BUDGETS = (("gemms", "int_gemms", "max integer GEMMs: N, or a multiple of the u
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Adds the `allocate` subcommand to fpxint's subparsers."""
-    from .allocate import COSTS, MODES, SOLVERS
-    from .cli_args import _add_config_options, _add_run_options
+    from ..allocation import COSTS, MODES, SOLVERS
+    from .args import _add_config_options, _add_run_options
 
     p = subparsers.add_parser("allocate", help="choose per-layer term counts under a budget (beyond the paper)",
                               description=__doc__.split("\n\n")[0])
@@ -61,8 +61,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _budget(args):
-    from .allocate import Budget
-    from .cli_args import UsageError
+    from ..allocation import Budget
+    from .args import UsageError
 
     for flag, kind, _ in _BUDGETS:
         text = getattr(args, f"budget_{flag}", None)
@@ -77,8 +77,8 @@ def _budget(args):
 
 def _split(args, spec, shared):
     """(calibration images, labels), (evaluation images, labels), and a line saying which images are which."""
-    from .cli import UsageError, _load_data
-    from .data import load_data, stratified_indices
+    from .entry import UsageError, _load_data
+    from ..data import load_data, stratified_indices
 
     if spec.dataset == "digits" and args.data in (None, "digits"):
         train, test = load_data("digits", spec, split="train"), load_data("digits", spec, split="test")
@@ -106,7 +106,7 @@ def _split(args, spec, shared):
 
 
 def _check(args) -> None:
-    from .cli_args import UsageError, _check_run_args
+    from .args import UsageError, _check_run_args
 
     _check_run_args(args)
     if args.calib < 1:
@@ -121,13 +121,13 @@ def _check(args) -> None:
 
 def run(args) -> int:
     """Runs `fpxint allocate`; returns the exit code (errors are raised as ValueError for main())."""
-    from .allocate import allocate, cost_accuracy_curve
-    from .cli import _load_model, config_from_args
-    from .model import resolve_device
+    from ..allocation import allocate, cost_accuracy_curve
+    from .entry import _load_model, config_from_args
+    from ..model import resolve_device
 
     _check(args)
-    from .cli_args import UsageError
-    from .zoo.hf import is_language_model
+    from .args import UsageError
+    from ..zoo.hf import is_language_model
     if args.model and is_language_model(args.model):  # its sensitivity and cost passes feed images
         raise UsageError(f"allocate does not support language models ({args.model}) yet; "
                          "use eval / sweep with per-layer --override to try term counts by hand")
@@ -202,8 +202,8 @@ def _pct(v: float, ref: float) -> str:
 
 def _main(argv: list[str]) -> int:
     """`fpxint allocate` on its own parser, for use before fpxint.cli wires the subcommand in (and tests)."""
-    from .cli import _one_line
-    from .cli_args import _Parser
+    from .entry import _one_line
+    from .args import _Parser
 
     parser = _Parser(prog="fpxint")
     add_parser(parser.add_subparsers(dest="command", required=True))

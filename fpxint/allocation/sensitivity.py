@@ -3,7 +3,7 @@
 `layer_sensitivity` expands ONE layer (one side, or both) with k terms, leaves every other layer in
 FP, and measures the model output against FP on probe inputs: real images, unlabeled images or
 Gaussian inputs. `weights_only_sensitivity` is the calibration-free proxy that runs no forward pass.
-Both return the same tidy table, which `fpxint.allocate` turns into per-layer term counts.
+Both return the same tidy table, which `fpxint.allocation.allocator` turns into per-layer term counts.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .config import ExpansionConfig, LayerSpec
-from .layers import expand_layer
-from .model import expandable_layers, fold_batchnorm, target_device
-from .series import expand_tensor
+from ..config import ExpansionConfig, LayerSpec
+from ..layers import expand_layer
+from ..model import expandable_layers, fold_batchnorm, target_device
+from ..series import expand_tensor
 
 Progress = Callable[[float, str], None]
 FLOOR = 1e-14  # relative noise floor (float32 output rounding) so logs and ratios stay finite

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .config import (A_GRANULARITIES, FIRST_LAST, GRIDS, LEVELS, MODES, SCALE_RULES, TRUNCATIONS,
+from ..config import (A_GRANULARITIES, FIRST_LAST, GRIDS, LEVELS, MODES, SCALE_RULES, TRUNCATIONS,
                      W_GRANULARITIES, ExpansionConfig, LayerOverride)
 
 EXIT_USAGE = 2
@@ -194,7 +194,7 @@ def admit_run(args: argparse.Namespace, spec, cfg: ExpansionConfig, n_images: in
     The CLI's user is the machine's operator and runs one thing: only memory is limited by default
     (half of RAM); FPXINT_MAX_RUN_MB / FPXINT_MAX_RUN_SECONDS set the limits.
     """
-    from .admission import AdmissionError, Limits, admit
+    from ..admission import AdmissionError, Limits, admit
 
     if getattr(args, "no_limits", False) or spec.input_size is None:
         return

@@ -1,7 +1,7 @@
 """Beyond the paper, part 2: the allocation problem as a multiple-choice knapsack.
 
 Each expanded layer picks one (weight terms, activation terms) pair; each pair has a predicted
-noise (from `fpxint.sensitivity`, summed over layers under the additive noise model) and a cost as
+noise (from `fpxint.allocation.sensitivity`, summed over layers under the additive noise model) and a cost as
 `fpxint.cost` counts it. `solve_dp` finds the minimum total noise under a cost cap exactly (integer
 costs; real costs rounded UP to a grid of cap / 2000, so a solution never breaks the cap);
 `solve_greedy` adds one term at a time, best noise cut per unit cost first. Pure numpy.
@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from .config import ExpansionConfig
-from .cost import FP_BITS, layer_macs
-from .layers import pair_matrix
+from ..config import ExpansionConfig
+from ..cost import FP_BITS, layer_macs
+from ..layers import pair_matrix
 
 COSTS = ("int_gemms", "bops", "weight_bits")
 _DP_BINS = 2000  # cost resolution of the knapsack for non-integer costs

@@ -11,8 +11,8 @@ import json
 import sys
 import time
 
-from .cli_args import UsageError, config_from_args
-from .config import ExpansionConfig
+from .args import UsageError, config_from_args
+from ..config import ExpansionConfig
 
 
 def add_text_options(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def add_text_options(p: argparse.ArgumentParser) -> None:
 
 
 def wants(args) -> bool:
-    from .zoo.hf import is_language_model
+    from ..zoo.hf import is_language_model
 
     return bool(getattr(args, "model", None)) and is_language_model(args.model)
 
@@ -39,10 +39,10 @@ def _config(args) -> ExpansionConfig:
 
 
 def _load(args):
-    from .lm import LMData
-    from .text import STS_TEST, WIKITEXT, TextError, read_sts, token_windows
-    from .zoo import cache_dir, find_shared
-    from .zoo.hf import load_lm
+    from ..lm import LMData
+    from ..text import STS_TEST, WIKITEXT, TextError, read_sts, token_windows
+    from ..zoo import cache_dir, find_shared
+    from ..zoo.hf import load_lm
 
     if args.weights or args.data:
         raise UsageError("--weights and --data are for image models; language models take --text / --windows")
@@ -79,8 +79,8 @@ def _head(lm, data) -> dict:
 
 
 def run_eval(args) -> int:
-    from .lm import evaluate_lm, reference
-    from .model import resolve_device
+    from ..lm import evaluate_lm, reference
+    from ..model import resolve_device
 
     cfg = _config(args)
     device = resolve_device(args.device)
@@ -114,9 +114,9 @@ def run_eval(args) -> int:
 def run_sweep(args) -> int:
     import pandas as pd
 
-    from .cli import _sweep_configs, _write_sweep
-    from .lm import sweep_lm
-    from .model import resolve_device
+    from .entry import _sweep_configs, _write_sweep
+    from ..lm import sweep_lm
+    from ..model import resolve_device
 
     configs = _sweep_configs(args, _config(args))
     device = resolve_device(args.device)
