@@ -43,21 +43,26 @@ def slide(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
     return fig
 
 
-def _rows_of_maps(rows: Sequence[tuple[Sequence[np.ndarray], str, str]], titles: Sequence[str], axes: str = ""
-                  ) -> tuple[list[dict], list[dict], list[list[int]]]:
+def _rows_of_maps(rows: Sequence[tuple[Sequence[np.ndarray], str, str]], titles: Sequence[str], aspect: float,
+                  axes: str = "") -> tuple[list[dict], list[dict], list[list[int]]]:
     """Map panels (heatmaps) laid out in rows on ONE pair of axes: each row is one heatmap trace, its maps side
     by side, NaN columns apart; the rows are stacked with room for the panels' titles (annotations in data
     coordinates, so they follow the square-pixel scaling).
 
     One trace per row because the browser draws every heatmap trace on a canvas of its own and a slider move
     redraws the whole figure: six panels as two traces draw in about half the time of six traces on six
-    subplots (measured in Chromium). `rows`: (maps, coloraxis, hovertemplate) per row. Returns the traces,
+    subplots (measured in Chromium). `rows`: (maps, coloraxis, hovertemplate) per row; `aspect`: about the
+    plot area's width / height, which the gaps widen the rows to (narrow maps then spread out, leaving their
+    titles room, as panels on subplots of their own would). Returns the traces,
     the title annotations and, per panel in order, [trace index, first column, rows, columns] of its block in
     that trace's z (the figure's layout.meta keeps them, so that a panel can be read back).
     """
     h = max(m.shape[0] for maps, _, _ in rows for m in maps)
     wd = max(m.shape[1] for maps, _, _ in rows for m in maps)
-    gap, vgap = max(2, round(0.35 * wd)), max(2, round(0.3 * h))  # room for the titles (one line, ~1.5 panels wide)
+    vgap = max(2, round(0.3 * h))  # a title line between the rows
+    n = max(len(maps) for maps, _, _ in rows)
+    height = len(rows) * h + (len(rows) - 1) * vgap
+    gap = max(2, round(0.35 * wd), round((aspect * height - n * wd) / max(1, n - 1)))
     traces, notes, panels, y0 = [], [], [], 0
     for r, (maps, coloraxis, hover) in enumerate(rows):
         z = np.full((h, len(maps) * (wd + gap) - gap), np.nan)
@@ -103,7 +108,7 @@ def tensor_terms(t: dict, k: int, shown: int = 3) -> go.Figure:
     titles += ["weight W (FP)", sum_text, f"residual W − sum: max {max_r:.2g}"]
     traces, notes, panels = _rows_of_maps(
         [(qs, "coloraxis2", "integer term: %{z}<extra></extra>"),
-         ([w, part, res], "coloraxis", "%{z:.3g}<extra></extra>")], titles)
+         ([w, part, res], "coloraxis", "%{z:.3g}<extra></extra>")], titles, aspect=2.4)
     layout = {**_map_axes(), "annotations": notes, "meta": {"panels": panels},
               "coloraxis": {"colorscale": DIVERGING, "cmin": -w_lim, "cmax": w_lim,
                             "colorbar": {"title": {"text": "weight"}, "thickness": 14, "len": 0.45, "y": 0.22}},
@@ -161,7 +166,8 @@ def layer_io(image: np.ndarray, fp: np.ndarray, exp: np.ndarray, k: int, caption
     lim = float(np.nanmax(np.abs(maps[0]))) or 1.0
     titles = ["FP output", f"{k} term{'s' if k > 1 else ''}",  # two lines: the panels are narrow
               f"difference<br>max {float(np.nanmax(np.abs(maps[2]))):.2g}"]
-    traces, notes, panels = _rows_of_maps([(maps, "coloraxis", "%{z:.3g}<extra></extra>")], titles, axes="2")
+    traces, notes, panels = _rows_of_maps([(maps, "coloraxis", "%{z:.3g}<extra></extra>")], titles, aspect=1.3,
+                                          axes="2")
     img = {"type": "image", "z": image, "hoverinfo": "skip"}
     notes.append({"text": caption, "x": (image.shape[1] - 1) / 2, "y": -0.5, "xref": "x", "yref": "y",
                   "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": TITLE_FONT})
