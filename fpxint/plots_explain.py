@@ -182,7 +182,8 @@ def layer_io(image: np.ndarray, fp: np.ndarray, exp: np.ndarray, k: int, caption
 def layer_errors(errors: pd.DataFrame, image: int, k: int | None = None) -> go.Figure:
     """Relative error of the layer's output per number of terms (log): the layer alone, and inside the model.
 
-    Built as one dict (plotly validates it once; it is rebuilt on every terms-slider move)."""
+    `k` marks that number of terms; the Explain page leaves it out, so the figure is the same for every k and the
+    browser keeps it drawn while the terms slider moves. Built as one dict (plotly validates it once)."""
     part = errors[errors["image"] == image]
     data = []
     for kind, dash, color in (("isolated", "solid", SHOWN), ("end to end", "dot", "#D55E00")):
