@@ -35,6 +35,7 @@ if __name__ == "__main__":
 else:
     import asyncio
     import contextlib
+    import gc
     import logging
     import os
     import time
@@ -59,6 +60,12 @@ else:
 
         if os.environ.get("FPXINT_NO_WARMUP") != "1":
             await asyncio.to_thread(work)  # off the event loop; the server starts serving when it is done
+        # Streamlit runs a full gc.collect() after every script run (runner.postScriptGC) and holds the GIL
+        # through it, so the run's messages wait in the queue: with torch, pandas and plotly loaded that is
+        # ~0.3-0.6 s on every slider move. What is alive now (modules, the built-in model) lives as long as
+        # the server: frozen, it is left out of every later collection (refcounting still frees it).
+        gc.collect()
+        gc.freeze()
         yield
 
     app = st.App(__file__, lifespan=_warm_at_start)

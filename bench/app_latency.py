@@ -10,8 +10,9 @@ Part 2 is the real server in Chromium (Playwright, /usr/bin/chromium), as tests/
     browser; then again with app.py's start-up warm-up off (FPXINT_NO_WARMUP=1) as the reference;
   - a new session on the warm server: page load -> first metric (empty and warm browser cache);
   - switching pages in the browser with a warm cache: nav click -> the page's heading.
-Part 3 is the Explain page (issue 15), AppTest and Chromium: each step's first load, then terms-slider
-moves, image changes and step changes on a warm cache (`python -m bench.app_latency --explain` alone).
+Part 3 is the Explain page (issue 15, bench/explain_latency.py), AppTest and Chromium: each step's first
+load, then terms-slider moves, image changes and step changes on a warm cache (`python -m bench.app_latency
+--explain` alone; `--against REV` times a git revision's sliders beside this checkout's).
 Targets (issue): default view <= 2 s to the first result; page switch <= 0.5 s with a warm cache;
 Explain: every slider move <= 0.3 s after the first load (the verdict uses the worst move).
 Absolute times on a shared 2-core machine: the load average is printed beside them.
@@ -106,15 +107,17 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _server(extra_env: dict):
-    """`streamlit run app.py` on a free port with its own decoded-image cache; yields the URL once healthy."""
+def _server(extra_env: dict, root: Path = ROOT):
+    """`streamlit run app.py` on a free port with its own decoded-image cache; yields the URL once healthy.
+    `root`: the checkout to serve (its own fpxint first on the path), e.g. an earlier revision to compare with."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cache = tempfile.mkdtemp(prefix="fpxint-bench-cache-")
     log = open(Path(cache) / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env={**os.environ, "FPXINT_CACHE": cache, **extra_env}, stdout=log,
+                            cwd=root, env={**os.environ, "FPXINT_CACHE": cache, "PYTHONPATH": str(root),
+                                           **extra_env}, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         for _ in range(600):
@@ -199,111 +202,6 @@ def browser_part(repeat: int, warmup: bool = True) -> list[dict]:
     return rows
 
 
-EXPLAIN = "pages/9_explain.py"
-TARGET_SLIDER = 0.3  # issue 15: every slider move of the Explain page on the built-in model, after the first load
-
-
-def explain_apptest(repeat: int) -> list[dict]:
-    """The Explain page headless (AppTest: the script's run, no browser): each step's first load (computing
-    its part, cached by model + config), then slider moves, image changes and step changes that only read it."""
-    from streamlit.testing.v1 import AppTest
-
-    rows = []
-    at = AppTest.from_file(APP, default_timeout=600)
-    at.query_params["w_bits"] = "3"  # a configuration no earlier part of the bench computed
-    at.run()
-    firsts = []
-    for step in range(1, 6):
-        firsts.append(_timed(lambda s=step: (at.switch_page(EXPLAIN) if s == 1 else
-                                             at.button(key="explain_next").click()).run()))
-        assert not at.exception and at.title[0].value.startswith(f"{step}."), [e.value for e in at.exception]
-    rows.append({"what": "Explain, first load of each step 1..5 (computes; digits_cnn, W3x2 A4x2)",
-                 "s": max(firsts), "note": " / ".join(f"{t:.2f}" for t in firsts) + " s"})
-    at.segmented_control(key="explain_step").set_value(1).run()
-    moves = {"step 1: terms slider": ("explain_k1", 1), "step 3: terms slider": ("explain_k3", 3)}
-    for what, (key, step) in moves.items():
-        at.segmented_control(key="explain_step").set_value(step).run()
-        ts = [_timed(lambda k=k: at.slider(key=key).set_value(k).run()) for _ in range(max(1, repeat))
-              for k in (2, 3, 4, 1)]
-        assert not at.exception
-        rows.append({"what": f"Explain {what} moved (cached terms)", "s": min(ts), "median_s": statistics.median(ts),
-                     "n": len(ts), "target": TARGET_SLIDER, "max_s": max(ts)})
-    options = at.selectbox(key="explain_image").options
-    ts = [_timed(lambda o=o: at.selectbox(key="explain_image").set_value(o).run()) for o in options[1:] + options[:1]]
-    rows.append({"what": "Explain step 3: another input image", "s": min(ts), "median_s": statistics.median(ts),
-                 "n": len(ts), "target": TARGET_SLIDER, "max_s": max(ts)})
-    ts = []
-    for _ in range(max(1, repeat)):
-        for step in (1, 2, 3, 4, 5):
-            ts.append(_timed(lambda s=step: at.segmented_control(key="explain_step").set_value(s).run()))
-    rows.append({"what": "Explain: change step, warm cache (AppTest)", "s": min(ts), "median_s": statistics.median(ts),
-                 "n": len(ts), "target": TARGET_SWITCH, "max_s": max(ts)})
-    return rows
-
-
-def explain_browser(repeat: int) -> list[dict]:
-    """The Explain page in Chromium at 1280x720: a terms-slider key press -> the redrawn chart's new title, and
-    an arrow key -> the next step's charts drawn, on a warm cache."""
-    from playwright.sync_api import sync_playwright
-
-    rows = []
-    with _server({}) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 720})
-        t1 = time.perf_counter()
-        page.goto(f"{url}/explain?step=1")
-        page.get_by_text("and the sum of the first 1").wait_for(timeout=300_000)
-        rows.append({"what": "Explain in Chromium: page load -> step 1 chart (warm server, new visitor)",
-                     "s": time.perf_counter() - t1})
-        for _ in range(4):  # first visits compute each step's part: warm the cache, then come back
-            page.locator('[data-testid="stMainBlockContainer"] h1').first.click()
-            page.keyboard.press("ArrowRight")
-            page.wait_for_timeout(300)
-            page.wait_for_selector(RUNNING, state="detached", timeout=300_000)
-        page.goto(f"{url}/explain?step=1")
-        page.get_by_text("and the sum of the first 1").wait_for(timeout=120_000)
-        slider = page.locator('[data-testid="stSlider"] input[type=range]').first
-        ts = []
-        for _ in range(max(1, repeat)):
-            for key, k in (("ArrowRight", 2), ("ArrowRight", 3), ("ArrowRight", 4), ("Home", 1)):
-                slider.focus()
-                page.wait_for_timeout(300)
-                t1 = time.perf_counter()
-                page.keyboard.press(key)
-                page.get_by_text(f"and the sum of the first {k}").wait_for(timeout=60_000)
-                ts.append(time.perf_counter() - t1)
-        rows.append({"what": "Explain in Chromium: terms slider key -> chart redrawn (step 1)", "s": min(ts),
-                     "median_s": statistics.median(ts), "n": len(ts), "target": TARGET_SLIDER, "max_s": max(ts)})
-        titles = ["1. A tensor", "2. The error", "3. A layer", "4. The model", "5. What it costs"]
-        ts = []
-        for _ in range(max(1, repeat)):
-            for i in range(1, 5):
-                page.locator('[data-testid="stMainBlockContainer"] h1').first.click()
-                page.wait_for_timeout(300)
-                t1 = time.perf_counter()
-                page.keyboard.press("ArrowRight")
-                page.locator('[data-testid="stMainBlockContainer"] h1', has_text=titles[i]).wait_for(timeout=60_000)
-                page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
-                    .every(c => c.querySelector('.main-svg'))""", timeout=60_000)
-                ts.append(time.perf_counter() - t1)
-            page.goto(f"{url}/explain?step=1")
-            page.get_by_text("and the sum of the first").wait_for(timeout=60_000)
-        rows.append({"what": "Explain in Chromium: arrow key -> next step's charts drawn, warm cache", "s": min(ts),
-                     "median_s": statistics.median(ts), "n": len(ts), "target": TARGET_SWITCH, "max_s": max(ts)})
-        browser.close()
-    return rows
-
-
-def explain_rows(repeat: int) -> list[dict]:
-    rows = explain_apptest(repeat)
-    if os.path.exists(CHROMIUM):
-        try:
-            rows += explain_browser(repeat)
-        except Exception as exc:  # report, do not hide
-            rows.append({"what": "Explain browser part", "note": f"failed: {type(exc).__name__}: {str(exc)[:200]}"})
-    return rows
-
-
 def _print(rows: list[dict]) -> None:
     for r in rows:
         if r.get("target") is not None and r.get("s") is not None:
@@ -325,6 +223,8 @@ def run(opts) -> dict:
             rows.append({"what": "browser part", "note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
     else:
         rows.append({"what": "browser part", "note": f"skipped: no {CHROMIUM}"})
+    from bench.explain_latency import explain_rows
+
     rows += explain_rows(repeat)
     out["load_average_after"] = os.getloadavg()
     _print(rows)
@@ -339,9 +239,15 @@ if __name__ == "__main__":  # `python -m bench.app_latency --explain`: the Expla
     args = argparse.ArgumentParser(description="app latency; --explain: the Explain page's part only")
     args.add_argument("--explain", action="store_true")
     args.add_argument("--repeat", type=int, default=3)
+    args.add_argument("--against", metavar="REV", help="with --explain: also time the terms sliders on this git "
+                      "revision (served from a temporary copy), interleaved with this checkout's moves")
     a = args.parse_args()
     load = os.getloadavg()
-    rows = explain_rows(a.repeat) if a.explain else run(type("O", (), {"repeat": a.repeat})())["rows"]
     if a.explain:
+        from bench.explain_latency import explain_rows
+
+        rows = explain_rows(a.repeat, a.against)
         _print(rows)
+    else:
+        run(type("O", (), {"repeat": a.repeat})())
     print(f"load average before {load}, after {os.getloadavg()}")

@@ -43,36 +43,47 @@ def slide(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
     return fig
 
 
-def _maps(traces: list[dict], cols: int, titles: Sequence[str], layout: dict, title: str, height: int,
-          widths: Sequence[float] | None = None, hspace: float = 0.03, vspace: float = 0.1) -> go.Figure:
-    """Map panels (heatmaps, images) on a grid, row by row, with square pixels and no ticks.
+def _rows_of_maps(rows: Sequence[tuple[Sequence[np.ndarray], str, str]], titles: Sequence[str], aspect: float,
+                  axes: str = "") -> tuple[list[dict], list[dict], list[list[int]]]:
+    """Map panels (heatmaps) laid out in rows on ONE pair of axes: each row is one heatmap trace, its maps side
+    by side, NaN columns apart; the rows are stacked with room for the panels' titles (annotations in data
+    coordinates, so they follow the square-pixel scaling).
 
-    Built as one dict and validated once: make_subplots plus per-panel updates cost about five times
-    as much, and the terms sliders rebuild these figures on every move.
+    One trace per row because the browser draws every heatmap trace on a canvas of its own and a slider move
+    redraws the whole figure: six panels as two traces draw in about half the time of six traces on six
+    subplots (measured in Chromium). `rows`: (maps, coloraxis, hovertemplate) per row; `aspect`: about the
+    plot area's width / height, which the gaps widen the rows to (narrow maps then spread out, leaving their
+    titles room, as panels on subplots of their own would). Returns the traces,
+    the title annotations and, per panel in order, [trace index, first column, rows, columns] of its block in
+    that trace's z (the figure's layout.meta keeps them, so that a panel can be read back).
     """
-    rows = -(-len(traces) // cols)
-    w = np.asarray(widths or [1.0] * cols, dtype=float)
-    w = w / w.sum() * (1 - hspace * (cols - 1))
-    h = (1 - vspace * (rows - 1)) / rows
+    h = max(m.shape[0] for maps, _, _ in rows for m in maps)
+    wd = max(m.shape[1] for maps, _, _ in rows for m in maps)
+    vgap = max(2, round(0.3 * h))  # a title line between the rows
+    n = max(len(maps) for maps, _, _ in rows)
+    height = len(rows) * h + (len(rows) - 1) * vgap
+    gap = max(2, round(0.35 * wd), round((aspect * height - n * wd) / max(1, n - 1)))
+    traces, notes, panels, y0 = [], [], [], 0
+    for r, (maps, coloraxis, hover) in enumerate(rows):
+        z = np.full((h, len(maps) * (wd + gap) - gap), np.nan)
+        for i, m in enumerate(maps):
+            x = i * (wd + gap)
+            z[: m.shape[0], x: x + m.shape[1]] = m
+            panels.append([r, x, m.shape[0], m.shape[1]])
+            notes.append({"text": titles[len(panels) - 1], "x": x + (m.shape[1] - 1) / 2, "y": y0 - 0.5,
+                          "xref": f"x{axes}", "yref": f"y{axes}", "xanchor": "center", "yanchor": "bottom",
+                          "showarrow": False, "font": TITLE_FONT})
+        traces.append({"type": "heatmap", "z": z, "y0": y0, "coloraxis": coloraxis, "hoverongaps": False,
+                       "hovertemplate": hover, "xaxis": f"x{axes}", "yaxis": f"y{axes}"})
+        y0 += h + vgap
+    return traces, notes, panels
+
+
+def _map_axes(n: str = "", domain: Sequence[float] = (0.0, 1.0)) -> dict:
+    """Axes for map panels: square pixels, rows top to bottom, no ticks or grid."""
     off = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": "", "constrain": "domain"}
-    lay, notes, data = {}, [], []
-    for i, tr in enumerate(traces):
-        r, c = divmod(i, cols)
-        n = "" if i == 0 else str(i + 1)
-        x0 = float(w[:c].sum() + c * hspace)
-        y1 = 1 - r * (h + vspace)
-        lay[f"xaxis{n}"] = {**off, "domain": [max(0.0, x0), min(1.0, x0 + float(w[c]))], "anchor": f"y{n}"}
-        lay[f"yaxis{n}"] = {**off, "domain": [max(0.0, y1 - h), min(1.0, y1)], "anchor": f"x{n}", "autorange": "reversed",
-                            "scaleanchor": f"x{n}"}
-        data.append({**tr, "xaxis": f"x{n}", "yaxis": f"y{n}"})
-        if titles[i]:
-            notes.append({"text": titles[i], "x": x0 + float(w[c]) / 2, "y": y1, "xref": "paper", "yref": "paper",
-                          "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": TITLE_FONT})
-    return go.Figure(data=data, layout={**_style(title, height), **lay, **layout, "annotations": notes})
-
-
-def _heatmap(z: np.ndarray, coloraxis: str, hover: str) -> dict:
-    return {"type": "heatmap", "z": z, "coloraxis": coloraxis, "hoverongaps": False, "hovertemplate": hover}
+    return {f"xaxis{n}": {**off, "domain": list(domain), "anchor": f"y{n}"},
+            f"yaxis{n}": {**off, "anchor": f"x{n}", "autorange": "reversed", "scaleanchor": f"x{n}"}}
 
 
 def _scale_text(s: np.ndarray) -> str:
@@ -94,18 +105,18 @@ def tensor_terms(t: dict, k: int, shown: int = 3) -> go.Figure:
     max_r = float(t["norms"]["max_abs"].iloc[k - 1])
     sum_text = " + ".join(f"s{i + 1}·Q{i + 1}" for i in range(k)) if k <= 3 else f"s1·Q1 + … + s{k}·Q{k}"
     titles = [f"Q{i + 1}: {int(np.nanmin(q))}…{int(np.nanmax(q))}, {_scale_text(t['scales'][i])}" for i, q in enumerate(qs)]
-    titles += [""] * (3 - n) + ["weight W (FP)", sum_text, f"residual W − sum: max {max_r:.2g}"]
-    traces = [_heatmap(q, "coloraxis2", f"Q{i + 1} = %{{z}}<extra></extra>") for i, q in enumerate(qs)]
-    traces += [{"type": "heatmap", "z": [[None]], "showscale": False, "hoverinfo": "skip"}] * (3 - n)
-    traces += [_heatmap(z, "coloraxis", f"{name} = %{{z:.3g}}<extra></extra>")
-               for z, name in ((w, "W"), (part, "sum"), (res, "residual"))]
-    layout = {"coloraxis": {"colorscale": DIVERGING, "cmin": -w_lim, "cmax": w_lim,
+    titles += ["weight W (FP)", sum_text, f"residual W − sum: max {max_r:.2g}"]
+    traces, notes, panels = _rows_of_maps(
+        [(qs, "coloraxis2", "integer term: %{z}<extra></extra>"),
+         ([w, part, res], "coloraxis", "%{z:.3g}<extra></extra>")], titles, aspect=2.4)
+    layout = {**_map_axes(), "annotations": notes, "meta": {"panels": panels},
+              "coloraxis": {"colorscale": DIVERGING, "cmin": -w_lim, "cmax": w_lim,
                             "colorbar": {"title": {"text": "weight"}, "thickness": 14, "len": 0.45, "y": 0.22}},
               "coloraxis2": {"colorscale": DIVERGING, "cmin": -q_lim, "cmax": q_lim,
                              "colorbar": {"title": {"text": "integer"}, "thickness": 14, "len": 0.45, "y": 0.78}}}
     cut = ", first channels" if t["cropped"] else ""
-    return _maps(traces, 3, titles, layout, f"{t['layer']}{cut}: {t['bits']}-bit integer terms, and the sum of the "
-                 f"first {k}", height=400)
+    title = f"{t['layer']}{cut}: {t['bits']}-bit integer terms, and the sum of the first {k}"
+    return go.Figure(data=traces, layout={**_style(title, 400), **layout})
 
 
 def residual_vs_bound(all_layers: pd.DataFrame, t: dict) -> go.Figure:
@@ -153,21 +164,26 @@ def layer_io(image: np.ndarray, fp: np.ndarray, exp: np.ndarray, k: int, caption
         return slide(fig, "The layer's output on one real input", height=400)
     maps = [mosaic(a[:, None], aspect=0.6) for a in (fp, exp, exp - fp)]  # tall, narrow panels
     lim = float(np.nanmax(np.abs(maps[0]))) or 1.0
-    traces = [{"type": "image", "z": image, "hoverinfo": "skip"}]
-    traces += [_heatmap(z, "coloraxis", f"{name} = %{{z:.3g}}<extra></extra>")
-               for z, name in ((maps[0], "FP"), (maps[1], "expanded"), (maps[2], "difference"))]
-    titles = [caption, "FP output", f"{k} term{'s' if k > 1 else ''}",
-              f"difference: max {float(np.nanmax(np.abs(maps[2]))):.2g}"]
-    layout = {"coloraxis": {"colorscale": DIVERGING, "cmin": -lim, "cmax": lim,
+    titles = ["FP output", f"{k} term{'s' if k > 1 else ''}",  # two lines: the panels are narrow
+              f"difference<br>max {float(np.nanmax(np.abs(maps[2]))):.2g}"]
+    traces, notes, panels = _rows_of_maps([(maps, "coloraxis", "%{z:.3g}<extra></extra>")], titles, aspect=1.3,
+                                          axes="2")
+    img = {"type": "image", "z": image, "hoverinfo": "skip"}
+    notes.append({"text": caption, "x": (image.shape[1] - 1) / 2, "y": -0.5, "xref": "x", "yref": "y",
+                  "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": TITLE_FONT})
+    layout = {**_map_axes("", (0.0, 0.19)), **_map_axes("2", (0.23, 1.0)), "annotations": notes,
+              "meta": {"panels": [[p[0] + 1, *p[1:]] for p in panels]},  # trace 0 is the image
+              "coloraxis": {"colorscale": DIVERGING, "cmin": -lim, "cmax": lim,
                             "colorbar": {"title": {"text": "output"}, "thickness": 14}}}
-    return _maps(traces, 4, titles, layout, "FP output, expanded output, difference (first channels)", height=400,
-                 widths=[0.19, 0.27, 0.27, 0.27])
+    return go.Figure(data=[img, *traces], layout={**_style("FP output, expanded output, difference (first channels)",
+                                                            400), **layout})
 
 
 def layer_errors(errors: pd.DataFrame, image: int, k: int | None = None) -> go.Figure:
     """Relative error of the layer's output per number of terms (log): the layer alone, and inside the model.
 
-    Built as one dict (it is redrawn on every terms-slider move, see `_maps`)."""
+    `k` marks that number of terms; the Explain page leaves it out, so the figure is the same for every k and the
+    browser keeps it drawn while the terms slider moves. Built as one dict (plotly validates it once)."""
     part = errors[errors["image"] == image]
     data = []
     for kind, dash, color in (("isolated", "solid", SHOWN), ("end to end", "dot", "#D55E00")):

@@ -92,8 +92,8 @@ def layer_step() -> None:
         with left:
             ui.slide_chart(pe.layer_io(s["images"][img], s["fp"][img], s["expanded"][k - 1][img], k,
                                        f"input #{s['indices'][img]}"), "explain_layer")
-        with right:
-            ui.slide_chart(pe.layer_errors(s["errors"], img, k), "explain_layer_error")
+        with right:  # without the k marker: the same figure for every k, so the browser keeps it drawn
+            ui.slide_chart(pe.layer_errors(s["errors"], img), "explain_layer_error")
 
 
 if step == 1:

@@ -28,6 +28,11 @@ def _grid(z) -> np.ndarray:
     return np.array(z, dtype=float)
 
 
+def _panels(fig) -> list[np.ndarray]:
+    """The map panels of a figure from fpxint.plots_explain, in order (layout.meta says where each one lies)."""
+    return [_grid(fig.data[i].z)[:h, c: c + w] for i, c, h, w in fig.layout.meta["panels"]]
+
+
 def _text(at) -> str:
     return " ".join(m.value for m in at.markdown)
 
@@ -65,8 +70,7 @@ def test_step1_residual_is_weight_minus_the_sum_and_shrinks_with_terms():
     for k in (1, 2, 3):
         at.slider(key="explain_k1").set_value(k).run()
         (fig,) = _charts(_ok(at))
-        heat = [d for d in fig.data if d.type == "heatmap"]
-        w, part, res = (_grid(h.z) for h in heat[3:])
+        w, part, res = _panels(fig)[3:]
         np.testing.assert_allclose(np.nan_to_num(res), np.nan_to_num(w - part), atol=1e-6)
         maxima.append(np.nanmax(np.abs(res)))
     f = 1 / 14  # 4-bit symmetric grid, max rule

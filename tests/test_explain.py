@@ -219,16 +219,22 @@ def test_figures_show_what_the_numbers_say(digits):
     cfg = ExpansionConfig()
     t = explain.tensor_terms(lm.model, cfg, "features.0.0")
     fig = pe.tensor_terms(t, 2)
-    heat = [d for d in fig.data if d.type == "heatmap"]
-    assert len(heat) == 6
-    w, part, res = (np.asarray(h.z, dtype=float) for h in heat[3:])
+    panels = [np.asarray(fig.data[i].z, dtype=float)[:h, c: c + wd] for i, c, h, wd in fig.layout.meta["panels"]]
+    assert len(panels) == 6 and [d.type for d in fig.data] == ["heatmap", "heatmap"]  # one trace per row of maps
+    np.testing.assert_array_equal(panels[3], explain.mosaic(t["weight"]))
+    for q, term in zip(panels[:3], t["terms"]):
+        np.testing.assert_array_equal(q, explain.mosaic(term.astype(float)))
+    w, part, res = panels[3:]
     np.testing.assert_allclose(np.nan_to_num(res), np.nan_to_num(w - part), atol=1e-6)  # residual = W - sum
     assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax  # one symmetric scale for W, sum, residual
     bound = pe.residual_vs_bound(explain.all_layer_residuals(lm.model, cfg), t)
     assert bound.layout.yaxis.type == "log" and any("bound" in d.name for d in bound.data)
     s = explain.layer_story(lm.model, data, lm.spec, cfg, "features.0.0", n=2)
     io = pe.layer_io(s["images"][0], s["fp"][0], s["expanded"][1][0], 2, "input")
-    assert [d.type for d in io.data] == ["image", "heatmap", "heatmap", "heatmap"]
+    assert [d.type for d in io.data] == ["image", "heatmap"]
+    fp, exp, diff = (np.asarray(io.data[i].z, dtype=float)[:h, c: c + wd] for i, c, h, wd in io.layout.meta["panels"])
+    np.testing.assert_allclose(np.nan_to_num(diff), np.nan_to_num(exp - fp), atol=1e-6)
+    np.testing.assert_array_equal(fp, explain.mosaic(s["fp"][0][:, None], aspect=0.6))
     vec = pe.layer_io(s["images"][0], np.arange(10.0), np.arange(10.0) + 0.1, 1, "input")
     assert [d.type for d in vec.data] == ["image", "bar", "bar"]
     assert pe.layer_errors(s["errors"], 0, 1).layout.yaxis.type == "log"
