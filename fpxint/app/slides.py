@@ -30,7 +30,7 @@ def _explain(mref: tuple, cfg_json: str, dref: tuple | None, part: str, layer: s
 
     lm = model_of(mref)
     bar = _Progress(f"Explain ({part})")
-    out = explain.compute(part, lm, images_of(dref) if dref else None, ExpansionConfig.from_json(cfg_json), mref[2],
+    out = explain.compute(part, lm, images_of(dref) if dref else None, ExpansionConfig.from_json(cfg_json), mref.device,
                           layer, views.batch_size(lm.spec), bar)
     bar.done()
     return out
