@@ -1,4 +1,4 @@
-"""Command line: `python -m fpxint models | eval | sweep | expand`.
+"""Command line: `python -m fpxint models | eval | sweep | expand | allocate | app`.
 
 The edge of the project: the only engine-side code that reads the environment (through
 `fpxint.zoo.paths.find_shared` / `cache_dir`), prints, and turns user errors into one line on
@@ -11,6 +11,7 @@ per command and every expanded model is compared with it on the same images.
     python -m fpxint sweep resnet20 --pairs 4:4,2:4 --terms 1,2,3 --out runs/r20
     python -m fpxint expand digits_cnn --terms 2 --out runs/digits_w4x2 --check
     python -m fpxint eval --expanded runs/digits_w4x2
+    python -m fpxint app --port 8502
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from . import allocate as cli_allocate, lm as cli_lm
+from . import allocate as cli_allocate, app as cli_app, lm as cli_lm
 from .args import (EXIT_USAGE, UsageError, _add_config_options, _add_run_options, _check_run_args, _choice_list,
                        _config_given, _int_list, _pairs, _Parser, admit_run, config_from_args, dumps)
 from ..config import LEVELS, TRUNCATIONS, ExpansionConfig
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, limit_default=256)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     cli_allocate.add_parser(sub)
+    cli_app.add_parser(sub)
     return parser
 
 
@@ -427,7 +429,7 @@ def cmd_expand(args) -> int:
 
 
 COMMANDS = {"models": cmd_models, "eval": cmd_eval, "sweep": cmd_sweep, "expand": cmd_expand,
-            "allocate": cli_allocate.run}
+            "allocate": cli_allocate.run, "app": cli_app.run}
 
 
 def _one_line(e: BaseException) -> str:
