@@ -12,7 +12,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from fpxint import ExpansionConfig, expand
-from fpxint.allocation import Budget, allocate, cost_accuracy_curve, layer_sensitivity, sensitivity_ranking
+from fpxint.allocation import (Budget, allocate, calibration_split, cost_accuracy_curve, layer_sensitivity,
+                               sensitivity_ranking)
 from fpxint.cost import cost_summary, cost_table
 from fpxint.data import load_data, stratified_indices
 from fpxint.allocation.knapsack import solve_dp, solve_greedy
@@ -210,6 +211,26 @@ def test_resnet20_allocation_matches_or_beats_uniform_at_equal_cost(shared_dir, 
         ref = lm.model(probe)
         uniform, alloc = _sqnr(ref, expand(lm.model, cfg)(probe)), _sqnr(ref, expand(lm.model, a.config)(probe))
     assert alloc >= uniform, (alloc, uniform)
+
+
+# ----- calibration and evaluation images ---------------------------------------------------------------
+@pytest.mark.parametrize("labeled", [True, False])
+def test_calibration_split_is_disjoint_stratified_and_seeded(labeled):
+    labels = torch.arange(10).repeat_interleave(30)[torch.randperm(300, generator=torch.Generator().manual_seed(1))]
+    lab = labels if labeled else None
+    cal, ev = calibration_split(lab, 300, 50, seed=3)
+    assert len(cal) == 50 and len(ev) == 250 and not set(cal.tolist()) & set(ev.tolist())
+    assert torch.equal(torch.cat([cal, ev]).sort().values, torch.arange(300))
+    assert torch.equal(cal, stratified_indices(lab, 50, 3, n=300))  # the same choice as the data subsets
+    if labeled:
+        assert labels[cal].bincount(minlength=10).tolist() == [5] * 10
+    cal2, ev2 = calibration_split(lab, 300, 50, seed=3, n_eval=40)
+    assert torch.equal(cal2, cal) and len(ev2) == 40 and set(ev2.tolist()) <= set(ev.tolist())
+    if labeled:
+        assert labels[ev2].bincount(minlength=10).tolist() == [4] * 10
+    assert len(calibration_split(lab, 300, 50, n_eval=0)[1]) == 0
+    with pytest.raises(ValueError, match="300 calibration images leave none of the 300 images"):
+        calibration_split(lab, 300, 300)
 
 
 # ----- the app page -------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from .sidebar import prewarm, sidebar
+
 PAGE_DIR = Path(__file__).resolve().parent / "pages"
 # (file in PAGE_DIR, title, icon, url_path). The url_path equals the name Streamlit derives from the file
 # name (and from the checkout's pages/<url_path>.py), so that a link to a page is the same on every route.
@@ -35,11 +37,6 @@ PAGES = (
 )
 
 
-def page_file(url_path: str) -> Path:
-    """The script of the page at `url_path` (e.g. "convergence")."""
-    return PAGE_DIR / next(f for f, _, _, u in PAGES if u == url_path)
-
-
 def run() -> None:
     """One run of the app for one session: navigation, the shared sidebar, then the page.
 
@@ -53,8 +50,6 @@ def run() -> None:
     right page with the sidebar. The installed package has no `pages/` folder beside its script
     (`script/fpxint_app.py`), so this never happens there.
     """
-    from .sidebar import sidebar
-
     st.set_page_config(page_title="fpxint: FP=xINT explorer", page_icon=":material/functions:", layout="wide")
     page = st.navigation([st.Page(PAGE_DIR / f, title=title, icon=icon, url_path=url, default=url == "expand")
                           for f, title, icon, url in PAGES])
@@ -76,8 +71,6 @@ async def warm_at_start(_app):
         level, t0 = quiet.level, time.perf_counter()
         quiet.setLevel(logging.ERROR)
         try:
-            from .sidebar import prewarm
-
             prewarm()  # the default view, into the app's own caches
             print(f"  fpxint: default view computed at start-up in {time.perf_counter() - t0:.1f} s", flush=True)
         except Exception as e:  # noqa: BLE001 - only costs the first visitor time; the page reports real errors
