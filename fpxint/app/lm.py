@@ -1,4 +1,4 @@
-"""The app's language-model half (Streamlit; app/__init__.py is the other half and owns the shared sidebar).
+"""The app's language-model half (Streamlit; `sidebar.py` owns the shared sidebar and calls in here).
 
 When the sidebar's model is a language model, `sidebar_text()` replaces the image-data widgets with
 text ones (token windows of WikiText-2, or STS-B pairs), and the Expand and Layer residuals pages render
