@@ -146,7 +146,8 @@ def test_installed_app_serves_and_stops_on_ctrl_c(installed):
 def _declared(wheel: Path) -> list[Requirement]:
     with zipfile.ZipFile(wheel) as z:
         meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
-    return [Requirement(line.split(":", 1)[1].strip()) for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+    return [Requirement(line.split(":", 1)[1].strip()) for line in meta.splitlines()
+            if line.startswith("Requires-Dist:")]
 
 
 def _pins(path: Path) -> dict[str, str]:
