@@ -8,7 +8,9 @@ import streamlit as st
 
 from .. import views
 from ..config import ExpansionConfig
-from . import Context, _first_line, _Progress, images_of, model_of  # defined before fpxint.app imports this module
+from .context import Context
+from .loaders import _first_line, images_of, model_of
+from .widgets import _Progress
 
 
 def page_step(n: int, key: str = "explain_step") -> int:
