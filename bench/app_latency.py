@@ -88,11 +88,11 @@ def apptest_part(repeat: int) -> list[dict]:
     rows.append({"what": "ResNet-20, 1,000 images: weight terms 2 -> 3, Run", "s": t,
                  "note": f"in-app 'Time taken' {_metrics(at3).get('Time taken', '')}"})
 
-    for page in ("pages/2_residuals.py", "pages/1_expand.py"):  # one visit each: the cache is warm after
+    for page in ("fpxint/app/pages/2_residuals.py", "fpxint/app/pages/1_expand.py"):  # one visit each: the cache is warm after
         at2.switch_page(page).run()
     ts = []
     for _ in range(max(2, repeat)):
-        for page in ("pages/2_residuals.py", "pages/1_expand.py"):
+        for page in ("fpxint/app/pages/2_residuals.py", "fpxint/app/pages/1_expand.py"):
             ts.append(_timed(lambda p=page: at2.switch_page(p).run()))
             _metrics(at2) if page.endswith("expand.py") else None
     rows.append({"what": "switch page (Expand <-> Layer residuals), warm cache, AppTest", "s": min(ts),

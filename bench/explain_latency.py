@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.app_latency import APP, ARGS, CHROMIUM, ROOT, RUNNING, TARGET_SWITCH, _server, _timed
 
 
-EXPLAIN = "pages/9_explain.py"
+EXPLAIN = "fpxint/app/pages/9_explain.py"
 TARGET_SLIDER = 0.3  # issue 15: every slider move of the Explain page on the built-in model, after the first load
 
 

@@ -245,18 +245,16 @@ def test_calibration_split_is_disjoint_stratified_and_seeded(labeled):
 
 # ----- the app page -------------------------------------------------------------------------------------
 def test_page_allocates_and_applies_the_config(tmp_path, monkeypatch):
-    """The page under the shared sidebar (as app.py's st.navigation runs it): Allocate, then Apply."""
+    """The page under the shared sidebar (the app's own navigation): Allocate, then Apply."""
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
 
+    from fpxint import app as ui
+
     monkeypatch.setenv("FPXINT_CACHE", str(tmp_path / "cache"))
-    page = Path(__file__).resolve().parents[1] / "pages" / "8_allocate.py"
-    app = tmp_path / "app.py"
-    app.write_text("import streamlit as st\nfrom fpxint import app as ui\n"
-                   f"page = st.navigation([st.Page({str(page)!r}, url_path='allocate', default=True)])\n"
-                   "ui.sidebar()\npage.run()\n")
-    at = AppTest.from_file(str(app), default_timeout=120).run()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120).run()
+    at.switch_page("fpxint/app/pages/8_allocate.py").run()
     at.number_input(key="alloc_calib").set_value(64)
     at.number_input(key="alloc_max_terms").set_value(3)
     at.button(key="run_allocate").click().run()
@@ -265,5 +263,5 @@ def test_page_allocates_and_applies_the_config(tmp_path, monkeypatch):
     assert int(metrics["Integer GEMMs"]) <= 0.75 * 4 * 4  # digits: 4 layers x W4x2 A4x2 = 16 uniform
     assert len(at.get("plotly_chart")) >= 2
     at.button(key="alloc_apply").click().run()
-    cfg = ExpansionConfig.from_json(at.session_state["fpxint_allocated_config"])
+    cfg = ExpansionConfig.from_json(at.session_state[ui.ALLOCATION_KEY])
     assert len(cfg.overrides) == 4 and any("Applied" in s.value for s in at.success)

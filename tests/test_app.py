@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-PAGES = {name: f"pages/{i}_{name}.py" for i, name in enumerate(
+PAGES = {name: f"fpxint/app/pages/{i}_{name}.py" for i, name in enumerate(
     ["expand", "residuals", "convergence", "accuracy", "basis", "compare", "export"], start=1)}
 RUN_BUTTON = {"residuals": "run_residuals_weight", "convergence": "run_convergence", "accuracy": "run_accuracy",
               "basis": "run_basis", "compare": "run_compare", "export": "run_export", "expand": "run_expand"}

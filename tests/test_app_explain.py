@@ -7,7 +7,7 @@ import pytest
 from fpxint import ExpansionConfig, analysis, explain
 from test_app import _app, _charts, _isolated_env, _ok, _values  # noqa: F401 - _isolated_env is an autouse fixture
 
-PAGE = "pages/9_explain.py"
+PAGE = "fpxint/app/pages/9_explain.py"
 CHARTS = {1: 1, 2: 1, 3: 2, 4: 2, 5: 2}
 
 

@@ -10,8 +10,8 @@ from streamlit.testing.v1 import AppTest
 from tests.test_lm import _need
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-OTHER_PAGES = ["pages/3_convergence.py", "pages/4_accuracy.py", "pages/5_basis.py", "pages/6_compare.py",
-               "pages/7_export.py", "pages/8_allocate.py"]
+OTHER_PAGES = [f"fpxint/app/pages/{p}.py" for p in ("3_convergence", "4_accuracy", "5_basis", "6_compare", "7_export",
+                                                     "8_allocate")]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_expand_page_scores_spearman_with_cost(at):
 
 
 def test_residuals_page_groups_layers_by_kind(at):
-    at.switch_page("pages/2_residuals.py").run()
+    at.switch_page("fpxint/app/pages/2_residuals.py").run()
     at.button(key="run_residuals_lm").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 2

@@ -3,8 +3,7 @@ modules, no module importing a layer above its own, and the parts that must stay
 
 Read with `ast`, nothing is imported: every `import` / `from ... import` of every module of fpxint, at
 the top or inside a function. A deferred (function-level) import is a dependency all the same: it only
-moves a cycle's failure to run time, so it obeys the same rules, with no exemption list (the app's own
-cycle, being removed, is a strict xfail below). `from pkg import name` counts as an import of
+moves a cycle's failure to run time, so it obeys the same rules, with no exemption list. `from pkg import name` counts as an import of
 `pkg.name` when that is a module, else of `pkg` (its __init__). Importing `pkg.mod` also runs
 `pkg/__init__.py`; that is not counted, or every module would depend on `fpxint/__init__.py`, which
 imports the public API from the model layer.
@@ -205,8 +204,6 @@ def test_no_import_cycle(graph):
     assert not found, "import cycles (deferred imports included): " + "; ".join(" <-> ".join(c) for c in found)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11, P11: fpxint/app's submodules take names from the package "
-                   "__init__ that imports them; strict: once it passes, remove this mark")
 def test_no_import_cycle_in_the_app(graph):
     found = [c for c in cycles(graph) if _in_app(c)]
     assert not found, "import cycles in fpxint/app: " + "; ".join(" <-> ".join(c) for c in found)

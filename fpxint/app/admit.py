@@ -10,7 +10,7 @@ import streamlit as st
 from .. import admission, views
 from ..config import ExpansionConfig
 from ..zoo import get_spec
-from . import Context  # defined before fpxint.app imports this module
+from .context import Context
 
 
 def _settings() -> dict:

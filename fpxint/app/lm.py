@@ -1,4 +1,4 @@
-"""The app's language-model half (Streamlit; app/__init__.py is the other half and owns the shared sidebar).
+"""The app's language-model half (Streamlit; `sidebar.py` owns the shared sidebar and calls in here).
 
 When the sidebar's model is a language model, `sidebar_text()` replaces the image-data widgets with
 text ones (token windows of WikiText-2, or STS-B pairs), and the Expand and Layer residuals pages render
@@ -53,9 +53,8 @@ def _data(mref: tuple, dref: tuple) -> L.LMData:
     return L.LMData.sts(lm.tokenizer, *read_sts(shared / STS_TEST, n), source=STS_TEST.name)
 
 
-def _key(mref: tuple) -> tuple:
-    name, _, device, allow_download = mref
-    return name, device, allow_download
+def _key(mref) -> tuple:
+    return mref.name, mref.device, mref.allow_download  # a ModelRef without its (image-only) weights upload
 
 
 def data_of(mref: tuple, dref: tuple) -> L.LMData:
@@ -93,7 +92,7 @@ def metrics(mref: tuple, cfg_json: str, dref: tuple) -> dict:
     ref = _reference(mref, dref)
     slot = st.empty()
     t0 = time.perf_counter()
-    r = L.evaluate_lm(model, cfg, data, ref, device=mref[2],
+    r = L.evaluate_lm(model, cfg, data, ref, device=mref.device,
                       progress=lambda f, t: slot.progress(f, text=f"{cfg.label()}: {t}"))
     slot.empty()
     return {**r, "seconds": time.perf_counter() - t0, "label": cfg.label(), "data": data.describe()}

@@ -8,7 +8,9 @@ import streamlit as st
 
 from .. import views
 from ..config import ExpansionConfig
-from . import Context, _first_line, _Progress, images_of, model_of  # defined before fpxint.app imports this module
+from .context import Context
+from .loaders import _first_line, images_of, model_of
+from .widgets import _Progress
 
 
 def page_step(n: int, key: str = "explain_step") -> int:
@@ -30,7 +32,7 @@ def _explain(mref: tuple, cfg_json: str, dref: tuple | None, part: str, layer: s
 
     lm = model_of(mref)
     bar = _Progress(f"Explain ({part})")
-    out = explain.compute(part, lm, images_of(dref) if dref else None, ExpansionConfig.from_json(cfg_json), mref[2],
+    out = explain.compute(part, lm, images_of(dref) if dref else None, ExpansionConfig.from_json(cfg_json), mref.device,
                           layer, views.batch_size(lm.spec), bar)
     bar.done()
     return out

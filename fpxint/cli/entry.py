@@ -3,7 +3,7 @@
 The edge of the project: the only engine-side code that reads the environment (through
 `fpxint.zoo.paths.find_shared` / `cache_dir`), prints, and turns user errors into one line on
 stderr ("error: ...", exit code 2) instead of a traceback. Each command family lives in its own
-module (`models`, `evaluate`: eval and sweep, `expand`, `allocate`), which adds its subparser and
+module (`models`, `evaluate`: eval and sweep, `expand`, `allocate`, `app`), which adds its subparser and
 the function that runs it; see `fpxint.cli` for the commands.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import torch
 
 from .. import __version__
-from . import allocate, evaluate, expand, models
+from . import allocate, app, evaluate, expand, models
 from .args import EXIT_USAGE, Parser
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parsers(sub)  # eval, sweep
     expand.add_parser(sub)
     allocate.add_parser(sub)
+    app.add_parser(sub)
     return parser
 
 

@@ -7,13 +7,29 @@ the engine receives plain paths as arguments.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
-__all__ = ["find_shared", "cache_dir", "hub_checkpoint_dir", "shared_dataset"]
+__all__ = ["find_shared", "checkout_root", "cache_dir", "hub_checkpoint_dir", "shared_dataset"]
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # a checkout's root, or site-packages when installed
 # A registry dataset -> its evaluation images in the shared folder (labels from folders or labels.csv).
 SHARED_DATASETS = {"cifar10": "data/cifar10-test", "imagenet": "data/imagenet-val-1300"}
+
+
+def checkout_root() -> Path | None:
+    """The checkout this fpxint runs from, or None when it is an installed package.
+
+    The ``../shared`` convention belongs to a checkout (the shared folder beside the clone). An installed
+    fpxint sits in site-packages, whose parent is no project of ours: a ``shared`` folder there would be
+    somebody else's. So the fallback applies only when the folder above the package holds fpxint's own
+    ``pyproject.toml`` (a clone, an exported tree or an editable install).
+    """
+    try:
+        meta = tomllib.loads((_PACKAGE_PARENT / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    return _PACKAGE_PARENT if meta.get("project", {}).get("name") == "fpxint" else None
 
 
 def find_shared(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -23,10 +39,14 @@ def find_shared(explicit: str | os.PathLike | None = None) -> Path | None:
         explicit: A path given by the user; wins over everything else.
 
     Returns:
-        The first given of ``explicit``, ``$FPXINT_SHARED`` and ``<repo root>/../shared``, resolved;
-        None when that folder does not exist (a path the user named never silently falls back).
+        The first given of ``explicit``, ``$FPXINT_SHARED`` and, in a checkout only (`checkout_root`),
+        ``<checkout>/../shared``, resolved; None when that folder does not exist (a path the user named
+        never silently falls back).
     """
-    chosen = explicit or os.environ.get("FPXINT_SHARED") or _REPO_ROOT.parent / "shared"
+    root = checkout_root()
+    chosen = explicit or os.environ.get("FPXINT_SHARED") or (root.parent / "shared" if root else None)
+    if chosen is None:
+        return None
     path = Path(chosen).expanduser()
     return path.resolve() if path.is_dir() else None
 

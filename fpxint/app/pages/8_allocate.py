@@ -1,15 +1,12 @@
 """Per-layer term allocation: spend terms where they matter, under a GEMM / BOP budget or an SQNR target."""
 import pandas as pd
 import streamlit as st
-import torch
 
 from fpxint import app as ui
 from fpxint.allocation import plots as pa
-from fpxint.allocation import MODES, Budget, allocate, cost_accuracy_curve
+from fpxint.allocation import MODES, Budget
 from fpxint.config import ExpansionConfig
-from fpxint.data import stratified_indices
 
-SESSION_KEY = "fpxint_allocated_config"  # the chosen allocation as ExpansionConfig JSON, for every page
 KINDS = {"int_gemms": "integer GEMMs (× uniform)", "bops": "BOPs (× uniform)", "sqnr_db": "output SQNR target (dB)"}
 
 ctx = ui.header("Allocate terms", "Beyond the paper: instead of the same number of terms everywhere, each "
@@ -34,37 +31,9 @@ max_terms = d1.number_input("Largest terms per side", 1, 8, value=5, key="alloc_
 solver = d2.selectbox("Solver", ["dp", "greedy"], key="alloc_solver",
                       help="dp: exact on the additive noise model · greedy: best error cut per unit cost")
 
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _compute(mref: tuple, cfg_json: str, dref: tuple, budget: str, mode: str, n_calib: int, max_terms: int,
-             solver: str) -> dict:
-    lm, data, cfg = ui.model_of(mref), ui.images_of(dref), ExpansionConfig.from_json(cfg_json)
-    n = len(data.images)
-    if n_calib >= n:
-        raise ValueError(f"{n_calib} calibration images leave none of the {n} images for evaluation; "
-                         "use fewer or raise the number of images in the sidebar")
-    ci = stratified_indices(data.labels, n_calib, 0, n=n)
-    rest = torch.ones(n, dtype=torch.bool)
-    rest[ci] = False
-    lab = data.labels
-    bar = st.progress(0.0, text="Measuring layer sensitivity…")
-    a = allocate(lm.model, cfg, Budget.parse(budget), data.images[ci], None if lab is None else lab[ci], mode=mode,
-                 max_terms=max_terms, solver=solver, device=mref[2],
-                 progress=lambda f, t: bar.progress(0.7 * f, text=f"Sensitivity: {t}"))
-    terms = sorted({1, 2, 3, max(cfg.w_terms, cfg.a_terms), max(cfg.w_terms, cfg.a_terms) + 1} - {0})
-    curve = cost_accuracy_curve(lm.model, cfg, data.images[rest], None if lab is None else lab[rest],
-                                [("allocated", a.config)], terms, device=mref[2],
-                                progress=lambda f, t: bar.progress(0.7 + 0.3 * f, text=f"Evaluating: {t}"))
-    bar.empty()
-    return {"layers": a.layers, "config": a.config.to_json(), "cost": a.cost, "uniform": a.uniform_cost,
-            "pred": a.predicted_sqnr_db, "calib_sqnr": a.measured_sqnr_db, "data": a.data, "curve": curve,
-            "sens": a.sensitivity, "candidates": a.candidates, "n_calib": n_calib, "n_eval": int(rest.sum()),
-            "budget": budget}
-
-
 budget = f"{kind}={value}{'x' if kind != 'sqnr_db' else ''}"
-res = ui.run_block("allocate", ctx, lambda: _compute(ctx.mref, ctx.cfg_json, ctx.dref, budget, mode, int(n_calib),
-                                                    int(max_terms), solver),
+res = ui.run_block("allocate", ctx, lambda: ui.allocation(ctx.mref, ctx.cfg_json, ctx.dref, budget, mode, int(n_calib),
+                                                         int(max_terms), solver),
                    extra=f"{budget}|{mode}|{n_calib}|{max_terms}|{solver}", label="Allocate",
                    work=ui.sweep_work(ctx, (ctx.cfg.w_bits,), int(max_terms)) if ctx.ready else {})
 if res is not None:
@@ -98,6 +67,6 @@ if res is not None:
     b1.download_button("Download the allocated config (JSON)", res["config"], file_name="allocation.json",
                        mime="application/json", key="alloc_json")
     if b2.button("Use this allocation on every page", key="alloc_apply", type="primary"):
-        st.session_state[SESSION_KEY] = res["config"]
-    if st.session_state.get(SESSION_KEY) == res["config"]:
+        st.session_state[ui.ALLOCATION_KEY] = res["config"]
+    if st.session_state.get(ui.ALLOCATION_KEY) == res["config"]:
         b2.success("Applied: the other pages use this allocation's per-layer overrides.")
