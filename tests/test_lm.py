@@ -253,11 +253,12 @@ def test_hf_offline_unknown_model_is_one_clear_line():
     assert "\n" not in str(e.value)
 
 
-def test_cli_allocate_says_language_models_are_not_supported_yet(capsys):
+def test_cli_allocate_refuses_a_sentence_encoder_in_one_line(minilm, capsys):
     from fpxint.cli import main
 
-    assert main(["allocate", "minilm_l6", "--budget-gemms", "0.75x"]) == 2
-    assert "allocate does not support language models" in capsys.readouterr().err
+    assert main(["allocate", "minilm_l6", "--budget-gemms", "0.75x", "--sts-pairs", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "takes causal LMs" in err and err.count("\n") == 1
 
 
 def test_cli_sweep_rows_have_spearman_and_cost(minilm, capsys):
