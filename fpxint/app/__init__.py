@@ -294,7 +294,7 @@ def _source_label(spec, source: str) -> str:
 
 def sidebar() -> Context:
     """Renders the shared sidebar and builds the one ExpansionConfig every page uses."""
-    names = model_names() + ui_lm.lm_names()  # no spec is built for the menu: torchvision's import costs seconds
+    names = model_names() + ui_lm.lm_names() + [ui_lm.HF_CHOICE]  # no spec is built for the menu: torchvision's import costs seconds
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     _swept()
@@ -414,9 +414,16 @@ def _device_and_config(ctx: Context, sb, errors: list[str]) -> None:
 
 def _lm_sidebar(name: str, sb, errors: list[str]) -> Context:
     """The sidebar for a language model: text instead of images, the same expansion widgets."""
-    with sb.expander("Model options"):
+    if name == ui_lm.HF_CHOICE:
+        name = ui_lm.hf_name(sb) or name
+    with sb.expander("Model options", expanded=name.startswith(ui_lm.HF_CHOICE)):
         st.checkbox("Allow downloading missing pretrained weights", key="allow_download",
-                    help="For hf:<name> models (CLI); the two bundled language models need no network.")
+                    help="For Hugging Face models by name (needs internet); the two bundled language models and "
+                         "local folders need no network.")
+    if name == ui_lm.HF_CHOICE:
+        ctx = Context(name, errors=("Type a Hugging Face model name (e.g. gpt2) or a local folder in the sidebar.",))
+        st.session_state["_ctx"] = ctx
+        return ctx
     dref = ui_lm.sidebar_text(sb, name)
     _expansion_widgets(sb)
     ctx = Context(name)
@@ -486,21 +493,22 @@ def chosen_bits(bits) -> tuple[int, ...]:
 def header(title: str, intro: str = "", *, language_models: bool = False) -> Context:
     """Page title, what is loaded, and every sidebar error (the page keeps its previous results).
 
-    A page that does not handle language models (`language_models=False`) stops here with a message
-    saying so when one is chosen.
+    A page that does not handle language models itself (`language_models=False`) renders its language-model
+    version here (`ui_lm.page`) and stops when one is chosen.
     """
     if _legacy_routing():  # run app.py instead: its navigation runs this page with the shared sidebar
         runpy.run_path(str(APP), run_name="__main__")
         st.stop()
     ctx = context()
     st.title(title)
-    if intro:
+    lm_version = not language_models and ui_lm.is_language_model(ctx.model_name)
+    if intro and not lm_version:
         st.markdown(intro)
     st.caption(ctx.describe())
     for err in ctx.errors:
         st.error(err)
-    if not language_models and ui_lm.is_language_model(ctx.model_name):
-        ui_lm.not_yet(ctx, title)
+    if lm_version:  # this page's language-model version (app/lm_pages.py), then the page file stops
+        ui_lm.page(ctx, title, run_block)
         st.stop()
     return ctx
 

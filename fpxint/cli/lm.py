@@ -177,9 +177,9 @@ def run_allocate(args, parse_budget) -> int:
     from ..zoo import find_shared
 
     _check_run_args(args)
-    if args.calibration not in (None, "unlabeled"):
+    if args.calibration not in (None, "unlabeled", "weights"):
         raise UsageError(f"--calibration {args.calibration}: language models calibrate on text windows "
-                         "(unlabeled; the noise is measured on the logits)")
+                         "(unlabeled: the noise is measured on the logits) or on the weights alone (weights)")
     calib_n, calib_len = args.calib or 1, args.calib_seq_len or args.seq_len
     if calib_n < 1 or calib_len < 2:
         raise UsageError(f"--calib {calib_n} --calib-seq-len {calib_len}: need >= 1 window of >= 2 tokens")
@@ -204,8 +204,8 @@ def run_allocate(args, parse_budget) -> int:
     sens_path = Path(args.sensitivity) if args.sensitivity else None
     sens = pd.read_csv(sens_path) if sens_path and sens_path.is_file() else None
     t0 = time.perf_counter()
-    a = allocate_lm(model, cfg, budget, calib, max_terms=args.max_terms, solver=args.solver, sensitivity=sens,
-                    device=device, progress=progress)
+    a = allocate_lm(model, cfg, budget, calib, max_terms=args.max_terms, solver=args.solver,
+                    mode=args.calibration or "unlabeled", sensitivity=sens, device=device, progress=progress)
     if progress and progress.tty:
         print(file=sys.stderr)
     if sens_path and sens is None:
@@ -223,7 +223,7 @@ def run_allocate(args, parse_budget) -> int:
             if not args.quiet:
                 print(f"  {label}: perplexity {r['ppl']:.3f} (FP {r['fp_ppl']:.3f})", file=sys.stderr)
         curve = pd.DataFrame(rows)
-    summary = {**_head(lm, data), "calibration": calib.describe(), "evaluation": data.describe(),
+    summary = {**_head(lm, data), "calibration": calib.describe() if a.mode != "weights" else a.data, "evaluation": data.describe(),
                "base_config": cfg.to_json(), "budget": budget.describe(), "cap": a.cap, "solver": a.solver,
                "predicted_sqnr_db": a.predicted_sqnr_db, "calib_sqnr_db": a.measured_sqnr_db,
                "allocation_seconds": seconds,
@@ -251,8 +251,8 @@ def run_allocate(args, parse_budget) -> int:
                  ("calibration", summary["calibration"]), ("evaluation", summary["evaluation"]),
                  ("budget", f"{summary['budget']} ({a.solver})"),
                  ("int GEMMs", f"{summary['int_gemms']} vs uniform {u['int_gemms']} per token"),
-                 ("SQNR", f"predicted {a.predicted_sqnr_db:.1f} dB, measured {a.measured_sqnr_db:.1f} dB "
-                          "on the calibration logits")]:
+                 ("SQNR", f"predicted {a.predicted_sqnr_db:.1f} dB" + ("" if a.measured_sqnr_db is None else
+                          f", measured {a.measured_sqnr_db:.1f} dB on the calibration logits"))]:
         print(f"{k:<12} {v}")
     if curve is not None:
         print(curve.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
