@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from fpxint.text import WIKITEXT, token_windows
 from tests.test_lm import _need
+from tests.test_lm_allocate import gpt2_dir  # noqa: F401 - the tiny local GPT-2 fixture
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -65,3 +66,21 @@ def test_hugging_face_entry_offline_is_one_clear_error():
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value for e in at.error]
     assert any("hf:no-such-org/no-such-model-xyz" in e and "downloading is off" in e for e in errors), errors
+
+
+def test_hugging_face_local_folder_allocate_page(gpt2_dir):
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.query_params.update({"model": "hf:", "w_bits": "4", "a_bits": "4", "w_terms": "2", "a_terms": "2"})
+    at.run()
+    at.text_input(key="hf_name").set_value(str(gpt2_dir)).run()
+    at.number_input(key="lm_windows").set_value(1).run()
+    at.number_input(key="lm_seq_len").set_value(32).run()
+    assert not at.error, [e.value for e in at.error]
+    at.switch_page("pages/8_allocate.py").run()
+    at.number_input(key="lm_alloc_max_terms").set_value(2).run()
+    at.button(key="run_allocate_lm").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("after the scored windows" in m.value and "measured" in m.value for m in at.markdown)
+    by_kind = at.dataframe[0].value
+    assert set(by_kind.index) == {"qkv", "o", "up", "down", "head"}
+    assert ((by_kind >= 1) & (by_kind <= 2)).all().all()

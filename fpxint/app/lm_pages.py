@@ -249,16 +249,18 @@ def _basis_demo(mref: tuple, cfg_json: str, dref: tuple, seed: int) -> dict:
 
 # ----- Allocate terms ---------------------------------------------------------------------------------
 @st.cache_data(max_entries=4, show_spinner=False)
-def _allocate(mref: tuple, cfg_json: str, dref: tuple, gemms: float, max_terms: int, calib_tokens: int) -> dict:
+def _allocate(mref: tuple, cfg_json: str, dref: tuple, gemms: float, max_terms: int, calib_tokens: int,
+              mode: str) -> dict:
     lm, data = ui_lm.load(*ui_lm._key(mref)), ui_lm.data_of(mref, dref)
     calib = L.LMData(windows=token_windows(lm.tokenizer, find_shared() / WIKITEXT, calib_tokens, 1,
                                            start=data.windows.end))
     bar = st.progress(0.0, text="sensitivity")
     a = L.allocate_lm(lm.model, ExpansionConfig.from_json(cfg_json), f"gemms={gemms}x", calib, max_terms=max_terms,
-                      device=mref[2], progress=lambda f, t: bar.progress(min(f, 1.0), text=f"sensitivity: {t}"))
+                      mode=mode, device=mref[2], progress=lambda f, t: bar.progress(min(f, 1.0), text=f"sensitivity: {t}"))
     bar.empty()
     layers = a.layers.assign(kind=a.layers.layer.map(L.layer_kind), block=a.layers.layer.map(L.layer_block))
-    return {"config": a.config.to_json(), "layers": layers, "calibration": calib.describe(), "solver": a.solver,
+    return {"config": a.config.to_json(), "layers": layers, "solver": a.solver,
+            "calibration": calib.describe() + " (after the scored windows)" if mode != "weights" else a.data,
             "int_gemms": a.cost["int_gemms"], "uniform_int_gemms": a.uniform_cost["int_gemms"],
             "predicted_sqnr_db": a.predicted_sqnr_db, "calib_sqnr_db": a.measured_sqnr_db}
 
@@ -268,23 +270,26 @@ def allocate_page(ctx, run_block) -> None:
     if ctx.loaded is not None and ctx.loaded.spec.task != "causal_lm":
         st.info(ENCODER_ALLOCATE)
         return
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
+    mode = c4.selectbox("Sensitivity from", ["unlabeled", "weights"], key="lm_alloc_mode",
+                        format_func={"unlabeled": "the logits (measured)", "weights": "the weights (no forward pass)"}.get)
     gemms = c1.number_input("Integer GEMMs (x uniform)", 0.1, 1.0, value=0.75, step=0.05, key="lm_alloc_gemms")
     max_terms = c2.number_input("Largest terms per side", 1, 4, value=min(max(ctx.cfg.w_terms, ctx.cfg.a_terms), 4)
                                 if ctx.cfg else 2, key="lm_alloc_max_terms")
     calib_tokens = c3.segmented_control("Calibration tokens", [32, 64, 128], default=64, key="lm_alloc_tokens",
                                         required=True)
     n = len(expandable_layers(ctx.loaded.model)) if ctx.loaded is not None else 0
-    st.caption(f"The sensitivity pass runs the whole model {2 * max_terms * n:,} times (every layer, both sides, "
-               f"1..{max_terms} terms) on one calibration window: minutes on a CPU for a model of 200 layers.")
+    st.caption(f"Measured on the logits, the sensitivity pass runs the whole model {2 * max_terms * n:,} times (every "
+               f"layer, both sides, 1..{max_terms} terms) on one calibration window. From the weights it runs none, "
+               "but its Gaussian stand-in input has none of the activation outliers that make LMs hard.")
     res = run_block("allocate_lm", ctx, lambda: _allocate(ctx.mref, ctx.cfg_json, ctx.dref, float(gemms),
-                                                          int(max_terms), int(calib_tokens)),
-                    extra=f"{gemms}|{max_terms}|{calib_tokens}", label="Allocate")
+                                                          int(max_terms), int(calib_tokens), mode),
+                    extra=f"{gemms}|{max_terms}|{calib_tokens}|{mode}", label="Allocate")
     if res is None:
         return
-    st.markdown(f"Calibration: {res['calibration']} (after the scored windows). Integer GEMMs per token: "
-                f"**{res['int_gemms']}** vs uniform {res['uniform_int_gemms']}; SQNR of the logits on the calibration "
-                f"window: predicted {res['predicted_sqnr_db']:.1f} dB, measured {res['calib_sqnr_db']:.1f} dB "
+    measured = "" if res["calib_sqnr_db"] is None else f", measured {res['calib_sqnr_db']:.1f} dB"
+    st.markdown(f"Calibration: {res['calibration']}. Integer GEMMs per token: **{res['int_gemms']}** vs uniform "
+                f"{res['uniform_int_gemms']}; SQNR of the logits: predicted {res['predicted_sqnr_db']:.1f} dB{measured} "
                 f"(winner: {res['solver']}).")
     by_kind = res["layers"].groupby("kind", sort=False)[["w_terms", "a_terms"]].mean()
     st.dataframe(by_kind.rename(columns={"w_terms": "mean weight terms", "a_terms": "mean activation terms"}),

@@ -49,7 +49,7 @@ def _text_path(args, shared):
 
 def _load(args):
     from ..lm import LMData
-    from ..text import STS_TEST, WIKITEXT, TextError, read_sts, token_windows
+    from ..text import STS_TEST, TextError, read_sts, token_windows
     from ..zoo import cache_dir, find_shared
     from ..zoo.hf import load_lm
 
