@@ -270,3 +270,20 @@ def test_cli_sweep_rows_have_spearman_and_cost(minilm, capsys):
     assert [r["terms"] for r in rows] == [1, 2] and all({"fp_spearman", "spearman", "bops_vs_fp"} <= set(r) for r in rows)
     assert rows[1]["cosine_to_fp"] > rows[0]["cosine_to_fp"]
     assert json.loads(rows[0]["config"])["a_granularity"] == "per_token"
+
+
+def test_cli_models_lists_the_language_models_with_their_task(capsys):
+    from fpxint.cli import main
+
+    assert main(["models", "--family", "language", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"smollm2_135m", "minilm_l6", "hf:<name or path>"}
+    assert rows["smollm2_135m"]["task"] == "causal_lm" and rows["minilm_l6"]["task"] == "sentence_embedding"
+    assert "already 4-bit" in rows["smollm2_135m"]["caveat"]
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    table = {}
+    for line in out.splitlines()[1:]:  # the table, then one line per language model's reference
+        table.setdefault(line.split()[0], line.split()[2])
+    assert table["resnet20"] == "classification" and table["smollm2_135m"] == "causal_lm"
+    assert "smollm2_135m (perplexity): perplexity 30.15" in out and "already 4-bit" in out
