@@ -2,7 +2,7 @@
 
 Reference: one read-and-write pass over the same weights, `[w * 2.0 for w in weights]`, timed in
 the same rounds. Compared: the eager loop (`expand_tensor(..., backend="torch")`), the public
-`fpxint.expand_tensor` called once per weight (the fused kernel by default) and `fused.expand_weights`
+`fpxint.expand_tensor` called once per weight (the fused kernel by default) and `series.expand_weights`
 (all weights in one call), for the max rule (one reduction per term) and the fixed rule (one
 reduction in all), 4 bits, per channel.
 Target (issues 10, 14): ResNet-50, 4 terms, at most 3x the reference, through `expand_tensor`.
@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 from bench.common import cpu_ratio, ratio, table, time_interleaved, verdict
-from fpxint import expand_tensor, fused
+from fpxint import expand_tensor, fused, series
 from fpxint.model import expandable_layers
 
 TITLE = "expanding all weights vs one read-and-write pass ([w * 2.0 for w in weights])"
@@ -54,7 +54,7 @@ def run(opts) -> dict:
         ws = model_weights(name)
         numel = sum(w.numel() for w in ws)
         print(f"{name}: {len(ws)} weights, {numel / 1e6:.1f} M values", flush=True)
-        fused.expand_weights(ws, 4, 1, "per_channel")  # first call: allocator and thread pool warm
+        series.expand_weights(ws, 4, 1, "per_channel")  # first call: allocator and thread pool warm
         for rule in ("max",) if opts.quick else ("max", "fixed"):
             for n in term_list:
                 last: dict = {}
@@ -66,7 +66,7 @@ def run(opts) -> dict:
                     last["public"] = [expand_tensor(w, 4, n, "per_channel", "symmetric", rule) for w in ws]
 
                 def fast(n=n, rule=rule):
-                    last["fused"] = fused.expand_weights(ws, 4, n, "per_channel", "symmetric", rule)
+                    last["fused"] = series.expand_weights(ws, 4, n, "per_channel", "symmetric", rule)
 
                 fns = {"ref": lambda: [w * 2.0 for w in ws], "fused": fast, "public": public}
                 with_eager = opts.full or n in EAGER_TERMS[rule]

@@ -2,7 +2,7 @@
 
 Every block (model, batch) times the FP model and each expanded variant in the same rounds. Configs
 are 4-bit, k terms on both sides (W4xk A4xk), for each truncation (full, total_order, weight_only).
-The layers run the activation series through the fused kernel (`fused.expanded_sum_fused`) whenever
+The layers run the activation series through the fused kernel (`series.expanded_sum_fused`) whenever
 it builds (`fused.kernel_info()` says which path is active). Integer mode in detail: `bench.integer`.
 Target (issue): ResNet-18, W4x2 A4x2 full, batch 32, simulate at most 1.5x the FP forward.
 """

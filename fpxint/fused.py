@@ -1,4 +1,7 @@
-"""Fused fast path for the greedy residual series: the same terms as `fpxint.series`, far fewer passes.
+"""The C kernel of the greedy residual series: the same terms as the eager loop of `fpxint.series`, far
+fewer passes. This module builds, loads and runs the kernel on 2-D views (`use_kernel`, `run_kernel`);
+the series' entry points on it (`series.expand_tensor` / `expand_weights` with backend "auto" or "c",
+`series.expanded_sum_fused`) live in `fpxint.series`, which builds on this module, never the reverse.
 
 The eager series (`series._series_steps`) costs several full passes over the tensor per term (a
 min / max reduction, a division, a rounding, a clamp, a fused multiply-add for the residual, a cast).
@@ -34,7 +37,7 @@ One known difference: a row whose range overflows float32 (asymmetric grid, max 
 gets an infinite scale and NaN residuals in the eager code; the kernel's later terms there differ.
 
 Example:
-    >>> from fpxint.fused import expand_weights
+    >>> from fpxint.series import expand_weights
     >>> series = expand_weights([torch.randn(64, 3, 3, 3), torch.randn(10, 64)], bits=4, terms=3)
     >>> series[0].q.shape
     torch.Size([3, 64, 3, 3, 3])
@@ -59,12 +62,10 @@ from pathlib import Path
 
 import torch
 
-from .config import check_bits, check_terms
-from .quant import contraction, dequantize, group_view, mse_scale, term_dtype
-from .series import TensorSeries, _check_options, _series_steps, check_tensor, expand_tensor, expanded_sum
+from .quant import contraction, mse_scale, term_dtype
 
 BACKENDS = ("auto", "c", "torch")
-_GRID_CODE = {"symmetric": 0, "full": 1, "asymmetric": 2}
+GRID_CODE = {"symmetric": 0, "full": 1, "asymmetric": 2}
 _SPLIT_MIN_K = 1 << 16  # rows longer than this (256 KB) are split over the threads when rows are few
 _SOURCE = Path(__file__).with_name("_fused_kernel.c")
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
@@ -256,7 +257,7 @@ def kernel_info() -> dict:
     return dict(_load()[1])
 
 
-def _use_kernel(backend: str) -> ctypes.CDLL | None:
+def use_kernel(backend: str) -> ctypes.CDLL | None:
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not allowed; choose one of {', '.join(BACKENDS)}")
     if backend == "torch":
@@ -271,8 +272,8 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return t.data_ptr() if t is not None else None
 
 
-# ----- the fused series --------------------------------------------------------------------------
-def _run(lib: ctypes.CDLL, views: list[torch.Tensor], bits: int, terms: int, grid: str, scale_rule: str,
+# ----- running it (the series' fused entry points are in fpxint.series) -----------------------------------
+def run_kernel(lib: ctypes.CDLL, views: list[torch.Tensor], bits: int, terms: int, grid: str, scale_rule: str,
          want_q: bool, outs: list[torch.Tensor] | None = None, coeffs: Sequence[float] | None = None,
          check: bool = True) -> tuple[list, int]:
     """Runs the kernel on contiguous float32 CPU views [G, K]; returns per view (q, scales, zeros)."""
@@ -298,7 +299,7 @@ def _run(lib: ctypes.CDLL, views: list[torch.Tensor], bits: int, terms: int, gri
     if coeffs is not None:
         cbuf = torch.tensor([float(c) for c in coeffs], dtype=torch.float32)
         keep.append(cbuf)
-    rc = lib.fpx_series(arr, len(views), _GRID_CODE[grid], bits, terms, int(scale_rule == "fixed"),
+    rc = lib.fpx_series(arr, len(views), GRID_CODE[grid], bits, terms, int(scale_rule == "fixed"),
                         int(_load()[1]["fma"]), 1, int(check),  # always clamp, as series._series_steps
                         contraction(bits, grid), _ptr(cbuf), nthreads)
     if rc == -2:
@@ -306,107 +307,7 @@ def _run(lib: ctypes.CDLL, views: list[torch.Tensor], bits: int, terms: int, gri
     return results, rc
 
 
-def _fusable(t: torch.Tensor, dtypes=(torch.float32, torch.float16, torch.bfloat16)) -> bool:
+def fusable(t: torch.Tensor, dtypes=(torch.float32, torch.float16, torch.bfloat16)) -> bool:
     """CPU, a dtype the kernel takes, and no autograd wanted (the kernel builds no graph)."""
     return (t.device.type == "cpu" and t.dtype in dtypes and t.numel() > 0
             and not (t.requires_grad and torch.is_grad_enabled()))
-
-
-def expand_weights(weights: Sequence[torch.Tensor], bits: int = 4, terms: int = 2, granularity: str = "per_channel",
-                   grid: str = "symmetric", scale_rule: str = "max", backend: str = "auto") -> list[TensorSeries]:
-    """Expands many tensors at once; the same `TensorSeries` as `series.expand_tensor` on each, bit for bit.
-
-    Args:
-        weights: float tensors (dim 0 is the output channel for per_channel); any mix of shapes.
-        bits, terms, granularity, grid, scale_rule: as in `series.expand_tensor`, shared by all.
-        backend: "auto" (the C kernel when it builds, else eager), "c" (kernel or RuntimeError),
-            "torch" (the eager `expand_tensor` loop).
-
-    Float64, non-CPU, and (with autograd on) grad-requiring tensors take the eager path.
-
-    Example:
-        >>> ws = [p.detach() for p in torchvision.models.resnet18().parameters() if p.dim() > 1]
-        >>> series = expand_weights(ws, bits=4, terms=4, granularity="per_channel")
-    """
-    check_bits(bits)
-    check_terms(terms)
-    _check_options(grid, scale_rule)
-    weights = list(weights)
-    lib = _use_kernel(backend)
-    out: list[TensorSeries | None] = [None] * len(weights)
-    idx, views, sources = [], [], []
-    for i, w in enumerate(weights):
-        if not isinstance(w, torch.Tensor) or w.numel() == 0:
-            check_tensor(w)  # raises the eager message
-        if lib is None or not _fusable(w) or grid not in _GRID_CODE:
-            out[i] = expand_tensor(w, bits, terms, granularity, grid, scale_rule, backend="torch")
-            continue
-        work = w.detach().float() if w.dtype != torch.float32 else w.detach()
-        idx.append(i)
-        views.append(group_view(work, granularity).contiguous())
-        sources.append(w)
-    if views:
-        results, rc = _run(lib, views, bits, terms, grid, scale_rule, want_q=True)
-        if rc >= 0:
-            check_tensor(sources[rc])  # non-finite values: raises the eager message
-        for i, src, (q, s, z) in zip(idx, sources, results):
-            out[i] = TensorSeries(q=q.reshape(terms, *src.shape), scales=s,
-                                  zero_points=z.to(torch.int32) if z is not None else None,
-                                  bits=bits, grid=grid, granularity=granularity, scale_rule=scale_rule, source=src)
-    return out
-
-
-def expand_tensor_fused(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: str = "per_tensor",
-                        grid: str = "symmetric", scale_rule: str = "max", backend: str = "auto") -> TensorSeries:
-    """Drop-in for `series.expand_tensor` (same arguments and defaults, same result) on the fused path."""
-    return expand_weights([t], bits, terms, granularity, grid, scale_rule, backend)[0]
-
-
-def expanded_sum_fused(x: torch.Tensor, bits: int, terms: int, granularity: str = "per_sample",
-                       grid: str = "symmetric", scale_rule: str = "max", coeffs: Sequence[float] | None = None,
-                       backend: str = "auto", accumulate: bool = False) -> torch.Tensor:
-    """Drop-in for `series.expanded_sum`: sum_j coeffs[j] t_j Qx_j (default x - R_n), bit-identical.
-
-    One pass over the input per term plus one, the integer terms never materialized. Inputs that are
-    not float32 CPU tensors, hold NaN / Inf, or require grad with autograd on take the eager path.
-
-    accumulate=True sums the dequantized terms even when every coefficient is 1, as the multi-group
-    path of `ExpandedLayer._simulate_forward` does (`sum(c * xj ...)`), instead of the x - R_n
-    shortcut of `expanded_sum`: the two differ in the last bit.
-    """
-    if accumulate and coeffs is None:
-        coeffs = (1,) * terms
-    lib = _use_kernel(backend)
-    if lib is None or not _fusable(x, (torch.float32,)) or grid not in _GRID_CODE:  # the kernel lacks "auto"
-        if accumulate:
-            return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
-        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
-    check_bits(bits)
-    check_terms(terms)
-    _check_options(grid, scale_rule)
-    n, cs = terms, None
-    if coeffs is not None and (accumulate or not all(c == 1 for c in coeffs[:terms])):  # else x - R_n
-        cs = list(coeffs[:terms])  # eager zips the coefficients with the terms
-        while cs and cs[-1] == 0:  # trailing zero terms add nothing: do not compute them
-            cs.pop()
-        if not cs:
-            return torch.zeros_like(x)
-        n = len(cs)
-    view = group_view(x.detach(), granularity).contiguous()
-    out = torch.empty_like(view)
-    _, rc = _run(lib, [view], bits, n, grid, scale_rule, want_q=False, outs=[out], coeffs=cs)
-    if rc >= 0:  # NaN / Inf: the eager code defines what comes out
-        if accumulate:
-            return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
-        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
-    return out.reshape(x.shape)
-
-
-def _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs) -> torch.Tensor:
-    """Eager sum_j c_j (dequantized term j), the order layers.py's multi-group path adds in."""
-    x2 = group_view(x if x.is_floating_point() else x.float(), granularity)
-    out = torch.zeros_like(x2)
-    for c, (q, s, z, *_) in zip(coeffs, _series_steps(x2, bits, terms, grid, scale_rule)):
-        if c:
-            out.add_(dequantize(q, s, z), alpha=c)
-    return out.reshape(x.shape)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .config import ExpansionConfig, LayerSpec
 from .intops import (conv_terms, linear_terms, max_abs_int, onednn_conv_scaled, onednn_ok, reduction_size,
                      resolve_kernel)
-from .fused import expand_tensor_fused, expanded_sum_fused  # bit-identical to series, one pass per term
+from .series import expand_tensor_fused, expanded_sum_fused  # the C kernel, bit-identical to the eager series
 from .quant import group_view
 
 

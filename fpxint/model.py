@@ -72,6 +72,16 @@ def expandable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if type(m) in LAYER_REGISTRY and n not in skip]
 
 
+def check_overrides(model: nn.Module, cfg: ExpansionConfig, names: list[str] | None = None) -> None:
+    """Raises ValueError when `cfg.overrides` names a layer that `model` cannot expand (a typo would
+    otherwise leave that layer at the defaults without a word). `names`: its expandable layers, if known."""
+    names = [n for n, _ in expandable_layers(model)] if names is None else names
+    unknown = [n for n, _ in cfg.overrides if n not in names]
+    if unknown:
+        raise ValueError(f"overrides name layers that {type(model).__name__} does not have: {unknown}; "
+                         f"expandable layers: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+
+
 def expanded_layers(qmodel: nn.Module) -> list[tuple[str, ExpandedLayer]]:
     """(name, layer) of every expanded layer of an expanded model."""
     return [(n, m) for n, m in qmodel.named_modules() if isinstance(m, ExpandedLayer)]
@@ -121,11 +131,7 @@ def expand(model: nn.Module, cfg: ExpansionConfig | None = None, device: str | t
     if not layers:
         raise ValueError(f"{type(model).__name__} has no layer that can be expanded; supported layer types: "
                          + ", ".join(t.__name__ for t in LAYER_REGISTRY))
-    names = [n for n, _ in layers]
-    unknown = [n for n, _ in cfg.overrides if n not in names]
-    if unknown:
-        raise ValueError(f"overrides name layers that the model does not have: {unknown}; "
-                         f"expandable layers are e.g. {names[:6]}{' ...' if len(names) > 6 else ''}")
+    check_overrides(model, cfg, [n for n, _ in layers])
     expanded = []
     for idx, (name, layer) in enumerate(layers):
         position = "first" if idx == 0 else "last" if idx == len(layers) - 1 else None

@@ -3,9 +3,10 @@
 Each term quantizes what the previous terms left over (R_0 = T, Q_k = round(R_{k-1} / s_k),
 R_k = R_{k-1} - s_k Q_k), so under the max rule the residual shrinks by a fixed factor per term
 (see `quant.contraction`). `expand_tensor` stores the integer terms (int8, uint8 for the
-asymmetric grid) and their scales, through the fused kernel of `fpxint.fused` where it applies (the
-eager loop here is its oracle, `backend="torch"`); `expanded_sum` is the run-time activation path,
-which never materializes the integer terms.
+asymmetric grid) and their scales, through the C kernel of `fpxint.fused` where it applies (the
+eager loop here is its oracle, `backend="torch"`); `expand_weights` does many tensors in one kernel
+call; `expanded_sum` is the run-time activation path, which never materializes the integer terms
+(`expanded_sum_fused`: the same through the kernel).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from . import fused
 from .config import GRIDS, SCALE_RULES, check_bits, check_terms
 from .quant import (contraction, dequantize, group_view, max_rule_scale, mse_scale, quantize,
                     term_dtype)
@@ -82,7 +84,7 @@ def expand_tensor(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: s
         grid: symmetric | full | asymmetric.
         scale_rule: max (carries the bound) | mse (first term MSE-optimal, clips) | fixed
             (s_k = s_{k-1} * f: one reduction in all).
-        backend: "auto" (the fused C kernel of `fpxint.fused` on float CPU tensors when it builds,
+        backend: "auto" (the C kernel of `fpxint.fused` on float CPU tensors when it builds,
             else the eager loop), "c" (the kernel or RuntimeError), "torch" (the eager loop, vectorized
             over all groups: one pass set per term, also the path on CUDA). Same bits on every path.
 
@@ -92,8 +94,6 @@ def expand_tensor(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: s
         (torch.int8, 3)
     """
     if backend != "torch":
-        from .fused import expand_weights  # fused builds on this module: imported at call time
-
         return expand_weights([t], bits, terms, granularity, grid, scale_rule, backend)[0]
     check_bits(bits)
     check_terms(terms)
@@ -226,3 +226,104 @@ class TensorSeries:
                 "bound": self.bound(k + 1),
             })
         return pd.DataFrame(rows)
+
+
+# ----- the fused path: the C kernel of `fpxint.fused`, bit-identical to the eager loop above -----------------
+def expand_weights(weights: Sequence[torch.Tensor], bits: int = 4, terms: int = 2, granularity: str = "per_channel",
+                   grid: str = "symmetric", scale_rule: str = "max", backend: str = "auto") -> list[TensorSeries]:
+    """Expands many tensors at once; the same `TensorSeries` as `series.expand_tensor` on each, bit for bit.
+
+    Args:
+        weights: float tensors (dim 0 is the output channel for per_channel); any mix of shapes.
+        bits, terms, granularity, grid, scale_rule: as in `series.expand_tensor`, shared by all.
+        backend: "auto" (the C kernel when it builds, else eager), "c" (kernel or RuntimeError),
+            "torch" (the eager `expand_tensor` loop).
+
+    Float64, non-CPU, and (with autograd on) grad-requiring tensors take the eager path.
+
+    Example:
+        >>> ws = [p.detach() for p in torchvision.models.resnet18().parameters() if p.dim() > 1]
+        >>> series = expand_weights(ws, bits=4, terms=4, granularity="per_channel")
+    """
+    check_bits(bits)
+    check_terms(terms)
+    _check_options(grid, scale_rule)
+    weights = list(weights)
+    lib = fused.use_kernel(backend)
+    out: list[TensorSeries | None] = [None] * len(weights)
+    idx, views, sources = [], [], []
+    for i, w in enumerate(weights):
+        if not isinstance(w, torch.Tensor) or w.numel() == 0:
+            check_tensor(w)  # raises the eager message
+        if lib is None or not fused.fusable(w) or grid not in fused.GRID_CODE:
+            out[i] = expand_tensor(w, bits, terms, granularity, grid, scale_rule, backend="torch")
+            continue
+        work = w.detach().float() if w.dtype != torch.float32 else w.detach()
+        idx.append(i)
+        views.append(group_view(work, granularity).contiguous())
+        sources.append(w)
+    if views:
+        results, rc = fused.run_kernel(lib, views, bits, terms, grid, scale_rule, want_q=True)
+        if rc >= 0:
+            check_tensor(sources[rc])  # non-finite values: raises the eager message
+        for i, src, (q, s, z) in zip(idx, sources, results):
+            out[i] = TensorSeries(q=q.reshape(terms, *src.shape), scales=s,
+                                  zero_points=z.to(torch.int32) if z is not None else None,
+                                  bits=bits, grid=grid, granularity=granularity, scale_rule=scale_rule, source=src)
+    return out
+
+
+def expand_tensor_fused(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: str = "per_tensor",
+                        grid: str = "symmetric", scale_rule: str = "max", backend: str = "auto") -> TensorSeries:
+    """Drop-in for `series.expand_tensor` (same arguments and defaults, same result) on the fused path."""
+    return expand_weights([t], bits, terms, granularity, grid, scale_rule, backend)[0]
+
+
+def expanded_sum_fused(x: torch.Tensor, bits: int, terms: int, granularity: str = "per_sample",
+                       grid: str = "symmetric", scale_rule: str = "max", coeffs: Sequence[float] | None = None,
+                       backend: str = "auto", accumulate: bool = False) -> torch.Tensor:
+    """Drop-in for `series.expanded_sum`: sum_j coeffs[j] t_j Qx_j (default x - R_n), bit-identical.
+
+    One pass over the input per term plus one, the integer terms never materialized. Inputs that are
+    not float32 CPU tensors, hold NaN / Inf, or require grad with autograd on take the eager path.
+
+    accumulate=True sums the dequantized terms even when every coefficient is 1, as the multi-group
+    path of `ExpandedLayer._simulate_forward` does (`sum(c * xj ...)`), instead of the x - R_n
+    shortcut of `expanded_sum`: the two differ in the last bit.
+    """
+    if accumulate and coeffs is None:
+        coeffs = (1,) * terms
+    lib = fused.use_kernel(backend)
+    if lib is None or not fused.fusable(x, (torch.float32,)) or grid not in fused.GRID_CODE:  # the kernel lacks "auto"
+        if accumulate:
+            return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
+        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
+    check_bits(bits)
+    check_terms(terms)
+    _check_options(grid, scale_rule)
+    n, cs = terms, None
+    if coeffs is not None and (accumulate or not all(c == 1 for c in coeffs[:terms])):  # else x - R_n
+        cs = list(coeffs[:terms])  # eager zips the coefficients with the terms
+        while cs and cs[-1] == 0:  # trailing zero terms add nothing: do not compute them
+            cs.pop()
+        if not cs:
+            return torch.zeros_like(x)
+        n = len(cs)
+    view = group_view(x.detach(), granularity).contiguous()
+    out = torch.empty_like(view)
+    _, rc = fused.run_kernel(lib, [view], bits, n, grid, scale_rule, want_q=False, outs=[out], coeffs=cs)
+    if rc >= 0:  # NaN / Inf: the eager code defines what comes out
+        if accumulate:
+            return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
+        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
+    return out.reshape(x.shape)
+
+
+def _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs) -> torch.Tensor:
+    """Eager sum_j c_j (dequantized term j), the order layers.py's multi-group path adds in."""
+    x2 = group_view(x if x.is_floating_point() else x.float(), granularity)
+    out = torch.zeros_like(x2)
+    for c, (q, s, z, *_) in zip(coeffs, _series_steps(x2, bits, terms, grid, scale_rule)):
+        if c:
+            out.add_(dequantize(q, s, z), alpha=c)
+    return out.reshape(x.shape)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +15,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from fpxint import ExpansionConfig, expand
-from fpxint.allocation import Budget, allocate, cost_accuracy_curve, layer_sensitivity, sensitivity_ranking
+from fpxint.allocation import (Budget, allocate, calibration_split, cost_accuracy_curve, layer_sensitivity,
+                               sensitivity_ranking)
 from fpxint.cost import cost_summary, cost_table
 from fpxint.data import load_data, stratified_indices
 from fpxint.allocation.knapsack import solve_dp, solve_greedy
@@ -181,19 +185,26 @@ def test_cost_accuracy_curve(digits):
     assert len(sensitivity_heatmap(a.sensitivity).data) == 2  # weight and activation panels
 
 
-def test_cli_writes_a_config_within_budget(tmp_path):
-    from fpxint.cli.allocate import _main
+def _fpxint(*argv: str) -> subprocess.CompletedProcess:
+    """`python -m fpxint ...` as a user runs it: a real process, from the checkout's root."""
+    return subprocess.run([sys.executable, "-m", "fpxint", *argv], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
 
+
+def test_cli_writes_a_config_within_budget(tmp_path):
     out = tmp_path / "alloc.json"
-    rc = _main(["allocate", "digits_cnn", "--bits", "2", "--terms", "3", "--budget-gemms", "0.75x", "--calib", "64",
+    p = _fpxint("allocate", "digits_cnn", "--bits", "2", "--terms", "3", "--budget-gemms", "0.75x", "--calib", "64",
                 "--max-terms", "4", "--eval", "64", "--uniform-terms", "3", "--out", str(out), "--save",
-                str(tmp_path / "r"), "-q"])
-    assert rc == 0
+                str(tmp_path / "r"), "-q")
+    assert p.returncode == 0, p.stderr
     cfg = ExpansionConfig.from_json(out.read_text())
-    assert cost_summary(load_model("digits_cnn").model, cfg, (1, 8, 8))["int_gemms"] <= 27
+    assert cost_summary(load_model("digits_cnn").model, cfg, (1, 8, 8))["int_gemms"] <= 27  # 0.75 x 36
     summary = json.loads((tmp_path / "r.json").read_text())
     assert "disjoint" in summary["images"] and (tmp_path / "r.curve.csv").is_file()
-    assert _main(["allocate", "digits_cnn", "--bits", "2"]) == 2  # no budget: one-line usage error
+    assert summary["config"] == json.loads(cfg.to_json())
+    assert f"int GEMMs    {summary['int_gemms']} vs uniform 36" in p.stdout  # the human summary
+    p = _fpxint("allocate", "digits_cnn", "--bits", "2")  # no budget: one-line usage error
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--budget-gemms" in p.stderr, p.stderr
 
 
 # ----- a real checkpoint --------------------------------------------------------------------------------
@@ -212,6 +223,26 @@ def test_resnet20_allocation_matches_or_beats_uniform_at_equal_cost(shared_dir, 
     assert alloc >= uniform, (alloc, uniform)
 
 
+# ----- calibration and evaluation images ---------------------------------------------------------------
+@pytest.mark.parametrize("labeled", [True, False])
+def test_calibration_split_is_disjoint_stratified_and_seeded(labeled):
+    labels = torch.arange(10).repeat_interleave(30)[torch.randperm(300, generator=torch.Generator().manual_seed(1))]
+    lab = labels if labeled else None
+    cal, ev = calibration_split(lab, 300, 50, seed=3)
+    assert len(cal) == 50 and len(ev) == 250 and not set(cal.tolist()) & set(ev.tolist())
+    assert torch.equal(torch.cat([cal, ev]).sort().values, torch.arange(300))
+    assert torch.equal(cal, stratified_indices(lab, 50, 3, n=300))  # the same choice as the data subsets
+    if labeled:
+        assert labels[cal].bincount(minlength=10).tolist() == [5] * 10
+    cal2, ev2 = calibration_split(lab, 300, 50, seed=3, n_eval=40)
+    assert torch.equal(cal2, cal) and len(ev2) == 40 and set(ev2.tolist()) <= set(ev.tolist())
+    if labeled:
+        assert labels[ev2].bincount(minlength=10).tolist() == [4] * 10
+    assert len(calibration_split(lab, 300, 50, n_eval=0)[1]) == 0
+    with pytest.raises(ValueError, match="300 calibration images leave none of the 300 images"):
+        calibration_split(lab, 300, 300)
+
+
 # ----- the app page -------------------------------------------------------------------------------------
 def test_page_allocates_and_applies_the_config(tmp_path, monkeypatch):
     """The page under the shared sidebar (as app.py's st.navigation runs it): Allocate, then Apply."""
@@ -222,7 +253,7 @@ def test_page_allocates_and_applies_the_config(tmp_path, monkeypatch):
     monkeypatch.setenv("FPXINT_CACHE", str(tmp_path / "cache"))
     page = Path(__file__).resolve().parents[1] / "pages" / "8_allocate.py"
     app = tmp_path / "app.py"
-    app.write_text("import streamlit as st\nfrom fpxint import ui\n"
+    app.write_text("import streamlit as st\nfrom fpxint import app as ui\n"
                    f"page = st.navigation([st.Page({str(page)!r}, url_path='allocate', default=True)])\n"
                    "ui.sidebar()\npage.run()\n")
     at = AppTest.from_file(str(app), default_timeout=120).run()

@@ -10,7 +10,7 @@ import torch
 from fpxint import ExpansionConfig, expand
 from fpxint.analysis import logits_of
 from fpxint.cli import main
-from fpxint.cli.entry import expanded_paths
+from fpxint.cli.common import expanded_paths
 from fpxint.data import load_data
 from fpxint.export import load_expanded
 from fpxint.zoo import load_model

@@ -69,7 +69,7 @@ def weight(shape, seed=0, scale=3.0):
 def test_expand_weights_equals_expand_tensor(grid, rule, granularity):
     ws = [weight(s, i) for i, s in enumerate(ODD_SHAPES)]
     for bits in bits_for(grid, rule):
-        got = fused.expand_weights(ws, bits, 5, granularity, grid, rule, backend="c")
+        got = series.expand_weights(ws, bits, 5, granularity, grid, rule, backend="c")
         for w, g in zip(ws, got):
             assert_same_series(expand_tensor(w, bits, 5, granularity, grid, rule), g)
 
@@ -80,7 +80,7 @@ def test_many_terms_reach_the_float_floor(terms):
     w = weight((48, 200), 1)
     for grid in ("symmetric", "asymmetric"):
         assert_same_series(expand_tensor(w, 3, terms, "per_channel", grid),
-                           fused.expand_tensor_fused(w, 3, terms, "per_channel", grid, backend="c"))
+                           series.expand_tensor_fused(w, 3, terms, "per_channel", grid, backend="c"))
 
 
 @needs_kernel
@@ -91,11 +91,11 @@ def test_long_rows_split_over_threads_and_per_token():
     for grid, rule in COMBOS[:2] + [("full", "fixed"), ("asymmetric", "max")]:  # long mse: slow tier
         bits = 3
         assert_same_series(expand_tensor(w, bits, 4, "per_tensor", grid, rule),
-                           fused.expand_tensor_fused(w, bits, 4, "per_tensor", grid, rule, backend="c"))
+                           series.expand_tensor_fused(w, bits, 4, "per_tensor", grid, rule, backend="c"))
         assert_same_series(expand_tensor(wide, bits, 3, "per_channel", grid, rule),
-                           fused.expand_tensor_fused(wide, bits, 3, "per_channel", grid, rule, backend="c"))
+                           series.expand_tensor_fused(wide, bits, 3, "per_channel", grid, rule, backend="c"))
         assert_same_series(expand_tensor(tok, bits, 3, "per_token", grid, rule),
-                           fused.expand_tensor_fused(tok, bits, 3, "per_token", grid, rule, backend="c"))
+                           series.expand_tensor_fused(tok, bits, 3, "per_token", grid, rule, backend="c"))
 
 
 @needs_kernel
@@ -109,7 +109,7 @@ def test_special_values_all_zero_rows_constants_and_ties():
     for grid, rule in COMBOS:
         for bits in bits_for(grid, rule):
             assert_same_series(expand_tensor(w, bits, 4, "per_channel", grid, rule),
-                               fused.expand_tensor_fused(w, bits, 4, "per_channel", grid, rule, backend="c"))
+                               series.expand_tensor_fused(w, bits, 4, "per_channel", grid, rule, backend="c"))
 
 
 @needs_kernel
@@ -119,17 +119,17 @@ def test_long_rows_every_combo(grid, rule):
     w, x = weight((300_001,), 18), weight((2, 100_000), 19)
     for bits in (1, 4, 8) if grid != "full" else (2, 4, 8):
         assert_same_series(expand_tensor(w, bits, 6, "per_tensor", grid, rule),
-                           fused.expand_tensor_fused(w, bits, 6, "per_tensor", grid, rule, backend="c"))
+                           series.expand_tensor_fused(w, bits, 6, "per_tensor", grid, rule, backend="c"))
         for gran in ("per_tensor", "per_sample"):
             assert torch.equal(expanded_sum(x, bits, 4, gran, grid, rule),
-                               fused.expanded_sum_fused(x, bits, 4, gran, grid, rule, backend="c"))
+                               series.expanded_sum_fused(x, bits, 4, gran, grid, rule, backend="c"))
 
 
 @needs_kernel
 def test_dtypes_follow_expand_tensor():
     w = weight((8, 9), 5)
     for t in (w.half(), w.bfloat16(), w.double(), (w * 10).to(torch.int32), w.t()):  # last: non-contiguous
-        assert_same_series(expand_tensor(t, 4, 3, "per_channel"), fused.expand_tensor_fused(t, 4, 3, "per_channel"))
+        assert_same_series(expand_tensor(t, 4, 3, "per_channel"), series.expand_tensor_fused(t, 4, 3, "per_channel"))
 
 
 @needs_kernel
@@ -138,9 +138,9 @@ def test_thread_count_does_not_change_results():
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = fused.expand_weights(ws, 4, 4, "per_tensor", backend="c")
+        one = series.expand_weights(ws, 4, 4, "per_tensor", backend="c")
         torch.set_num_threads(max(2, before))
-        many = fused.expand_weights(ws, 4, 4, "per_tensor", backend="c")
+        many = series.expand_weights(ws, 4, 4, "per_tensor", backend="c")
     finally:
         torch.set_num_threads(before)
     for a, b in zip(one, many):
@@ -157,7 +157,7 @@ def test_expanded_sum_fused_equals_expanded_sum(grid, rule, granularity):
             for coeffs in (None, (1, 0, 1)) if rule == "mse" else (None, (1, 0, 1), (0, 1), (1, 1, 0), (0, 0, 0),
                                                                    (2, -1, 0.5)):
                 want = expanded_sum(x, bits, 3, granularity, grid, rule, coeffs=coeffs)
-                got = fused.expanded_sum_fused(x, bits, 3, granularity, grid, rule, coeffs=coeffs, backend="c")
+                got = series.expanded_sum_fused(x, bits, 3, granularity, grid, rule, coeffs=coeffs, backend="c")
                 assert torch.equal(want, got), (bits, tuple(x.shape), coeffs)
 
 
@@ -168,7 +168,7 @@ def test_expanded_sum_fused_long_rows():
         for gran in ("per_tensor", "per_sample"):
             for coeffs in (None, (1, 0, 1)):
                 want = expanded_sum(x, 4, 3, gran, grid, rule, coeffs=coeffs)
-                assert torch.equal(want, fused.expanded_sum_fused(x, 4, 3, gran, grid, rule, coeffs=coeffs, backend="c"))
+                assert torch.equal(want, series.expanded_sum_fused(x, 4, 3, gran, grid, rule, coeffs=coeffs, backend="c"))
 
 
 @needs_kernel
@@ -181,16 +181,16 @@ def test_coefficient_rows_match_the_multi_group_sum_in_layers():
         for row in ((1, 1, 1, 1), (1, 1, 1, 0), (1, 1, 0, 0), (1, 0, 0, 0), (0, 1, 1, 0)):
             want = sum(c * xj for c, xj in zip(row, xs) if c)
             for backend in ("c", "torch"):
-                got = fused.expanded_sum_fused(x, 4, 4, "per_sample", grid, "max", coeffs=row, backend=backend,
+                got = series.expanded_sum_fused(x, 4, 4, "per_sample", grid, "max", coeffs=row, backend=backend,
                                                accumulate=True)
                 assert torch.equal(want, got), (row, backend)
 
 
 def test_autograd_inputs_take_the_eager_path():
     w = weight((6, 5), 21).requires_grad_()
-    s = fused.expand_tensor_fused(w, 4, 2, "per_channel")
+    s = series.expand_tensor_fused(w, 4, 2, "per_channel")
     assert s.scales.requires_grad == expand_tensor(w, 4, 2, "per_channel").scales.requires_grad
-    y = fused.expanded_sum_fused(w, 4, 2)
+    y = series.expanded_sum_fused(w, 4, 2)
     assert y.requires_grad and torch.equal(y, expanded_sum(w, 4, 2))
 
 
@@ -201,20 +201,20 @@ def test_non_finite_and_bad_arguments_raise_like_eager():
     inf[0, 0] = float("inf")
     for t in (bad, inf):
         with pytest.raises(ValueError, match="NaN or Inf"):
-            fused.expand_weights([weight((3, 3)), t])
+            series.expand_weights([weight((3, 3)), t])
     with pytest.raises(ValueError, match="empty"):
-        fused.expand_weights([torch.empty(0, 3)])
+        series.expand_weights([torch.empty(0, 3)])
     with pytest.raises(ValueError, match="torch.Tensor"):
-        fused.expand_weights([[1.0, 2.0]])
+        series.expand_weights([[1.0, 2.0]])
     with pytest.raises(ValueError, match="bits per term"):
-        fused.expand_weights([bad], bits=9)
+        series.expand_weights([bad], bits=9)
     with pytest.raises(ValueError, match="scale_rule='fixed'"):
-        fused.expand_weights([bad], grid="asymmetric", scale_rule="fixed")
+        series.expand_weights([bad], grid="asymmetric", scale_rule="fixed")
     with pytest.raises(ValueError, match="backend="):
-        fused.expand_weights([bad], backend="gpu")
+        series.expand_weights([bad], backend="gpu")
     x = weight((2, 5), 14)
     x[1, 1] = float("nan")                             # the activation path hands NaN to the eager code
-    assert torch.equal(torch.isnan(fused.expanded_sum_fused(x, 4, 2)), torch.isnan(expanded_sum(x, 4, 2)))
+    assert torch.equal(torch.isnan(series.expanded_sum_fused(x, 4, 2)), torch.isnan(expanded_sum(x, 4, 2)))
 
 
 @settings(max_examples=40, deadline=None)
@@ -226,16 +226,16 @@ def test_property_random_shapes(rows, cols, bits, terms, combo, gran, scale, see
     bits = max(bits, 2) if grid == "full" else bits
     w = weight((rows, cols), seed, scale)
     assert_same_series(expand_tensor(w, bits, terms, gran, grid, rule),
-                       fused.expand_tensor_fused(w, bits, terms, gran, grid, rule))
+                       series.expand_tensor_fused(w, bits, terms, gran, grid, rule))
     x = w.reshape(1, rows, cols)
     assert torch.equal(expanded_sum(x, bits, terms, "per_sample", grid, rule),
-                       fused.expanded_sum_fused(x, bits, terms, "per_sample", grid, rule))
+                       series.expanded_sum_fused(x, bits, terms, "per_sample", grid, rule))
 
 
 def test_torch_backend_and_missing_compiler_fall_back(monkeypatch):
     ws = [weight((16, 3, 3, 3), 15), weight((10, 16), 16)]
     want = [expand_tensor(w, 4, 3, "per_channel") for w in ws]
-    for got in fused.expand_weights(ws, 4, 3, "per_channel", backend="torch"), fused.expand_weights(ws, 4, 3):
+    for got in series.expand_weights(ws, 4, 3, "per_channel", backend="torch"), series.expand_weights(ws, 4, 3):
         for a, b in zip(want, got):
             assert_same_series(a, b)
     monkeypatch.setattr(fused.shutil, "which", lambda name: None)
@@ -244,12 +244,12 @@ def test_torch_backend_and_missing_compiler_fall_back(monkeypatch):
         with pytest.warns(RuntimeWarning, match="eager path"):
             info = fused.kernel_info()
         assert info["backend"] == "torch" and "compiler" in info["reason"]
-        for a, b in zip(want, fused.expand_weights(ws, 4, 3, "per_channel")):
+        for a, b in zip(want, series.expand_weights(ws, 4, 3, "per_channel")):
             assert_same_series(a, b)
         x = weight((2, 4, 3, 3), 17)
-        assert torch.equal(fused.expanded_sum_fused(x, 4, 2), expanded_sum(x, 4, 2))
+        assert torch.equal(series.expanded_sum_fused(x, 4, 2), expanded_sum(x, 4, 2))
         with pytest.raises(RuntimeError, match="not available"):
-            fused.expand_weights(ws, backend="c")
+            series.expand_weights(ws, backend="c")
     finally:
         monkeypatch.undo()
         fused._load_once.cache_clear()
@@ -308,10 +308,10 @@ def test_refused_cache_falls_back_with_equal_results(tmp_path, monkeypatch):
     assert refused[0] is None and "refused" in refused[1]["reason"]
     ws = [weight((16, 3, 3, 3), 21), weight((10, 16), 22)]
     monkeypatch.setattr(fused, "_load", lambda: refused)
-    for a, b in zip(fused.expand_weights(ws, 4, 3, "per_channel"), [expand_tensor(w, 4, 3, "per_channel") for w in ws]):
+    for a, b in zip(series.expand_weights(ws, 4, 3, "per_channel"), [expand_tensor(w, 4, 3, "per_channel") for w in ws]):
         assert_same_series(a, b)
     x = weight((2, 4, 3, 3), 23)
-    assert torch.equal(fused.expanded_sum_fused(x, 4, 2), expanded_sum(x, 4, 2))
+    assert torch.equal(series.expanded_sum_fused(x, 4, 2), expanded_sum(x, 4, 2))
     assert list(folder.iterdir()) == []  # nothing was built in a folder that was refused
 
 
@@ -334,7 +334,7 @@ def test_expanded_model_forward_is_unchanged_with_the_fused_activation_path(monk
         q = fpxint.expand(model, cfg, device="cpu")
         with torch.no_grad():
             got = q(x)  # layers.py calls expanded_sum_fused
-            monkeypatch.setattr(layers, "expanded_sum_fused", functools.partial(fused.expanded_sum_fused,
+            monkeypatch.setattr(layers, "expanded_sum_fused", functools.partial(series.expanded_sum_fused,
                                                                                backend="torch"))
             want = q(x)  # the eager series
             monkeypatch.undo()
@@ -348,7 +348,7 @@ def test_public_expand_tensor_takes_the_fused_path_with_the_same_bits(monkeypatc
         for grid, rule in COMBOS:
             w = weight(shape, 31)
             assert_same_series(expand_tensor(w, 4, 4, gran, grid, rule), fpxint.expand_tensor(w, 4, 4, gran, grid, rule))
-    calls, real = [], fused._run
-    monkeypatch.setattr(fused, "_run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls, real = [], fused.run_kernel
+    monkeypatch.setattr(fused, "run_kernel", lambda *a, **k: calls.append(1) or real(*a, **k))
     fpxint.expand_tensor(weight((8, 8), 32), 4, 2, "per_channel")
     assert calls, "expand_tensor did not reach the fused kernel"

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from fpxint import ExpansionConfig, LayerOverride, expand, expanded_layers, fold_batchnorm, set_mode
-from fpxint.model import expandable_layers, resolve_device
+from fpxint.model import check_overrides, expandable_layers, resolve_device
 
 
 def small_net():
@@ -123,6 +123,10 @@ def test_bad_models():
         expand(net)
     with pytest.raises(ValueError, match="does not have"):
         expand(small_net(), ExpansionConfig(overrides={"nope": LayerOverride(fp=True)}))
+    names = [n for n, _ in expandable_layers(small_net())]
+    check_overrides(small_net(), ExpansionConfig(overrides={names[0]: LayerOverride(fp=True)}))  # a real layer
+    with pytest.raises(ValueError, match=r"Sequential does not have: \['nope'\]; expandable layers: " + names[0]):
+        check_overrides(small_net(), ExpansionConfig(overrides={"nope": LayerOverride(fp=True)}))
     with pytest.raises(ValueError, match="nn.Module"):
         expand(torch.randn(3))
 

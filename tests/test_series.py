@@ -142,7 +142,7 @@ def test_fixed_rule_is_a_finer_uniform_quantizer():
 def test_terms_stay_on_the_grid_when_the_residual_is_subnormal(bits, rule):
     """Tiny rows reach subnormal residuals by the 3rd-6th term, where s = amax / qmax loses precision:
     without a clamp, 8-bit terms reached 136 (stored as -128 after int8 wrap-around) and 7-bit ones 94."""
-    from fpxint.fused import expand_tensor_fused
+    from fpxint.series import expand_tensor_fused
 
     t = torch.randn(500, 64, generator=torch.Generator().manual_seed(0)) * 1e-32
     lo, hi = grid_range(bits, "symmetric")

@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .args import dumps
+from .args import UsageError, add_config_options, add_run_options, check_run_args, config_from_args, dumps
+from .common import data_from_args, model_from_args
 
 _BUDGETS = (("gemms", "int_gemms", "max integer GEMMs: N, or a multiple of the uniform config's, e.g. 0.75x"),
             ("bops", "bops", "max bit-operations: N or e.g. 0.75x"),
@@ -35,7 +36,6 @@ _BUDGETS = (("gemms", "int_gemms", "max integer GEMMs: N, or a multiple of the u
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Adds the `allocate` subcommand to fpxint's subparsers."""
     from ..allocation import COSTS, MODES, SOLVERS
-    from .args import _add_config_options, _add_run_options
 
     p = subparsers.add_parser("allocate", help="choose per-layer term counts under a budget (beyond the paper)",
                               description=__doc__.split("\n\n")[0])
@@ -60,18 +60,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--out", metavar="PATH", help="write the allocated ExpansionConfig as JSON")
     e.add_argument("--save", metavar="PREFIX", help="write PREFIX.layers.csv, PREFIX.curve.csv and PREFIX.json")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
-    _add_config_options(p)
-    _add_run_options(p)
+    add_config_options(p)
+    add_run_options(p)
     from .lm import add_text_options
     add_text_options(p)
     p.add_argument("--calib-seq-len", type=int, help="language models: tokens per calibration window "
                    "(default: --seq-len)")
+    p.set_defaults(run=run)
     return p
 
 
 def _budget(args):
     from ..allocation import Budget
-    from .args import UsageError
 
     for flag, kind, _ in _BUDGETS:
         text = getattr(args, f"budget_{flag}", None)
@@ -85,29 +85,33 @@ def _budget(args):
 
 
 def _split(args, spec, shared):
-    """(calibration images, labels), (evaluation images, labels), and a line saying which images are which."""
-    from .entry import UsageError, _load_data
+    """(calibration images, labels), (evaluation images, labels), and a line saying which images are which.
+
+    One data set: `allocation.calibration_split` (the same split as the app's Allocate page). The bundled
+    digits: calibration from the train split, evaluation on the test split (disjoint by construction).
+    """
+    from ..allocation import calibration_split
     from ..data import load_data, stratified_indices
 
+    n_eval = None if args.eval == "all" else int(args.eval)
     if spec.dataset == "digits" and args.data in (None, "digits"):
         train, test = load_data("digits", spec, split="train"), load_data("digits", spec, split="test")
         ci = stratified_indices(train.labels, args.calib, args.seed)
-        cal, ev, where = (train.images[ci], train.labels[ci]), (test.images, test.labels), "digits"
-        ev_pool = "the test split"
+        ei = torch.arange(len(test))
+        if n_eval is not None and n_eval < len(test):  # the evaluation subset as calibration_split draws it
+            ei = stratified_indices(test.labels, n_eval, args.seed + 1) if n_eval > 0 else ei[:0]
+        cal, ev = (train.images[ci], train.labels[ci]), (test.images[ei], test.labels[ei])
+        where, ev_pool = "digits", "the test split"
     else:
-        data = _load_data(args, spec, shared)
-        if args.calib >= len(data):
-            raise UsageError(f"--calib {args.calib} leaves no evaluation images out of {len(data)}")
-        ci = stratified_indices(data.labels, args.calib, args.seed, n=len(data))
-        rest = torch.ones(len(data), dtype=torch.bool)
-        rest[ci] = False
+        data = data_from_args(args, spec, shared)
+        try:
+            ci, ei = calibration_split(data.labels, len(data), args.calib, args.seed, n_eval)
+        except ValueError as e:
+            raise UsageError(f"--calib {args.calib}: {e}") from None
         lab = data.labels
         cal = (data.images[ci], None if lab is None else lab[ci])
-        ev, where, ev_pool = (data.images[rest], None if lab is None else lab[rest]), data.source, "the rest"
-    n_eval = len(ev[0]) if args.eval == "all" else int(args.eval)
-    if n_eval < len(ev[0]):
-        ei = stratified_indices(ev[1], n_eval, args.seed + 1, n=len(ev[0])) if n_eval > 0 else torch.arange(0)
-        ev = (ev[0][ei], None if ev[1] is None else ev[1][ei])
+        ev = (data.images[ei], None if lab is None else lab[ei])
+        where, ev_pool = data.source, "the rest"
     text = (f"{where}: allocation chosen on {len(cal[0])} stratified images (seed {args.seed}); "
             + (f"accuracy on {len(ev[0])} images of {ev_pool}, disjoint from them" if len(ev[0]) else
                "no accuracy evaluation (--eval N|all)"))
@@ -115,9 +119,7 @@ def _split(args, spec, shared):
 
 
 def _check(args) -> None:
-    from .args import UsageError, _check_run_args
-
-    _check_run_args(args)
+    check_run_args(args)
     if args.calib is None:
         args.calib = 256
     if args.calib < 1:
@@ -133,7 +135,6 @@ def _check(args) -> None:
 def run(args) -> int:
     """Runs `fpxint allocate`; returns the exit code (errors are raised as ValueError for main())."""
     from ..allocation import allocate, cost_accuracy_curve
-    from .entry import _load_model, config_from_args
     from ..model import resolve_device
 
     from . import lm as cli_lm
@@ -141,7 +142,7 @@ def run(args) -> int:
         return cli_lm.run_allocate(args, _budget)
     _check(args)
     budget, cfg, device = _budget(args), config_from_args(args), resolve_device(args.device)
-    lm, shared = _load_model(args, args.model)
+    lm, shared = model_from_args(args, args.model)
     (cx, cy), (ex, ey), which = _split(args, lm.spec, shared)
     mode = args.calibration or ("labeled" if cy is not None else "unlabeled")
     sens_path = Path(args.sensitivity) if args.sensitivity else None
@@ -208,22 +209,3 @@ def _print(a, s: dict, curve) -> None:
 def _pct(v: float, ref: float) -> str:
     return f"{100 * (v / ref - 1):+.1f} %" if ref else "n/a"
 
-
-def _main(argv: list[str]) -> int:
-    """`fpxint allocate` on its own parser, for use before fpxint.cli wires the subcommand in (and tests)."""
-    from .entry import _one_line
-    from .args import _Parser
-
-    parser = _Parser(prog="fpxint")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    try:
-        return run(parser.parse_args(argv))
-    except SystemExit as e:  # --help
-        return e.code if isinstance(e.code, int) else 0
-    except ValueError as e:  # UsageError, ModelLoadError, DataError: one line, exit code 2
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))

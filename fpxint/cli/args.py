@@ -23,21 +23,21 @@ class UsageError(ValueError):
     """Bad command-line input; main() prints it as one line and returns 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print the usage block and exit; we want one line
         raise UsageError(f"{message} (see: python -m fpxint {self.prog.split(' ', 1)[-1]} --help)"
                          if " " in self.prog else message)
 
 
 # ----- argument types -----------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _choice_list(allowed: tuple[str, ...]):
+def choice_list(allowed: tuple[str, ...]):
     def parse(text: str) -> list[str]:
         items = [v.strip() for v in text.split(",") if v.strip()]
         bad = [v for v in items if v not in allowed]
@@ -47,7 +47,7 @@ def _choice_list(allowed: tuple[str, ...]):
     return parse
 
 
-def _pairs(text: str) -> list[tuple[int, int]]:
+def pairs(text: str) -> list[tuple[int, int]]:
     out = []
     for item in (v.strip() for v in text.split(",") if v.strip()):
         w, sep, a = item.partition(":")
@@ -86,7 +86,7 @@ _CFG_FIELDS = ("w_bits", "w_terms", "a_bits", "a_terms", "level", "w_granularity
                "a_grid", "scale_rule", "truncation", "order", "first_last", "mode", "fold_bn")
 
 
-def _add_config_options(p: argparse.ArgumentParser, bits_and_terms: bool = True) -> None:
+def add_config_options(p: argparse.ArgumentParser, bits_and_terms: bool = True) -> None:
     g = p.add_argument_group("expansion config (defaults: fpxint.ExpansionConfig, or --config)")
     g.add_argument("--config", metavar="JSON|PATH", help="a whole ExpansionConfig as JSON text or a file "
                    "(an expansion's .json written by `expand` works too); the options below override it")
@@ -113,7 +113,7 @@ def _add_config_options(p: argparse.ArgumentParser, bits_and_terms: bool = True)
                    help="per-layer settings, e.g. conv1:fp or fc:w_bits=8,a_bits=8 (repeatable)")
 
 
-def _add_run_options(p: argparse.ArgumentParser, limit_default: int | None = None) -> None:
+def add_run_options(p: argparse.ArgumentParser, limit_default: int | None = None) -> None:
     g = p.add_argument_group("model, data and run")
     g.add_argument("--weights", metavar="PATH", help="your own checkpoint (state_dict) for the architecture")
     g.add_argument("--data", metavar="PATH", help="digits, cifar10, or an image folder / zip "
@@ -171,12 +171,12 @@ def config_from_args(args: argparse.Namespace) -> ExpansionConfig:
     return cfg.replace(**changes)
 
 
-def _config_given(args: argparse.Namespace) -> bool:
+def config_given(args: argparse.Namespace) -> bool:
     names = ("config", "bits", "terms", "override") + _CFG_FIELDS
     return any(getattr(args, n, None) is not None for n in names)
 
 
-def _check_run_args(args: argparse.Namespace) -> None:
+def check_run_args(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit} is not allowed; give a number of images >= 1")
     if args.batch_size < 1:

@@ -121,11 +121,11 @@ def run_eval(args) -> int:
 def run_sweep(args) -> int:
     import pandas as pd
 
-    from .entry import _sweep_configs, _write_sweep
+    from .common import sweep_configs, write_sweep
     from ..lm import sweep_lm
     from ..model import resolve_device
 
-    configs = _sweep_configs(args, _config(args))
+    configs = sweep_configs(args, _config(args))
     device = resolve_device(args.device)
     lm, data = _load(args)
     doc = {**_head(lm, data), "command": "python -m fpxint " + " ".join(getattr(args, "argv", []) or []),
@@ -139,7 +139,7 @@ def run_sweep(args) -> int:
     for cfg, row in zip(configs, df.to_dict("records")):
         doc["rows"].append({**row, "label": row["config"], "terms": cfg.w_terms, "config": cfg.to_json()})
     if args.out:
-        _write_sweep(args.out, doc)
+        write_sweep(args.out, doc)
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -170,13 +170,13 @@ def run_allocate(args, parse_budget) -> int:
 
     import pandas as pd
 
-    from .args import _check_run_args, dumps
+    from .args import check_run_args, dumps
     from ..lm import LMData, allocate_lm, evaluate_lm, reference
     from ..model import resolve_device
     from ..text import TextError, token_windows
     from ..zoo import find_shared
 
-    _check_run_args(args)
+    check_run_args(args)
     if args.calibration not in (None, "unlabeled", "weights"):
         raise UsageError(f"--calibration {args.calibration}: language models calibrate on text windows "
                          "(unlabeled: the noise is measured on the logits) or on the weights alone (weights)")

@@ -1,0 +1,160 @@
+"""What several commands share, below them: the model and data the options name, one timed FP or expanded
+pass, its scores against FP, the cost columns, the run's environment, and the sweep's grid and files.
+
+The functions with an `args` parameter read a command's parsed options (`fpxint.cli.args`); user errors
+are `UsageError`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..config import ExpansionConfig
+from .args import UsageError, dumps
+
+
+def _progress(args, desc: str, total: int):
+    from tqdm.auto import tqdm
+
+    enabled = not args.quiet and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled, leave=False,
+                dynamic_ncols=True)
+
+
+def model_from_args(args, name: str | None):
+    """(LoadedModel, shared folder or None) for a registry name (default: the registry's default model)."""
+    from ..zoo import DEFAULT_MODEL, find_shared, load_model
+
+    shared = find_shared(args.shared)
+    if args.shared and shared is None:
+        raise UsageError(f"--shared {args.shared}: no such folder")
+    lm = load_model(name or DEFAULT_MODEL, args.weights, shared_dir=shared, allow_download=args.download)
+    if not lm.trained:
+        print(f"warning: {lm.spec.name} has random weights ({lm.note})", file=sys.stderr)
+    return lm, shared
+
+
+def data_from_args(args, spec, shared):
+    """The images of --data, else the model's own test set (digits bundled, CIFAR-10 / ImageNet from shared)."""
+    from ..data import load_data
+    from ..zoo import cache_dir
+    from ..zoo.paths import shared_dataset
+
+    source = args.data
+    if source is None:
+        if spec.dataset == "digits":
+            source = "digits"
+        elif spec.dataset == "imagenet" and spec.family != "torchvision" and shared_dataset("imagenet", shared):
+            source = shared_dataset("imagenet", shared)  # the 1,300 labelled validation images
+        elif spec.dataset == "cifar10":
+            folder = shared / "data" / "cifar10-test" if shared else None
+            if folder is None or not folder.is_dir():
+                raise UsageError(f"no CIFAR-10 test images for {spec.name}: pass --data PATH (an ImageFolder of "
+                                 "the CIFAR-10 test set) or --shared DIR / FPXINT_SHARED (a folder with "
+                                 "data/cifar10-test)")
+            source = folder
+        else:
+            raise UsageError(f"{spec.name} needs evaluation images: pass --data PATH (an ImageFolder or zip of "
+                             f"{spec.dataset or 'labeled'} images, one folder per class)")
+    return load_data(source, spec, limit=args.limit, seed=args.seed,
+                     cache_dir=None if args.no_cache else cache_dir(), allow_download=args.download)
+
+
+@torch.no_grad()
+def run_logits(args, net, data, desc: str, device) -> tuple[torch.Tensor, float]:
+    """(logits of `net` on every image of `data`, seconds), with a progress bar on a terminal."""
+    from ..analysis import logits_of
+
+    t0 = time.perf_counter()
+    with _progress(args, desc, len(data)) as bar:
+        def cb(frac, _text):
+            bar.update(round(frac * len(data)) - bar.n)
+        logits, _ = logits_of(net, (data.images, data.labels), args.batch_size, device, cb)
+    return logits, time.perf_counter() - t0
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor | None, fp_logits: torch.Tensor | None = None) -> dict:
+    """top1 (%), and against FP: agreement (% same top-1), kl (KL(FP || expanded), nats/image),
+    logit_sqnr_db (None when the logits are identical)."""
+    out = {"top1": 100 * (logits.argmax(1) == labels).double().mean().item() if labels is not None else None}
+    if fp_logits is not None:
+        p, q = fp_logits.double(), logits.double()
+        out["agreement"] = 100 * (p.argmax(1) == q.argmax(1)).double().mean().item()
+        out["kl"] = F.kl_div(F.log_softmax(q, 1), F.log_softmax(p, 1), log_target=True, reduction="batchmean").item()
+        noise = (q - p).square().sum().item()
+        out["logit_sqnr_db"] = 10 * math.log10(p.square().sum().item() / noise) if noise > 0 else None
+    return out
+
+
+def cost_of(model, cfg: ExpansionConfig, spec) -> dict:
+    """The cost columns the commands report ({} when the model has no fixed input size)."""
+    from ..cost import cost_summary
+
+    if spec.input_size is None:
+        return {}
+    c = cost_summary(model, cfg, spec.input_size)
+    return {k: c[k] for k in ("effective_bits", "weight_mb", "fp_weight_mb", "int_gemms", "bops_vs_fp",
+                              "expanded_layers", "layers")}
+
+
+def environment(device) -> dict:
+    """Where a result was measured: device, torch, fpxint, threads, CPUs, Python."""
+    from ..model import device_name
+
+    return {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
+            "fpxint": __version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def expanded_paths(prefix: str | os.PathLike) -> tuple[Path, Path]:
+    """PREFIX(.safetensors|.json) -> (PREFIX.safetensors, PREFIX.json); dots inside PREFIX are kept."""
+    p = str(prefix)
+    for suffix in (".safetensors", ".json"):
+        if p.endswith(suffix):
+            p = p[: -len(suffix)]
+    return Path(p + ".safetensors"), Path(p + ".json")
+
+
+def fmt(v, nd=2, unit="") -> str:
+    """v with nd decimals and a unit, or 'n/a' for None."""
+    return "n/a" if v is None else f"{v:.{nd}f}{unit}"
+
+
+def sweep_configs(args, base: ExpansionConfig) -> list[ExpansionConfig]:
+    """The sweep grid (levels x truncations x bit pairs x terms) around `base`, each model once."""
+    if args.pairs and args.a_bits:
+        raise UsageError("give either --pairs or --bits/--a-bits, not both")
+    pairs = args.pairs or [(b, a) for b in args.bits for a in (args.a_bits or [b])]
+    if not pairs or not args.terms:
+        raise UsageError("the sweep grid is empty: give --bits/--pairs and --terms")
+    configs, seen = [], set()
+    for level in args.levels or [base.level]:
+        for trunc in args.truncations or [base.truncation]:
+            for w, a in pairs:
+                for k in args.terms:
+                    cfg = base.replace(w_bits=w, a_bits=a, level=level, truncation=trunc).with_terms(k)
+                    key = cfg.to_json() if cfg.expands_activations else (w, k, level, "AFP")  # a_bits unused
+                    if trunc == "total_order" and not cfg.overrides and cfg.total_order >= 2 * k:
+                        key = cfg.replace(truncation="full").to_json()  # keeps every (i, j): the full-grid model
+                    if key not in seen:
+                        seen.add(key)
+                        configs.append(cfg)
+    return configs
+
+
+def write_sweep(prefix: str, doc: dict) -> None:
+    """PREFIX.csv (the rows) and PREFIX.json (the whole document)."""
+    import pandas as pd
+
+    out = Path(prefix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(doc["rows"]).to_csv(f"{out}.csv", index=False, float_format="%.6g")
+    Path(f"{out}.json").write_text(dumps(doc, indent=2) + "\n")
