@@ -4,8 +4,8 @@ outlier statistic beside the one-term error. Rows are written (atomically) as th
 
     python -m bench.lm_grid smollm2_135m [windows=2] [seq_len=256] [out_prefix]
     python -m bench.lm_grid minilm_l6 [pairs=200] [-] [out_prefix]
-    python -m bench.lm_grid smollm2_135m 2 256 - 8:8:1    # layers first, then only these W:A:terms rows,
-                                                           # appended to the CSV already there
+    python -m bench.lm_grid smollm2_135m 2 256 - 8:8:1    # only these W:A:terms rows, appended to the CSV
+                                                           # already there (the layer report first if missing)
     python -m bench.lm_grid --tables      # markdown of the written CSVs, for docs/RESULTS.md
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     name = argv[0]
     n = int(argv[1]) if len(argv) > 1 else (2 if name == "smollm2_135m" else 200)
     seq_len = int(argv[2]) if len(argv) > 2 and argv[2] != "-" else 256
-    prefix = argv[3] if len(argv) > 3 else f"docs/results/lm_{name}"
+    prefix = argv[3] if len(argv) > 3 and argv[3] != "-" else f"docs/results/lm_{name}"
     shared = find_shared()
     lm = load_lm(name, cache_dir=cache_dir())
     if lm.spec.task == "causal_lm":
@@ -86,7 +86,8 @@ def main(argv: list[str]) -> int:
     if len(argv) > 4:  # a resumed run: the layer report first (the grid so far is kept), then the given rows
         grid = [tuple(int(v) for v in item.split(":")) for item in argv[4].split(",")]
         rows = pd.read_csv(f"{prefix}_grid.csv").to_dict("records")
-        _layers(lm, base, data, prefix)
+        if not os.path.exists(f"{prefix}_layers.csv"):  # a cut run may not have reached it
+            _layers(lm, base, data, prefix)
     ref = reference(lm.model, data)
     for w, a, k in grid:
         cfg = base.replace(w_bits=w, a_bits=a, w_terms=k, a_terms=k)

@@ -27,7 +27,7 @@ from .text import TextWindows
 Progress = Callable[[float, str], None]
 
 __all__ = ["LMData", "lm_config", "linear_macs_per_token", "lm_cost", "reference", "quality", "evaluate_lm",
-           "sweep_lm", "layer_kind", "layer_block", "layer_report", "spearman"]
+           "sweep_lm", "allocate_lm", "layer_kind", "layer_block", "layer_report", "spearman"]
 
 
 def lm_config(cfg: ExpansionConfig) -> ExpansionConfig:
@@ -175,6 +175,34 @@ def sweep_lm(model: nn.Module, data: LMData, cfgs: Sequence[ExpansionConfig], de
         if progress:
             progress((i + 1) / len(cfgs), cfg.label())
     return pd.DataFrame(rows)
+
+
+def allocate_lm(model: nn.Module, cfg: ExpansionConfig, budget, calib: LMData, *, max_terms: int = 4,
+                solver: str = "dp", mode: str = "unlabeled", sensitivity: pd.DataFrame | None = None,
+                device: str | None = None, progress: Progress | None = None):
+    """Per-layer term allocation (`fpxint.allocation.allocate`) for a language model.
+
+    The noise is measured on the model's output, the next-token logits of every token (or the sentence
+    embeddings of an encoder), with one layer expanded at a time; costs count MACs per token. `calib`
+    chooses the allocation: keep it disjoint from the text it is evaluated on (`TextWindows.end`).
+    `mode="weights"` skips the forward passes (2 x max_terms per layer, each a whole-model pass: hours on a
+    CPU for SmolLM2's 211 layers) and predicts each layer's noise from its weights and a Gaussian stand-in
+    input, which knows nothing of the activation outliers; the choice is then not measured before use.
+
+    Returns:
+        `fpxint.allocation.Allocation`; its config's costs are per token.
+
+    Example:
+        >>> ev = LMData(windows=token_windows(tok, path, 256, 2))
+        >>> cal = LMData(windows=token_windows(tok, path, 128, 1, start=ev.windows.end))
+        >>> a = allocate_lm(model, cfg.with_terms(3), "gemms=0.75x", cal)
+        >>> evaluate_lm(model, a.config, ev)["ppl"]
+    """
+    from .allocation import allocate  # the allocation package imports the engine, not this module
+
+    probe = calib.windows.ids if calib.windows is not None else calib.ids1[0]  # encoder: first sentence batch
+    return allocate(model, lm_config(cfg), budget, probe, mode=mode, max_terms=max_terms, solver=solver,
+                    sensitivity=sensitivity, device=device, progress=progress, macs=linear_macs_per_token(model))
 
 
 _KINDS = (  # (regex on the layer name, kind): Llama/Qwen/Mistral, BERT, GPT-2 (after Conv1D -> Linear)

@@ -59,3 +59,28 @@ def outlier_scatter(df: pd.DataFrame, terms: int = 1) -> go.Figure:
     fig.update_xaxes(title_text="input outlier statistic: max |x| / median channel max (log)", type="log")
     fig.update_yaxes(title_text="relative output error (log)", type="log")
     return fig
+
+
+LM_X = {"terms": "number of terms", "effective_bits": "effective bits per weight (incl. scales)",
+        "bops_vs_fp": "BOPs per token vs FP (log)"}
+
+
+def quality_vs_terms(df: pd.DataFrame, fp_value: float, metric: str = "ppl", x: str = "terms") -> go.Figure:
+    """Perplexity (log axis) or STS-B Spearman of `fpxint.lm.sweep_lm` rows against terms / bits / BOPs, one line
+    per W/A bit pair, the FP model as a dotted line: the language-model side of the accuracy-recovery figure."""
+    fig = go.Figure()
+    for (wb, ab), part in df.groupby(["w_bits", "a_bits"]):
+        part = part.sort_values(x)
+        fig.add_trace(go.Scatter(x=part[x], y=part[metric], mode="lines+markers", name=f"W{wb}A{ab}",
+                                 text=part["config"], hovertemplate="%{text}<br>%{y:.4g}<extra></extra>"))
+    fig.add_hline(y=fp_value, line={"dash": "dot", "color": "black"}, annotation_text=f"FP {fp_value:.4g}",
+                  annotation_position="top left")
+    ppl = metric == "ppl"
+    fig.update_layout(template=TEMPLATE, height=440, legend={"title": {"text": "bits"}},
+                      title={"text": f"{'Perplexity' if ppl else 'STS-B Spearman'} as terms are added "
+                             f"(FP dotted{'; lower is better' if ppl else ''})"},
+                      margin={"t": 60, "r": 20, "b": 50, "l": 60})
+    fig.update_xaxes(title_text=LM_X[x], type="log" if x == "bops_vs_fp" else "linear",
+                     dtick=1 if x == "terms" else None)
+    fig.update_yaxes(title_text="perplexity (log)" if ppl else "Spearman", type="log" if ppl else "linear")
+    return fig

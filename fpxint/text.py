@@ -34,6 +34,14 @@ class TextWindows:
     n_context: int
     first_scored_all: bool  # the first window scores every position (nothing precedes it)
     source: str
+    start: int = 0  # token offset of the first window in the tokenized text
+
+    @property
+    def end(self) -> int:
+        """The token offset just past the last window: `token_windows(..., start=end)` is disjoint from these."""
+        n, t = self.ids.shape
+        stride = t - self.n_context
+        return self.start + (n - 1) * stride + t
 
     @property
     def scored_tokens(self) -> int:
@@ -58,8 +66,9 @@ def _read(path: str | os.PathLike) -> str:
 
 
 def token_windows(tokenizer, path: str | os.PathLike, seq_len: int = 256, count: int = 2,
-                  stride: int | None = None) -> TextWindows:
-    """Cuts the first `count` windows of `seq_len` tokens (every `stride` tokens) out of a text file.
+                  stride: int | None = None, start: int = 0) -> TextWindows:
+    """Cuts `count` windows of `seq_len` tokens (every `stride` tokens) out of a text file, the first
+    at token `start` (0: the beginning; another `TextWindows.end`: disjoint from those windows).
 
     Only as much text as the windows need is tokenized (in growing prefixes), so a short run on a large
     file stays short.
@@ -69,8 +78,10 @@ def token_windows(tokenizer, path: str | os.PathLike, seq_len: int = 256, count:
     stride = stride or seq_len
     if not 1 <= stride <= seq_len:
         raise TextError(f"stride must be between 1 and seq_len={seq_len}, got {stride}")
+    if start < 0:
+        raise TextError(f"start must be >= 0, got {start}")
     text = _read(path)
-    need = (count - 1) * stride + seq_len
+    need = start + (count - 1) * stride + seq_len
     chars = need * 8  # English BPE averages ~4 characters per token; grow when short
     while True:
         ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
@@ -78,12 +89,13 @@ def token_windows(tokenizer, path: str | os.PathLike, seq_len: int = 256, count:
             break
         chars *= 2
     if len(ids) < need:
-        have = max(0, (len(ids) - seq_len) // stride + 1)
-        raise TextError(f"{Path(path).name} has {len(ids)} tokens: enough for {have} window(s) of {seq_len}, "
-                        f"not {count}")
+        have = max(0, (len(ids) - start - seq_len) // stride + 1)
+        raise TextError(f"{Path(path).name} has {len(ids)} tokens: enough for {have} window(s) of {seq_len}"
+                        + (f" after token {start}" if start else "") + f", not {count}")
     t = torch.tensor(ids[:need], dtype=torch.long)
-    windows = torch.stack([t[i * stride: i * stride + seq_len] for i in range(count)])
-    return TextWindows(windows, seq_len - stride, True, Path(path).name)
+    windows = torch.stack([t[start + i * stride: start + i * stride + seq_len] for i in range(count)])
+    where = Path(path).name + (f" from token {start}" if start else "")
+    return TextWindows(windows, seq_len - stride, True, where, start)
 
 
 def read_sts(path: str | os.PathLike, count: int | None = None) -> tuple[list[str], list[str], torch.Tensor]:

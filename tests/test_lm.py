@@ -253,11 +253,12 @@ def test_hf_offline_unknown_model_is_one_clear_line():
     assert "\n" not in str(e.value)
 
 
-def test_cli_allocate_says_language_models_are_not_supported_yet(capsys):
+def test_cli_allocate_refuses_a_sentence_encoder_in_one_line(minilm, capsys):
     from fpxint.cli import main
 
-    assert main(["allocate", "minilm_l6", "--budget-gemms", "0.75x"]) == 2
-    assert "allocate does not support language models" in capsys.readouterr().err
+    assert main(["allocate", "minilm_l6", "--budget-gemms", "0.75x", "--sts-pairs", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "takes causal LMs" in err and err.count("\n") == 1
 
 
 def test_cli_sweep_rows_have_spearman_and_cost(minilm, capsys):
@@ -269,3 +270,20 @@ def test_cli_sweep_rows_have_spearman_and_cost(minilm, capsys):
     assert [r["terms"] for r in rows] == [1, 2] and all({"fp_spearman", "spearman", "bops_vs_fp"} <= set(r) for r in rows)
     assert rows[1]["cosine_to_fp"] > rows[0]["cosine_to_fp"]
     assert json.loads(rows[0]["config"])["a_granularity"] == "per_token"
+
+
+def test_cli_models_lists_the_language_models_with_their_task(capsys):
+    from fpxint.cli import main
+
+    assert main(["models", "--family", "language", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"smollm2_135m", "minilm_l6", "hf:<name or path>"}
+    assert rows["smollm2_135m"]["task"] == "causal_lm" and rows["minilm_l6"]["task"] == "sentence_embedding"
+    assert "already 4-bit" in rows["smollm2_135m"]["caveat"]
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    table = {}
+    for line in out.splitlines()[1:]:  # the table, then one line per language model's reference
+        table.setdefault(line.split()[0], line.split()[2])
+    assert table["resnet20"] == "classification" and table["smollm2_135m"] == "causal_lm"
+    assert "smollm2_135m (perplexity): perplexity 30.15" in out and "already 4-bit" in out

@@ -149,8 +149,8 @@ def _config(cfg: ExpansionConfig, plan, choice) -> ExpansionConfig:
     return cfg.replace(overrides=ovs)
 
 
-def _summary_cost(model, cfg: ExpansionConfig, input_shape) -> dict:
-    s = cost_summary(model, cfg, tuple(input_shape))
+def _summary_cost(model, cfg: ExpansionConfig, input_shape, macs: dict[str, int] | None = None) -> dict:
+    s = cost_summary(model, cfg, tuple(input_shape), macs=macs)
     s["weight_bits"] = int(round(s["effective_bits"] * s["params"]))
     return s
 
@@ -159,7 +159,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
              labels: torch.Tensor | None = None, *, mode: str | None = None,
              input_shape: Sequence[int] | None = None, max_terms: int = 6, solver: str = "dp",
              sensitivity: pd.DataFrame | None = None, device: str | None = None,
-             progress: Progress | None = None) -> Allocation:
+             progress: Progress | None = None, macs: dict[str, int] | None = None) -> Allocation:
     """Chooses per-layer weight and activation term counts under a budget.
 
     Args:
@@ -174,6 +174,8 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
         max_terms: largest term count tried per side and layer.
         solver: "dp" (exact on the additive model) or "greedy".
         sensitivity: tables from an earlier call (`Allocation.sensitivity`) to skip re-measuring.
+        macs: MACs per layer (per sample, or per token for language models: `fpxint.lm.allocate_lm`),
+            instead of counting them on a forward of zeros of `input_shape` (which needs a float input).
 
     Returns:
         An `Allocation`; `allocation.config` is an ordinary `ExpansionConfig`.
@@ -220,7 +222,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
                                          progress))
     nw, na = ks.noise_tables(sensitivity, plan, max_terms)
     fixed_a = [spec.a_terms if act else 1 for *_, spec in plan] if metric == "weight_bits" or not act else None
-    all_costs = ks.layer_costs(model, cfg, plan, input_shape, max_terms)
+    all_costs = ks.layer_costs(model, cfg, plan, input_shape, max_terms, macs)
     grid, noise, costs = ks.choices(nw, na, all_costs[metric], fixed_a)
     with torch.no_grad():
         ref = fm.to(dev)(probe.to(dev)) if probe is not None else None
@@ -257,7 +259,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
             names.setdefault(tuple(c), label)
         return out
 
-    uniform = _summary_cost(model, cfg, input_shape)
+    uniform = _summary_cost(model, cfg, input_shape, macs)
     cap = None
     if budget.kind in COSTS:
         cap = budget.value * uniform[metric] if budget.relative else budget.value
@@ -284,7 +286,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
             "labeled": f"labeled images: {n} calibration inputs with labels"}[mode]
     out_cfg = _config(cfg, plan, choice)
     sqnr, top1 = measure(choice)
-    return Allocation(out_cfg, table, budget, cap, _summary_cost(model, out_cfg, input_shape), uniform,
+    return Allocation(out_cfg, table, budget, cap, _summary_cost(model, out_cfg, input_shape, macs), uniform,
                       predicted(choice), sqnr, top1, fp_top1, mode, what, label, sensitivity, tried)
 
 

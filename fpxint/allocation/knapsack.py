@@ -39,9 +39,14 @@ def noise_tables(sens: pd.DataFrame, plan, max_terms: int) -> tuple[np.ndarray, 
     return out[0], out[1]
 
 
-def layer_costs(model, cfg: ExpansionConfig, plan, input_shape, max_terms: int) -> dict[str, np.ndarray]:
-    """Cost of every (w_terms, a_terms) choice per layer, [layers, max_terms, max_terms], as fpxint.cost counts it."""
-    macs = layer_macs(model, tuple(input_shape))
+def layer_costs(model, cfg: ExpansionConfig, plan, input_shape, max_terms: int,
+                macs: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Cost of every (w_terms, a_terms) choice per layer, [layers, max_terms, max_terms], as fpxint.cost counts it.
+
+    `macs` (layer -> MACs per sample, or per token) replaces the forward on zeros of `input_shape`, for models
+    whose input is not a float tensor (language models take token ids).
+    """
+    macs = macs if macs is not None else layer_macs(model, tuple(input_shape))
     act = cfg.expands_activations
     ka = max([max_terms] + [spec.a_terms for *_, spec in plan])  # pinned activation terms may exceed max_terms
     out = {c: np.zeros((len(plan), max_terms, ka)) for c in COSTS}

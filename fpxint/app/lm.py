@@ -2,10 +2,13 @@
 
 When the sidebar's model is a language model, `sidebar_text()` replaces the image-data widgets with
 text ones (token windows of WikiText-2, or STS-B pairs), and the Expand and Layer residuals pages render
-through `expand_page` / `residuals_page`. Every other page says plainly that it does not support
-language models yet (`NOT_YET`), instead of failing on an image-shaped input.
+through `expand_page` / `residuals_page`; every other page through `page()`, which runs its language-model
+version from `app/lm_pages.py` (or, for the Explain page, says in one sentence why it is image-only).
+"Hugging Face model…" in the model menu (`HF_CHOICE`) opens a text input for `hf:<name or path>`.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import time
 
@@ -17,20 +20,41 @@ from .. import plots_lm
 from ..config import ExpansionConfig
 from ..text import STS_TEST, WIKITEXT, read_sts, token_windows
 from ..zoo import cache_dir, find_shared
-from ..zoo.hf import LM_MODELS, get_lm_spec, is_language_model, lm_names, load_lm
+from ..zoo.hf import HF_PREFIX, get_lm_spec, is_language_model, lm_names, load_lm
+
+if TYPE_CHECKING:  # the cache key's type only; loaders imports this module
+    from .loaders import ModelRef
 
 __all__ = ["is_language_model", "lm_names", "label", "sidebar_text", "load", "data_of", "expand_page",
-           "residuals_page", "not_yet"]
+           "residuals_page", "page", "HF_CHOICE", "hf_name"]
 
-NOT_YET = ("**{page}** is not available for language models yet: it is built for image classifiers "
-           "(images, top-1, convolution-shaped probes). For {model}, use **Expand** (perplexity or STS-B "
-           "Spearman, with cost) and **Layer residuals** (every Linear layer by block and kind, with the "
-           "activation outlier statistic), or the CLI (`python -m fpxint sweep {model} ...`).")
+HF_CHOICE = HF_PREFIX  # the menu entry "Hugging Face model…"; the name typed beside it completes it
+INTROS = {
+    "Accuracy recovery": "Perplexity on the sidebar's text windows (STS-B Spearman for an encoder) as terms are "
+                         "added, for several bit widths (weights and activations alike), against the FP model on "
+                         "the same tokens. One term is plain round-to-nearest.",
+    "Compare": "**A** is the sidebar's configuration; **B** starts with one more term per side and is edited here. "
+               "Both are scored on the same model and text.",
+    "Export": "Download the expanded language model (integer terms and scales of every Linear layer as "
+              "safetensors, the config as JSON; reload with `fpxint.export.load_expanded` on the FP model), its "
+              "metrics, and an HTML report of the figures drawn in this session.",
+    "Convergence": "The residual series of every Linear layer converges geometrically: with *b*-bit terms and the "
+                   "max rule, each term shrinks the max-abs weight residual by about 1/(2^b - 2). Dashed: the proven "
+                   "bound; solid: measured. Below, the next-token logits' error by terms.",
+    "Basis models": "Basis model (i, j) holds weight term *i* and consumes input term *j* in every Linear layer. "
+                    "Here: the integer terms of one layer, and the check that adding the basis models in any order "
+                    "rebuilds the expanded model.",
+    "Allocate terms": "Beyond the paper: each Linear layer gets its own weight and activation term counts under a "
+                      "budget of integer GEMMs. The noise of each layer is measured on the next-token logits of a "
+                      "calibration window taken from the text **after** the scored windows (disjoint from them).",
+}
 WINDOWS, SEQ_LEN, PAIRS = (1, 64), (16, 2048), (8, 1379)
 DEFAULTS = {"lm_windows": 2, "lm_seq_len": 256, "lm_pairs": 64}
 
 
 def label(name: str) -> str:
+    if name == HF_CHOICE:
+        return "Hugging Face model… (language model by name or local folder)"
     spec = get_lm_spec(name)
     return f"{name} (language model: {'perplexity' if spec.task == 'causal_lm' else 'STS-B Spearman'})"
 
@@ -43,7 +67,7 @@ def load(name: str, device: str, allow_download: bool):
 
 
 @st.cache_resource(max_entries=4, show_spinner="Tokenizing…")
-def _data(mref: tuple, dref: tuple) -> L.LMData:
+def _data(mref: ModelRef, dref: tuple) -> L.LMData:
     lm, shared = load(*_key(mref)), find_shared()
     if shared is None:
         raise ValueError("the shared folder (WikiText-2, STS-B) is not found: set FPXINT_SHARED")
@@ -57,16 +81,25 @@ def _key(mref) -> tuple:
     return mref.name, mref.device, mref.allow_download  # a ModelRef without its (image-only) weights upload
 
 
-def data_of(mref: tuple, dref: tuple) -> L.LMData:
+def data_of(mref: ModelRef, dref: tuple) -> L.LMData:
     return _data(mref, dref)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Running the FP model once (the reference)…")
-def _reference(mref: tuple, dref: tuple):
+def _reference(mref: ModelRef, dref: tuple):
     return L.reference(load(*_key(mref)).model, data_of(mref, dref))
 
 
 # ----- sidebar -------------------------------------------------------------------------------------
+def hf_name(sb) -> str | None:
+    """The text input shown when "Hugging Face model…" is chosen; the full `hf:<name>`, or None while empty."""
+    typed = sb.text_input("Hugging Face model name or local folder", key="hf_name", placeholder="e.g. gpt2",
+                          help="A causal LM or an encoder loaded with transformers. Without 'Allow downloading' "
+                               "(below) only local folders and models already in the Hugging Face cache load.")
+    typed = (typed or "").strip()
+    return HF_PREFIX + typed if typed else None
+
+
 def sidebar_text(sb, name: str) -> tuple:
     """The text widgets of a language model; returns the data description (name, count, seq_len)."""
     for k, v in DEFAULTS.items():
@@ -86,7 +119,7 @@ def sidebar_text(sb, name: str) -> tuple:
 
 # ----- cached computations -------------------------------------------------------------------------
 @st.cache_data(max_entries=64, show_spinner=False)
-def metrics(mref: tuple, cfg_json: str, dref: tuple) -> dict:
+def metrics(mref: ModelRef, cfg_json: str, dref: tuple) -> dict:
     model, data = load(*_key(mref)).model, data_of(mref, dref)
     cfg = ExpansionConfig.from_json(cfg_json)
     ref = _reference(mref, dref)
@@ -99,7 +132,7 @@ def metrics(mref: tuple, cfg_json: str, dref: tuple) -> dict:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def layers(mref: tuple, cfg_json: str, dref: tuple, terms: tuple[int, ...], tokens: int) -> pd.DataFrame:
+def layers(mref: ModelRef, cfg_json: str, dref: tuple, terms: tuple[int, ...], tokens: int) -> pd.DataFrame:
     model, data = load(*_key(mref)).model, data_of(mref, dref)
     slot = st.empty()
     df = L.layer_report(model, ExpansionConfig.from_json(cfg_json), data.probe(tokens), terms,
@@ -109,10 +142,6 @@ def layers(mref: tuple, cfg_json: str, dref: tuple, terms: tuple[int, ...], toke
 
 
 # ----- pages ---------------------------------------------------------------------------------------
-def not_yet(ctx, page: str) -> None:
-    st.info(NOT_YET.format(page=page, model=ctx.model_name))
-
-
 def _caveat(ctx) -> None:
     if ctx.loaded is not None and ctx.loaded.spec.caveat:
         st.warning(ctx.loaded.spec.caveat)

@@ -116,7 +116,7 @@ def _source_label(spec, source: str) -> str:
 
 def sidebar() -> Context:
     """Renders the shared sidebar and builds the one ExpansionConfig every page uses."""
-    names = model_names() + ui_lm.lm_names()  # no spec is built for the menu: torchvision's import costs seconds
+    names = model_names() + ui_lm.lm_names() + [ui_lm.HF_CHOICE]  # no spec is built for the menu: torchvision's import costs seconds
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     _swept()
@@ -249,9 +249,16 @@ def _device_and_config(ctx: Context, sb, errors: list[str]) -> None:
 
 def _lm_sidebar(name: str, sb, errors: list[str]) -> Context:
     """The sidebar for a language model: text instead of images, the same expansion widgets."""
-    with sb.expander("Model options"):
+    if name == ui_lm.HF_CHOICE:
+        name = ui_lm.hf_name(sb) or name
+    with sb.expander("Model options", expanded=name.startswith(ui_lm.HF_CHOICE)):
         st.checkbox("Allow downloading missing pretrained weights", key="allow_download",
-                    help="For hf:<name> models (CLI); the two bundled language models need no network.")
+                    help="For Hugging Face models by name (needs internet); the two bundled language models and "
+                         "local folders need no network.")
+    if name == ui_lm.HF_CHOICE:
+        ctx = Context(name, errors=("Type a Hugging Face model name (e.g. gpt2) or a local folder in the sidebar.",))
+        st.session_state["_ctx"] = ctx
+        return ctx
     dref = ui_lm.sidebar_text(sb, name)
     _expansion_widgets(sb)
     ctx = Context(name)

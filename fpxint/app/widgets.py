@@ -14,7 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from .. import admission, views
-from . import lm as ui_lm
+from . import lm as ui_lm, lm_pages
+from .charts import chart  # noqa: F401 - pages call ui.chart
 from .admit import _admitted
 from .context import Context, context
 from .loaders import _first_line
@@ -32,26 +33,21 @@ def chosen_bits(bits) -> tuple[int, ...]:
 def header(title: str, intro: str = "", *, language_models: bool = False) -> Context:
     """Page title, what is loaded, and every sidebar error (the page keeps its previous results).
 
-    A page that does not handle language models (`language_models=False`) stops here with a message
-    saying so when one is chosen.
+    A page that does not handle language models itself (`language_models=False`) renders its language-model
+    version here (`ui_lm.page`) and stops when one is chosen.
     """
     ctx = context()
     st.title(title)
-    if intro:
+    lm_version = not language_models and ui_lm.is_language_model(ctx.model_name)
+    if intro and not lm_version:
         st.markdown(intro)
     st.caption(ctx.describe())
     for err in ctx.errors:
         st.error(err)
-    if not language_models and ui_lm.is_language_model(ctx.model_name):
-        ui_lm.not_yet(ctx, title)
+    if lm_version:  # this page's language-model version (app/lm_pages.py), then the page file stops
+        lm_pages.page(ctx, title, run_block)
         st.stop()
     return ctx
-
-
-def chart(fig, name: str) -> None:
-    """Renders a figure with Streamlit's theme and remembers it for the HTML report."""
-    st.plotly_chart(fig, theme="streamlit", key=f"chart_{name}")
-    st.session_state.setdefault("_figures", {})[name] = fig
 
 
 def run_block(name: str, ctx: Context, compute: Callable[[], Any], extra: str = "", *, auto: bool = False,

@@ -3,10 +3,14 @@
     python -m fpxint allocate resnet20 --w-bits 3 --a-bits 3 --terms 4 --budget-gemms 0.75x --out alloc.json
     python -m fpxint allocate resnet20 --w-bits 3 --a-bits 3 --budget-sqnr 25 --calibration synthetic
     python -m fpxint allocate digits_cnn --bits 2 --terms 4 --budget-bops 0.75x --eval all --uniform-terms 3,4,5
+    python -m fpxint allocate smollm2_135m --bits 4 --terms 3 --budget-gemms 0.75x --calib 1 --calib-seq-len 128 \
+        --windows 2 --seq-len 256 --eval all --uniform-terms 2,3
 
 Calibration and evaluation images never overlap: `--calib N` stratified images choose the
 allocation; `--eval N|all` reports accuracy on images outside them (digits: calibration from the
-bundled train split, evaluation on the test split). `--out` writes an ordinary ExpansionConfig JSON
+bundled train split, evaluation on the test split). Language models: `--calib N` windows of
+`--calib-seq-len` tokens choose it, taken from the text just after the `--windows` evaluation
+windows (disjoint); the noise is measured on the next-token logits. `--out` writes an ordinary ExpansionConfig JSON
 that `python -m fpxint eval --config alloc.json` reads back.
 """
 from __future__ import annotations
@@ -43,7 +47,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--metric", choices=COSTS, default="int_gemms", help="cost a target minimises (default int_gemms)")
     a.add_argument("--calibration", choices=MODES, help="data the choice may use: weights (none), synthetic "
                    "(Gaussian inputs), unlabeled or labeled images (default: labeled when the images have labels)")
-    a.add_argument("--calib", type=int, default=256, help="calibration images, stratified (default 256)")
+    a.add_argument("--calib", type=int, help="calibration images, stratified (default 256); language models: "
+                   "calibration windows after the evaluation windows (default 1)")
     a.add_argument("--max-terms", type=int, default=6, help="largest term count per side and layer (default 6)")
     a.add_argument("--solver", choices=SOLVERS, default="dp", help="dp: exact on the additive noise model (default)")
     a.add_argument("--sensitivity", metavar="CSV", help="reuse this sensitivity table if it exists, else write it")
@@ -57,6 +62,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     add_config_options(p)
     add_run_options(p)
+    from .lm import add_text_options
+    add_text_options(p)
+    p.add_argument("--calib-seq-len", type=int, help="language models: tokens per calibration window "
+                   "(default: --seq-len)")
     p.set_defaults(run=run)
     return p
 
@@ -111,6 +120,8 @@ def _split(args, spec, shared):
 
 def _check(args) -> None:
     check_run_args(args)
+    if args.calib is None:
+        args.calib = 256
     if args.calib < 1:
         raise UsageError(f"--calib {args.calib} is not allowed; give a number of images >= 1")
     if args.eval != "all" and (not args.eval.isdigit()):
@@ -125,12 +136,11 @@ def run(args) -> int:
     """Runs `fpxint allocate`; returns the exit code (errors are raised as ValueError for main())."""
     from ..allocation import allocate, cost_accuracy_curve
     from ..model import resolve_device
-    from ..zoo.hf import is_language_model
 
+    from . import lm as cli_lm
+    if cli_lm.wants(args):
+        return cli_lm.run_allocate(args, _budget)
     _check(args)
-    if args.model and is_language_model(args.model):  # its sensitivity and cost passes feed images
-        raise UsageError(f"allocate does not support language models ({args.model}) yet; "
-                         "use eval / sweep with per-layer --override to try term counts by hand")
     budget, cfg, device = _budget(args), config_from_args(args), resolve_device(args.device)
     lm, shared = model_from_args(args, args.model)
     (cx, cy), (ex, ey), which = _split(args, lm.spec, shared)

@@ -1,4 +1,4 @@
-"""`eval` and `sweep` on language models (smollm2_135m, minilm_l6, hf:<name or path>).
+"""`eval`, `sweep` and `allocate` on language models (smollm2_135m, minilm_l6, hf:<name or path>).
 
 Causal LMs are scored on token windows of a text file (default: WikiText-2 test from the shared folder),
 encoders on STS-B test pairs; the JSON holds fp_ppl / ppl (or fp_spearman / spearman) next to the
@@ -38,9 +38,18 @@ def _config(args) -> ExpansionConfig:
     return cfg.replace(fold_bn=False)
 
 
+def _text_path(args, shared):
+    from ..text import WIKITEXT
+
+    path = args.text or (shared / WIKITEXT if shared else None)
+    if path is None:
+        raise UsageError("no text: pass --text PATH or --shared DIR (with data/wikitext-2-raw)")
+    return path
+
+
 def _load(args):
     from ..lm import LMData
-    from ..text import STS_TEST, WIKITEXT, TextError, read_sts, token_windows
+    from ..text import STS_TEST, TextError, read_sts, token_windows
     from ..zoo import cache_dir, find_shared
     from ..zoo.hf import load_lm
 
@@ -52,9 +61,7 @@ def _load(args):
     lm = load_lm(args.model, cache_dir=None if args.no_cache else cache_dir(), allow_download=args.download)
     try:
         if lm.spec.task == "causal_lm":
-            path = args.text or (shared / WIKITEXT if shared else None)
-            if path is None:
-                raise UsageError("no text: pass --text PATH or --shared DIR (with data/wikitext-2-raw)")
+            path = _text_path(args, shared)
             data = LMData(windows=token_windows(lm.tokenizer, path, args.seq_len, args.windows, args.stride))
         else:
             if args.text:
@@ -138,4 +145,115 @@ def run_sweep(args) -> int:
         return 0
     print(f"{doc['model']} on {doc['data']}" + (f" ({doc['caveat']})" if doc["caveat"] else ""))
     print(pd.DataFrame(doc["rows"]).drop(columns=["config"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+class _Progress:
+    """On a terminal one line redrawn; in a log a line every 5 % (an allocation runs for minutes to hours)."""
+
+    def __init__(self):
+        self.tty, self.next = sys.stderr.isatty(), 0.0
+
+    def __call__(self, f: float, text: str) -> None:
+        if self.tty:
+            print(f"\r{100 * f:5.1f} % {text[:60]:<60}", end="", file=sys.stderr)
+        elif f >= self.next:
+            self.next = f + 0.05
+            print(f"{time.strftime('%H:%M:%S')} {100 * f:5.1f} % {text}", file=sys.stderr, flush=True)
+
+
+def run_allocate(args, parse_budget) -> int:
+    """`fpxint allocate` on a causal LM: calibration windows just after the evaluation windows (disjoint),
+    the noise measured on the next-token logits, costs per token; `--eval` scores perplexity on the
+    evaluation windows for the allocation and `--uniform-terms`, beside FP in the same run."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .args import check_run_args, dumps
+    from ..lm import LMData, allocate_lm, evaluate_lm, reference
+    from ..model import resolve_device
+    from ..text import TextError, token_windows
+    from ..zoo import find_shared
+
+    check_run_args(args)
+    if args.calibration not in (None, "unlabeled", "weights"):
+        raise UsageError(f"--calibration {args.calibration}: language models calibrate on text windows "
+                         "(unlabeled: the noise is measured on the logits) or on the weights alone (weights)")
+    calib_n, calib_len = args.calib or 1, args.calib_seq_len or args.seq_len
+    if calib_n < 1 or calib_len < 2:
+        raise UsageError(f"--calib {calib_n} --calib-seq-len {calib_len}: need >= 1 window of >= 2 tokens")
+    try:
+        terms = [int(v) for v in args.uniform_terms.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--uniform-terms {args.uniform_terms!r}: comma-separated integers, e.g. 2,3") from None
+    budget, cfg, device = parse_budget(args), _config(args), resolve_device(args.device)
+    if budget.kind == "top1_drop":
+        raise UsageError("--budget-top1-drop needs labeled images; language models take --budget-sqnr (on the logits)")
+    lm, data = _load(args)
+    if lm.spec.task != "causal_lm":
+        raise UsageError(f"allocate on language models takes causal LMs (text windows); {args.model} is a "
+                         "sentence encoder")
+    try:
+        calib = LMData(windows=token_windows(lm.tokenizer, _text_path(args, find_shared(args.shared)), calib_len,
+                                             calib_n, start=data.windows.end))
+    except TextError as e:
+        raise UsageError(f"calibration windows after the evaluation windows: {e}") from None
+    model = lm.model.to(device)
+    progress = None if args.quiet else _Progress()
+    sens_path = Path(args.sensitivity) if args.sensitivity else None
+    sens = pd.read_csv(sens_path) if sens_path and sens_path.is_file() else None
+    t0 = time.perf_counter()
+    a = allocate_lm(model, cfg, budget, calib, max_terms=args.max_terms, solver=args.solver,
+                    mode=args.calibration or "unlabeled", sensitivity=sens, device=device, progress=progress)
+    if progress and progress.tty:
+        print(file=sys.stderr)
+    if sens_path and sens is None:
+        a.sensitivity.to_csv(sens_path, index=False)
+    seconds = time.perf_counter() - t0
+    curve = None
+    if args.eval != "0":  # perplexity on the evaluation windows: FP, uniform k terms, the allocation
+        ref = reference(model, data)
+        rows = []
+        for label, c in [("allocated", a.config)] + [(f"uniform {k} terms", cfg.with_terms(k)) for k in terms]:
+            r = evaluate_lm(model, c, data, ref, device=device)
+            cost = r.pop("cost")
+            rows.append({"label": label, **r, "int_gemms": cost["int_gemms"], "bops_vs_fp": cost["bops_vs_fp"],
+                         "effective_bits": cost["effective_bits"]})
+            if not args.quiet:
+                print(f"  {label}: perplexity {r['ppl']:.3f} (FP {r['fp_ppl']:.3f})", file=sys.stderr)
+        curve = pd.DataFrame(rows)
+    summary = {**_head(lm, data), "calibration": calib.describe() if a.mode != "weights" else a.data, "evaluation": data.describe(),
+               "base_config": cfg.to_json(), "budget": budget.describe(), "cap": a.cap, "solver": a.solver,
+               "predicted_sqnr_db": a.predicted_sqnr_db, "calib_sqnr_db": a.measured_sqnr_db,
+               "allocation_seconds": seconds,
+               **{k: a.cost[k] for k in ("int_gemms", "bops", "weight_bits")},
+               **{f"uniform_{k}": a.uniform_cost[k] for k in ("int_gemms", "bops", "weight_bits")},
+               "candidates": a.candidates.to_dict(orient="records"), "config": json.loads(a.config.to_json())}
+    if args.out:
+        Path(args.out).write_text(a.config.to_json(indent=2) + "\n")
+    if args.save:
+        a.layers.to_csv(f"{args.save}.layers.csv", index=False)
+        if curve is not None:
+            curve.to_csv(f"{args.save}.curve.csv", index=False)
+        Path(f"{args.save}.json").write_text(dumps(summary, indent=2, default=str) + "\n")
+    if args.json:
+        summary["layers"] = a.layers.to_dict(orient="records")
+        summary["curve"] = None if curve is None else curve.to_dict(orient="records")
+        print(dumps(summary, indent=2, default=str))
+        return 0
+    from ..lm import layer_kind
+    t = a.layers.assign(kind=a.layers.layer.map(layer_kind))
+    print(t.groupby("kind", sort=False)[["w_terms", "a_terms"]].agg(["mean", "min", "max"]).to_string(
+        float_format=lambda v: f"{v:.2f}"))
+    u = a.uniform_cost
+    for k, v in [("model", f"{summary['model']} ({summary['weights']})"), ("note", summary["caveat"] or "-"),
+                 ("calibration", summary["calibration"]), ("evaluation", summary["evaluation"]),
+                 ("budget", f"{summary['budget']} ({a.solver})"),
+                 ("int GEMMs", f"{summary['int_gemms']} vs uniform {u['int_gemms']} per token"),
+                 ("SQNR", f"predicted {a.predicted_sqnr_db:.1f} dB" + ("" if a.measured_sqnr_db is None else
+                          f", measured {a.measured_sqnr_db:.1f} dB on the calibration logits"))]:
+        print(f"{k:<12} {v}")
+    if curve is not None:
+        print(curve.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0

@@ -26,7 +26,7 @@ from torch import nn
 from fpxint.zoo.registry import ModelLoadError
 
 __all__ = ["LMSpec", "LoadedLM", "CausalLMLogits", "MeanPooledEncoder", "LM_MODELS", "HF_PREFIX", "lm_names",
-           "is_language_model", "get_lm_spec", "load_lm", "package_dir"]
+           "is_language_model", "get_lm_spec", "load_lm", "package_dir", "lm_table"]
 
 HF_PREFIX = "hf:"
 SMOLLM2_CAVEAT = ("SmolLM2-135M's weights are stored already 4-bit quantized (GGUF Q4_1, blocks of 32); "
@@ -86,6 +86,24 @@ LM_MODELS: dict[str, LMSpec] = {
 def lm_names() -> list[str]:
     """The registered language models (the generic ``hf:<name>`` entry is not listed)."""
     return list(LM_MODELS)
+
+
+def lm_table():
+    """The language models as rows in the shape of `fpxint.zoo.models_table` (plus task, metric, reference,
+    caveat), and the generic ``hf:<name or path>`` entry last."""
+    import pandas as pd
+
+    data = {"causal_lm": "wikitext-2-raw", "sentence_embedding": "sts-b"}
+    rows = [{"name": s.name, "family": s.family, "task": s.task, "dataset": data[s.task], "input_size": "tokens",
+             "num_classes": None, "params": s.params, "published_top1": float("nan"), "checkpoint": s.source,
+             "license": s.license, "metric": "perplexity" if s.task == "causal_lm" else "STS-B Spearman",
+             "reference": s.reference, "caveat": s.caveat} for s in LM_MODELS.values()]
+    rows.append({"name": f"{HF_PREFIX}<name or path>", "family": "language", "task": "causal_lm or sentence_embedding",
+                 "dataset": "your text (--text)", "input_size": "tokens", "num_classes": None, "params": None,
+                 "published_top1": float("nan"), "checkpoint": "Hugging Face hub (--download) or a local folder",
+                 "license": "see the model card", "metric": "perplexity or STS-B Spearman", "reference": "",
+                 "caveat": ""})
+    return pd.DataFrame(rows)
 
 
 def is_language_model(name: str) -> bool:
