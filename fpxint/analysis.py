@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import metrics
 from .config import ExpansionConfig
 from .model import expand, expandable_layers, fold_batchnorm, model_device, target_device
 from .series import expand_tensor
@@ -58,7 +59,7 @@ def _metrics(ref: torch.Tensor, out: torch.Tensor) -> dict[str, float]:
     ref, out = ref.double().flatten(), out.double().flatten()
     sig, noise = ref.square().sum().item(), (out - ref).square().sum().item()
     cos = F.cosine_similarity(ref, out, dim=0).item() if ref.norm() > 0 and out.norm() > 0 else float("nan")
-    return {"sqnr_db": 10 * math.log10(sig / noise) if noise > 0 and sig > 0 else math.inf,
+    return {"sqnr_db": metrics.sqnr_from_powers(sig, noise),
             "rel_l2": math.sqrt(noise / sig) if sig > 0 else math.nan,
             "cosine": cos}
 
@@ -132,10 +133,7 @@ def layer_output_errors(model: nn.Module, cfg: ExpansionConfig, probe: torch.Ten
 
 
 def _fidelity(fp_logits: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
-    agree = (fp_logits.argmax(1) == logits.argmax(1)).float().mean().item()
-    kl = F.kl_div(F.log_softmax(logits.double(), 1), F.log_softmax(fp_logits.double(), 1), log_target=True,
-                  reduction="batchmean").item()
-    return {"agreement": agree, "kl": kl}
+    return {"agreement": metrics.agreement(fp_logits, logits), "kl": metrics.kl(fp_logits, logits)}
 
 
 @torch.no_grad()
@@ -200,8 +198,7 @@ def evaluate(model: nn.Module, cfg: ExpansionConfig | None, data, fp_logits: tor
     t0 = time.perf_counter()
     net = expand(model, cfg, device=device) if cfg is not None else model
     logits, labels = logits_of(net, data, batch_size, device, progress)
-    out = {"n_images": len(logits), "seconds": time.perf_counter() - t0,
-           "top1": 100 * (logits.argmax(1) == labels).float().mean().item() if labels is not None else None}
+    out = {"n_images": len(logits), "seconds": time.perf_counter() - t0, "top1": metrics.top1(logits, labels)}
     if fp_logits is not None:
         fid = _fidelity(fp_logits, logits)
         out.update(agreement=100 * fid["agreement"], kl=fid["kl"])
@@ -219,7 +216,7 @@ def accuracy_grid(model: nn.Module, data, base_cfg: ExpansionConfig, bits: Seque
     """
     grid = [(b, ab, k) for b in bits for ab in (a_bits or [None]) for k in terms]
     fp_logits, labels = logits_of(model, data, batch_size, device)
-    fp_top1 = 100 * (fp_logits.argmax(1) == labels).float().mean().item() if labels is not None else None
+    fp_top1 = metrics.top1(fp_logits, labels)
     rows = []
     for n, (b, ab, k) in enumerate(grid):
         cfg = base_cfg.replace(w_bits=b, a_bits=ab or b).with_terms(k)

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from . import analysis, cost
+from . import analysis, cost, metrics
 from .config import MAX_BITS, ExpansionConfig
 from .model import expand, expandable_layers, fold_batchnorm
 from .quant import contraction
@@ -288,7 +288,7 @@ def model_story(model: nn.Module, data, spec, cfg: ExpansionConfig, device: str 
         rows.append(_row(ck, k, logits, fp_logits, labels, model, spec))
     grid = pd.DataFrame(rows)
     fp_pred = fp_logits.argmax(1)
-    fp_top1 = 100 * (fp_pred == labels).float().mean().item() if labels is not None else None
+    fp_top1 = metrics.top1(fp_logits, labels)
     budget, eq_row = pd.DataFrame(), None
     if eq is not None:
         logits, _ = analysis.logits_of(expand(model, eq, device=device), xy, batch_size, device,
@@ -310,12 +310,9 @@ def model_story(model: nn.Module, data, spec, cfg: ExpansionConfig, device: str 
 
 def _row(ck: ExpansionConfig, k: int, logits, fp_logits, labels, model, spec) -> dict:
     c = cost.cost_summary(model, ck, spec.input_size)
-    agree = (logits.argmax(1) == fp_logits.argmax(1)).float().mean().item()
-    kl = torch.nn.functional.kl_div(torch.log_softmax(logits.double(), 1), torch.log_softmax(fp_logits.double(), 1),
-                                    log_target=True, reduction="batchmean").item()
     return {"terms": k, "label": ck.label().rsplit(" ", 1)[0] if ck.truncation == "full" else ck.label(),
-            "w_bits": ck.w_bits, "top1": 100 * (logits.argmax(1) == labels).float().mean().item()
-            if labels is not None else None, "agreement": 100 * agree, "kl": kl,
+            "w_bits": ck.w_bits, "top1": metrics.top1(logits, labels),
+            "agreement": 100 * metrics.agreement(fp_logits, logits), "kl": metrics.kl(fp_logits, logits),
             "bits_per_weight": c["effective_bits"], "bops": c["bops"], "bops_vs_fp": c["bops_vs_fp"],
             "int_gemms": c["int_gemms"], "config": ck.to_json()}
 

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from .config import GRIDS, SCALE_RULES, check_bits, check_terms
+from .metrics import sqnr_from_powers
 from .quant import (contraction, dequantize, group_view, max_rule_scale, mse_scale, quantize,
                     term_dtype)
 
@@ -208,7 +209,8 @@ class TensorSeries:
         return t_inf * f**k
 
     def residual_norms(self) -> pd.DataFrame:
-        """Per term k: max-abs and relative-L2 residual, SQNR in dB, and the proven max-abs bound."""
+        """Per term k: max-abs and relative-L2 residual, SQNR in dB (+inf when exact, see `fpxint.metrics`),
+        and the proven max-abs bound."""
         if self.source is None:
             raise ValueError("residual_norms() needs the source tensor; it was not kept")
         src = self.source.float()
@@ -222,7 +224,7 @@ class TensorSeries:
                 "term": k + 1,
                 "max_abs": r.abs().max().item(),
                 "rel_l2": math.sqrt(noise / sig) if sig > 0 else 0.0,
-                "sqnr_db": 10 * math.log10(sig / noise) if noise > 0 and sig > 0 else math.inf,
+                "sqnr_db": sqnr_from_powers(sig, noise),  # +inf once the series is exact (fpxint.metrics)
                 "bound": self.bound(k + 1),
             })
         return pd.DataFrame(rows)

@@ -39,10 +39,11 @@ import torch
 import torch.nn as nn
 
 from . import knapsack as ks
+from .. import metrics
 from ..config import MAX_TERMS, ExpansionConfig, LayerOverride
 from ..cost import cost_summary
 from ..model import expand, target_device
-from .sensitivity import (Progress, layer_sensitivity, plan_layers, rel_noise, sensitivity_ranking, to_db,
+from .sensitivity import (Progress, layer_sensitivity, plan_layers, sensitivity_ranking, to_db,
                           weights_only_sensitivity)
 
 __all__ = ["Budget", "Allocation", "allocate", "cost_accuracy_curve", "layer_sensitivity", "sensitivity_ranking",
@@ -224,7 +225,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
     grid, noise, costs = ks.choices(nw, na, all_costs[metric], fixed_a)
     with torch.no_grad():
         ref = fm.to(dev)(probe.to(dev)) if probe is not None else None
-    fp_top1 = None if labels is None else 100 * (ref.argmax(1).cpu() == labels).float().mean().item()
+    fp_top1 = metrics.top1(ref, labels)
     measured: dict[tuple, tuple[float | None, float | None]] = {}
     names: dict[tuple, str] = {}
 
@@ -233,8 +234,8 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
         key = tuple(choice)
         if probe is not None and key not in measured:
             y = expand(model, _config(cfg, plan, choice), device=dev)(probe.to(dev))
-            top1 = None if labels is None else 100 * (y.argmax(1).cpu() == labels).float().mean().item()
-            measured[key] = (to_db(rel_noise(ref, y)), top1)
+            top1 = metrics.top1(y, labels)
+            measured[key] = (metrics.sqnr_db(ref, y), top1)
         return measured.get(key, (None, None))
 
     def predicted(choice) -> float:
@@ -340,7 +341,7 @@ def cost_accuracy_curve(model: nn.Module, cfg: ExpansionConfig, images: torch.Te
 
     dev = target_device(model, device)
     fp_logits, _ = logits_of(model, (images, labels), batch_size, dev)
-    acc = (lambda lg: None if labels is None else 100 * (lg.argmax(1) == labels).float().mean().item())
+    acc = (lambda lg: metrics.top1(lg, labels))
     runs = [("uniform", f"uniform {k} terms", k, cfg.with_terms(k)) for k in terms]
     runs += [("allocated", label, None, c) for label, c in allocated]
     rows = [{"kind": "fp", "label": "FP", "terms": None, "int_gemms": 0, "bops": None, "bops_vs_fp": 1.0,
@@ -353,8 +354,8 @@ def cost_accuracy_curve(model: nn.Module, cfg: ExpansionConfig, images: torch.Te
         s = _summary_cost(model, c, images.shape[1:])
         rows.append({"kind": kind, "label": label, "terms": k, "int_gemms": s["int_gemms"], "bops": s["bops"],
                      "bops_vs_fp": s["bops_vs_fp"], "weight_bits": s["weight_bits"],
-                     "sqnr_db": to_db(rel_noise(fp_logits, lg)),
-                     "agreement": 100 * (lg.argmax(1) == fp_logits.argmax(1)).float().mean().item(),
+                     "sqnr_db": metrics.sqnr_db(fp_logits, lg),
+                     "agreement": 100 * metrics.agreement(fp_logits, lg),
                      "top1": acc(lg), "fp_top1": acc(fp_logits), "n_images": len(images), "config": c.to_json()})
     if progress:
         progress(1.0, "done")

@@ -15,17 +15,19 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from .. import metrics
 from ..config import ExpansionConfig, LayerSpec
 from ..layers import expand_layer
 from ..model import expandable_layers, fold_batchnorm, target_device
 from ..series import expand_tensor
 
 Progress = Callable[[float, str], None]
-FLOOR = 1e-14  # relative noise floor (float32 output rounding) so logs and ratios stay finite
+FLOOR = 1e-14  # relative noise floor of the noise model (float32 output rounding): its sums and ratios stay finite
 
 
 def to_db(noise: float) -> float:
-    """Relative noise power -> SQNR in dB (floored so that exact results stay finite)."""
+    """The noise model's relative noise power -> dB, floored at FLOOR (so at most 140 dB). A measured
+    SQNR is `fpxint.metrics.sqnr_db` (+inf when exact); this is the additive model's prediction."""
     return -10 * math.log10(max(noise, FLOOR))
 
 
@@ -99,7 +101,7 @@ def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tenso
     fm, plan = plan_layers(model, cfg)
     fm, probe = fm.to(dev), probe.to(dev)
     ref = fm(probe)
-    fp_top1 = None if labels is None else 100 * (ref.argmax(1).cpu() == labels).float().mean().item()
+    fp_top1 = metrics.top1(ref, labels)
     jobs = [(p, s, k) for p in plan for s in sides for k in sorted(terms)]
     rows, last = [], {}
     for n, ((idx, name, layer, spec), side, k) in enumerate(jobs):
@@ -124,7 +126,7 @@ def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tenso
         row = {"layer": name, "index": idx, "side": side, "terms": k, "noise": noise, "sqnr_db": to_db(noise),
                "measured": True}
         if labels is not None:
-            row.update(top1=100 * (y.argmax(1).cpu() == labels).float().mean().item(), fp_top1=fp_top1)
+            row.update(top1=metrics.top1(y, labels), fp_top1=fp_top1)
         rows.append(row)
     if progress:
         progress(1.0, "done")

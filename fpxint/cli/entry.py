@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -24,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .. import __version__
 from . import allocate as cli_allocate, lm as cli_lm
@@ -139,14 +137,14 @@ def _logits(args, net, data, desc: str, device) -> tuple[torch.Tensor, float]:
 
 def scores(logits: torch.Tensor, labels: torch.Tensor | None, fp_logits: torch.Tensor | None = None) -> dict:
     """top1 (%), and against FP: agreement (% same top-1), kl (KL(FP || expanded), nats/image),
-    logit_sqnr_db (None when the logits are identical)."""
-    out = {"top1": 100 * (logits.argmax(1) == labels).double().mean().item() if labels is not None else None}
+    logit_sqnr_db (+inf when the logits are identical; JSON null, see `fpxint.metrics`)."""
+    from .. import metrics
+
+    out = {"top1": metrics.top1(logits, labels)}
     if fp_logits is not None:
-        p, q = fp_logits.double(), logits.double()
-        out["agreement"] = 100 * (p.argmax(1) == q.argmax(1)).double().mean().item()
-        out["kl"] = F.kl_div(F.log_softmax(q, 1), F.log_softmax(p, 1), log_target=True, reduction="batchmean").item()
-        noise = (q - p).square().sum().item()
-        out["logit_sqnr_db"] = 10 * math.log10(p.square().sum().item() / noise) if noise > 0 else None
+        out["agreement"] = 100 * metrics.agreement(fp_logits, logits)
+        out["kl"] = metrics.kl(fp_logits, logits)
+        out["logit_sqnr_db"] = metrics.sqnr_db(fp_logits, logits)
     return out
 
 
