@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .config import ExpansionConfig
-from .model import expand, expandable_layers, fold_batchnorm, model_device, target_device
+from .model import expand, expandable_layers, fold_batchnorm, layer_plan, model_device, target_device
 from .series import expand_tensor
 
 Progress = Callable[[float, str], None]
@@ -51,10 +51,6 @@ def _reference(model: nn.Module, cfg: ExpansionConfig, dev: torch.device, privat
     return fold_batchnorm(model).to(dev) if cfg.fold_bn else _eval_on(model, dev, private)
 
 
-def _positions(names: Sequence[str]) -> dict[str, str | None]:
-    return {n: ("first" if i == 0 else "last" if i == len(names) - 1 else None) for i, n in enumerate(names)}
-
-
 def _metrics(ref: torch.Tensor, out: torch.Tensor) -> dict[str, float]:
     ref, out = ref.double().flatten(), out.double().flatten()
     sig, noise = ref.square().sum().item(), (out - ref).square().sum().item()
@@ -75,11 +71,8 @@ def weight_residuals(model: nn.Module, cfg: ExpansionConfig, terms: int | None =
         Columns: layer, index, term, bits, max_abs, rel_l2, sqnr_db, bound, params.
     """
     fm = fold_batchnorm(model) if cfg.fold_bn else model
-    layers = expandable_layers(fm)
-    pos = _positions([n for n, _ in layers])
     frames = []
-    for idx, (name, layer) in enumerate(layers):
-        spec = cfg.layer_spec(name, pos[name])
+    for idx, name, layer, spec in layer_plan(expandable_layers(fm), cfg):
         if spec.fp:
             continue
         s = expand_tensor(layer.weight.detach(), spec.w_bits, terms or spec.w_terms, cfg.w_granularity,

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from .config import ExpansionConfig
 from .layers import pair_matrix
-from .model import expandable_layers, fold_batchnorm
+from .model import expandable_layers, fold_batchnorm, layer_plan
 
 FP_BITS = 32
 
@@ -56,13 +56,9 @@ def cost_table(model: nn.Module, cfg: ExpansionConfig, input_shape: tuple[int, .
         weight_bits (incl. scales), equal_budget_bops.
     """
     fm = fold_batchnorm(model) if cfg.fold_bn else model
-    layers = expandable_layers(fm)
     macs = macs if macs is not None else layer_macs(model, input_shape)
-    names = [n for n, _ in layers]
     rows = []
-    for idx, (name, m) in enumerate(layers):
-        pos = "first" if idx == 0 else "last" if idx == len(names) - 1 else None
-        spec = cfg.layer_spec(name, pos)
+    for idx, name, m, spec in layer_plan(expandable_layers(fm), cfg):
         params, mac = m.weight.numel(), macs.get(name, 0)
         groups = m.weight.shape[0] if cfg.w_granularity == "per_channel" else 1
         if spec.fp:

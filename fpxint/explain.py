@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from . import analysis, cost, metrics
 from .config import MAX_BITS, ExpansionConfig
-from .model import expand, expandable_layers, fold_batchnorm
+from .model import expand, expandable_layers, fold_batchnorm, layer_plan, layer_position
 from .quant import contraction
 from .series import expand_tensor
 
@@ -57,12 +57,7 @@ def layer_names(model: nn.Module, cfg: ExpansionConfig) -> list[str]:
     """The layers this config expands (FP layers of the first/last policy left out), in order."""
     ref = _reference(model, cfg)
     layers = expandable_layers(ref)
-    out = []
-    for idx, (name, _) in enumerate(layers):
-        pos = "first" if idx == 0 else "last" if idx == len(layers) - 1 else None
-        if not cfg.layer_spec(name, pos).fp:
-            out.append(name)
-    return out
+    return [name for _, name, _, spec in layer_plan(layers, cfg) if not spec.fp]
 
 
 def default_layer(model: nn.Module, cfg: ExpansionConfig) -> str:
@@ -142,7 +137,7 @@ def tensor_terms(model: nn.Module, cfg: ExpansionConfig, layer: str, n: int | No
     if layer not in names:
         raise ValueError(f"layer {layer!r} is not an expandable layer of this model; choose one of {names[:8]}")
     idx = names.index(layer)
-    spec = cfg.layer_spec(layer, "first" if idx == 0 else "last" if idx == len(names) - 1 else None)
+    spec = cfg.layer_spec(layer, layer_position(idx, len(names)))
     if spec.fp:
         raise ValueError(f"layer {layer!r} stays in FP in this configuration (first/last policy or override)")
     w = layers[idx][1].weight.detach().float().cpu()

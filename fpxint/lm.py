@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .config import ExpansionConfig
 from .cost import cost_summary
 from .layers import expand_layer
-from .model import expand, expandable_layers
+from .model import expand, expandable_layers, layer_position
 from .text import TextWindows
 
 Progress = Callable[[float, str], None]
@@ -237,7 +237,7 @@ def layer_report(model: nn.Module, cfg: ExpansionConfig, ids: torch.Tensor, term
         x, y = io[name]
         ch = x.abs().reshape(-1, x.shape[-1]).amax(0)
         outlier = float(ch.max() / ch.median().clamp_min(1e-12))
-        pos = "first" if idx == 0 else "last" if idx == len(layers) - 1 else None
+        pos = layer_position(idx, len(layers))
         for k in terms:
             c = cfg.with_terms(k)
             spec = c.layer_spec(name, pos)

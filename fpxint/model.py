@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
 
-from .config import ExpansionConfig
+from .config import ExpansionConfig, LayerSpec
 from .fold import _set_module, fold_batchnorm_
 from .layers import LAYER_REGISTRY, ExpandedLayer, expand_layer
+
+T = TypeVar("T")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -70,6 +74,21 @@ def expandable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if isinstance(m, nn.MultiheadAttention):
             skip.update(f"{name}.{n}" if name else n for n, _ in m.named_modules() if n)
     return [(n, m) for n, m in model.named_modules() if type(m) in LAYER_REGISTRY and n not in skip]
+
+
+def layer_position(index: int, count: int) -> str | None:
+    """'first', 'last' or None for layer `index` of `count` expandable layers (registration order).
+
+    The one place that says which layers the first/last-layer policy (`cfg.first_last`) applies to;
+    a model with a single expandable layer has it as 'first'.
+    """
+    return "first" if index == 0 else "last" if index == count - 1 else None
+
+
+def layer_plan(layers: Sequence[tuple[str, T]], cfg: ExpansionConfig) -> list[tuple[int, str, T, LayerSpec]]:
+    """(index, name, module, spec) of each of `expandable_layers(...)`, with its settings resolved by
+    `cfg.layer_spec` (defaults, the first/last-layer policy, overrides)."""
+    return [(i, n, m, cfg.layer_spec(n, layer_position(i, len(layers)))) for i, (n, m) in enumerate(layers)]
 
 
 def expanded_layers(qmodel: nn.Module) -> list[tuple[str, ExpandedLayer]]:
@@ -127,9 +146,7 @@ def expand(model: nn.Module, cfg: ExpansionConfig | None = None, device: str | t
         raise ValueError(f"overrides name layers that the model does not have: {unknown}; "
                          f"expandable layers are e.g. {names[:6]}{' ...' if len(names) > 6 else ''}")
     expanded = []
-    for idx, (name, layer) in enumerate(layers):
-        position = "first" if idx == 0 else "last" if idx == len(layers) - 1 else None
-        spec = cfg.layer_spec(name, position)
+    for _, name, layer, spec in layer_plan(layers, cfg):
         if spec.fp:
             continue
         _set_module(m, name, expand_layer(layer, cfg, spec))

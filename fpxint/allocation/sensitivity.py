@@ -18,7 +18,7 @@ import torch.nn as nn
 from .. import metrics
 from ..config import ExpansionConfig, LayerSpec
 from ..layers import expand_layer
-from ..model import expandable_layers, fold_batchnorm, target_device
+from ..model import expandable_layers, fold_batchnorm, layer_plan, target_device
 from ..series import expand_tensor
 
 Progress = Callable[[float, str], None]
@@ -49,13 +49,7 @@ def plan_layers(model: nn.Module, cfg: ExpansionConfig,
                 ) -> tuple[nn.Module, list[tuple[int, str, nn.Module, LayerSpec]]]:
     """The model as `expand` sees it (BN folded, a private copy) and its expanded layers' base specs."""
     fm = fold_batchnorm(model) if cfg.fold_bn else copy.deepcopy(model).eval()
-    layers = expandable_layers(fm)
-    out = []
-    for idx, (name, m) in enumerate(layers):
-        pos = "first" if idx == 0 else "last" if idx == len(layers) - 1 else None
-        spec = cfg.layer_spec(name, pos)
-        if not spec.fp:
-            out.append((idx, name, m, spec))
+    out = [p for p in layer_plan(expandable_layers(fm), cfg) if not p[3].fp]
     if not out:
         raise ValueError("the config expands no layer (all are FP): nothing to allocate")
     return fm, out
