@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .config import ExpansionConfig, LayerSpec
-from .fold import _set_module, fold_batchnorm_
+from .fold import fold_batchnorm_
 from .layers import LAYER_REGISTRY, ExpandedLayer, expand_layer
 
 T = TypeVar("T")
@@ -149,7 +149,7 @@ def expand(model: nn.Module, cfg: ExpansionConfig | None = None, device: str | t
     for _, name, layer, spec in layer_plan(layers, cfg):
         if spec.fp:
             continue
-        _set_module(m, name, expand_layer(layer, cfg, spec))
+        m.set_submodule(name, expand_layer(layer, cfg, spec), strict=True)
         expanded.append(name)
     m = m.to(dev)
     m.fpxint_config = cfg

@@ -37,14 +37,6 @@ def rel_noise(ref: torch.Tensor, out: torch.Tensor) -> float:
     return max((out - ref).square().sum().item() / max(ref.square().sum().item(), 1e-300), FLOOR)
 
 
-def _swap(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    parent, _, attr = name.rpartition(".")
-    owner = root.get_submodule(parent) if parent else root
-    old = getattr(owner, attr)
-    setattr(owner, attr, new)
-    return old
-
-
 def plan_layers(model: nn.Module, cfg: ExpansionConfig,
                 ) -> tuple[nn.Module, list[tuple[int, str, nn.Module, LayerSpec]]]:
     """The model as `expand` sees it (BN folded, a private copy) and its expanded layers' base specs."""
@@ -110,11 +102,11 @@ def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tenso
             continue
         # Only activations in FP: the engine's weight-only truncation; otherwise full pairs.
         c = cfg.replace(truncation="weight_only" if side == "weight" else "full", level="layer", mode="simulate")
-        old = _swap(fm, name, expand_layer(layer, c, _side_spec(spec, side, k)))
+        fm.set_submodule(name, expand_layer(layer, c, _side_spec(spec, side, k)), strict=True)
         try:
             y = fm(probe)
         finally:
-            _swap(fm, name, old)
+            fm.set_submodule(name, layer, strict=True)  # `layer` is the module the plan took from fm
         noise = rel_noise(ref, y)
         hist.append((k, noise))
         row = {"layer": name, "index": idx, "side": side, "terms": k, "noise": noise, "sqnr_db": to_db(noise),
