@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from . import metrics
 from .config import ExpansionConfig
 from .model import expand, expandable_layers, fold_batchnorm, layer_plan, model_device, target_device
+from .progress import Progress
 from .series import expand_tensor
 
-Progress = Callable[[float, str], None]
 
 
 _device = target_device  # None: where the model is

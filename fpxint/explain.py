@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -27,20 +26,16 @@ import torch.nn as nn
 from . import analysis, cost, metrics
 from .config import MAX_BITS, ExpansionConfig
 from .model import expand, expandable_layers, fold_batchnorm, layer_plan, layer_position
+from .progress import Progress, quiet
 from .quant import contraction
 from .series import expand_tensor
 
-Progress = Callable[[float, str], None]
 STEPS = ("A tensor becomes integers", "The error shrinks geometrically", "A layer", "The model", "What it costs")
 SHORT = ("Tensor", "Residual", "Layer", "Model", "Cost")  # the step buttons' labels
 CROP_OUT, CROP_IN, CROP_LINEAR = 32, 16, (64, 128)  # the part of a weight the maps show (norms use all of it)
 N_IMAGES = 8        # candidate images of step 3, expanded together so that picking one costs nothing
 N_FLIPS = 6         # images of step 4 whose prediction comes back to FP's
 OUT_CHANNELS = 8    # feature maps shown per layer output (large enough to see on a projector)
-
-
-def _quiet(fraction: float, text: str = "") -> None:
-    pass
 
 
 def depth(cfg: ExpansionConfig) -> int:
@@ -203,7 +198,7 @@ def layer_story(model: nn.Module, data, spec, cfg: ExpansionConfig, layer: str, 
         fp (cropped FP outputs per image), expanded ([k-1][image] cropped isolated outputs),
         errors (DataFrame: image, terms, kind, max_abs, rel_l2), n.
     """
-    n, p = n or depth(cfg), progress or _quiet
+    n, p = n or depth(cfg), progress or quiet
     idx = _pick(len(data.images), N_IMAGES)
     x = data.images[idx].to(device)
     ref = _reference(model, cfg).to(device)
@@ -267,7 +262,7 @@ def model_story(model: nn.Module, data, spec, cfg: ExpansionConfig, device: str 
         FP from some number of terms on: index, image, label, fp, preds per term, settles_at),
         budget (DataFrame for plots.equal_budget, empty when there is no pair), budget_cfg, budget_k.
     """
-    n, p = n or depth(cfg), progress or _quiet
+    n, p = n or depth(cfg), progress or quiet
     k_b = budget_terms(cfg)
     eq = equal_budget_config(cfg, k_b) if k_b else None
     steps = n + 1 + (eq is not None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -22,9 +22,9 @@ from .config import ExpansionConfig
 from .cost import cost_summary
 from .layers import expand_layer
 from .model import expand, expandable_layers, layer_position
+from .progress import Progress
 from .text import TextWindows
 
-Progress = Callable[[float, str], None]
 
 __all__ = ["LMData", "lm_config", "linear_macs_per_token", "lm_cost", "reference", "quality", "evaluate_lm",
            "sweep_lm", "layer_kind", "layer_block", "layer_report", "spearman"]

@@ -15,25 +15,13 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable
 
 import pandas as pd
 import torch
 
 from . import admission, analysis, config as C, cost
 from .config import ExpansionConfig
-
-Progress = Callable[[float, str], None]
-
-
-def _quiet(fraction: float, text: str = "") -> None:
-    pass
-
-
-def stage(progress: Progress | None, i: int, n: int, text: str = "") -> Progress:
-    """Maps a callback's [0, 1] onto stage i of n of `progress` (engine callbacks report per stage)."""
-    p = progress or _quiet
-    return lambda f, t="": p((i + f) / n, f"{text} {t}".strip())
+from .progress import Progress, quiet, stage
 
 
 def batch_size(spec) -> int:
@@ -122,7 +110,7 @@ def integer_timing(model, cfg: ExpansionConfig, x: torch.Tensor, device: str, re
 
 def output_residuals(lm, data, cfg: ExpansionConfig, device: str, progress: Progress | None = None) -> pd.DataFrame:
     """Per layer x term output-space errors on the probe batch, 1..max(w_terms, a_terms) terms."""
-    x, n, p = probe(lm.spec, data), max(cfg.w_terms, cfg.a_terms), progress or _quiet
+    x, n, p = probe(lm.spec, data), max(cfg.w_terms, cfg.a_terms), progress or quiet
     frames = []
     for k in range(1, n + 1):
         p(k / (n + 1), f"{k} of {n} terms")
@@ -185,7 +173,7 @@ def basis_demo(q: torch.nn.Module, x: torch.Tensor, seed: int, progress: Progres
     separate networks; max |difference| from q(x) for each."""
     from .basis import abelian_add, basis_models
 
-    p = progress or _quiet
+    p = progress or quiet
     bases = basis_models(q)
     order = sorted(bases)
     if seed:

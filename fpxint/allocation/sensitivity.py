@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
@@ -19,9 +19,9 @@ from .. import metrics
 from ..config import ExpansionConfig, LayerSpec
 from ..layers import expand_layer
 from ..model import expandable_layers, fold_batchnorm, layer_plan, target_device
+from ..progress import Progress
 from ..series import expand_tensor
 
-Progress = Callable[[float, str], None]
 FLOOR = 1e-14  # relative noise floor of the noise model (float32 output rounding): its sums and ratios stay finite
 
 
