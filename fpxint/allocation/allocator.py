@@ -41,7 +41,7 @@ import torch.nn as nn
 from . import knapsack as ks
 from .. import metrics
 from ..config import MAX_TERMS, ExpansionConfig, LayerOverride
-from ..cost import cost_summary
+from ..cost import choice_costs, cost_summary, layer_macs
 from ..model import expand, target_device
 from .sensitivity import (Progress, layer_sensitivity, plan_layers, sensitivity_ranking, to_db,
                           weights_only_sensitivity)
@@ -150,12 +150,6 @@ def _config(cfg: ExpansionConfig, plan, choice) -> ExpansionConfig:
     return cfg.replace(overrides=ovs)
 
 
-def _summary_cost(model, cfg: ExpansionConfig, input_shape) -> dict:
-    s = cost_summary(model, cfg, tuple(input_shape))
-    s["weight_bits"] = int(round(s["effective_bits"] * s["params"]))
-    return s
-
-
 def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe: torch.Tensor | None = None,
              labels: torch.Tensor | None = None, *, mode: str | None = None,
              input_shape: Sequence[int] | None = None, max_terms: int = 6, solver: str = "dp",
@@ -221,7 +215,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
                                          progress))
     nw, na = ks.noise_tables(sensitivity, plan, max_terms)
     fixed_a = [spec.a_terms if act else 1 for *_, spec in plan] if metric == "weight_bits" or not act else None
-    all_costs = ks.layer_costs(model, cfg, plan, input_shape, max_terms)
+    all_costs = choice_costs(cfg, plan, layer_macs(model, input_shape, fm), max_terms)
     grid, noise, costs = ks.choices(nw, na, all_costs[metric], fixed_a)
     with torch.no_grad():
         ref = fm.to(dev)(probe.to(dev)) if probe is not None else None
@@ -258,7 +252,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
             names.setdefault(tuple(c), label)
         return out
 
-    uniform = _summary_cost(model, cfg, input_shape)
+    uniform = cost_summary(model, cfg, input_shape)
     cap = None
     if budget.kind in COSTS:
         cap = budget.value * uniform[metric] if budget.relative else budget.value
@@ -285,7 +279,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
             "labeled": f"labeled images: {n} calibration inputs with labels"}[mode]
     out_cfg = _config(cfg, plan, choice)
     sqnr, top1 = measure(choice)
-    return Allocation(out_cfg, table, budget, cap, _summary_cost(model, out_cfg, input_shape), uniform,
+    return Allocation(out_cfg, table, budget, cap, cost_summary(model, out_cfg, input_shape), uniform,
                       predicted(choice), sqnr, top1, fp_top1, mode, what, label, sensitivity, tried)
 
 
@@ -351,7 +345,7 @@ def cost_accuracy_curve(model: nn.Module, cfg: ExpansionConfig, images: torch.Te
         if progress:
             progress(n / len(runs), label)
         lg, _ = logits_of(expand(model, c, device=dev), (images, labels), batch_size, dev)
-        s = _summary_cost(model, c, images.shape[1:])
+        s = cost_summary(model, c, tuple(images.shape[1:]))
         rows.append({"kind": kind, "label": label, "terms": k, "int_gemms": s["int_gemms"], "bops": s["bops"],
                      "bops_vs_fp": s["bops_vs_fp"], "weight_bits": s["weight_bits"],
                      "sqnr_db": metrics.sqnr_db(fp_logits, lg),
