@@ -122,9 +122,12 @@ def choice_costs(cfg: ExpansionConfig, plan, macs: dict[str, int], max_terms: in
 
 
 def cost_summary(model: nn.Module, cfg: ExpansionConfig, input_shape: tuple[int, ...] | None,
-                 macs: dict[str, int] | None = None) -> dict:
-    """Whole-model cost: effective bits per weight, storage, integer GEMMs, BOPs, vs FP and equal budget."""
-    t = cost_table(model, cfg, input_shape, macs)
+                 macs: dict[str, int] | None = None, folded: nn.Module | None = None) -> dict:
+    """Whole-model cost: effective bits per weight, storage, integer GEMMs, BOPs, vs FP and equal budget.
+
+    A sweep passes `macs` (`layer_macs`) and `folded` (`fold_batchnorm(model)`) computed once: without
+    them every call folds a copy of the model and runs a forward pass."""
+    t = cost_table(model, cfg, input_shape, macs, folded)
     params = int(t.params.sum())
     fp_bops = int((t.macs * FP_BITS * FP_BITS).sum())
     eff = float(t.weight_bits.sum()) / params
