@@ -175,11 +175,13 @@ def model_output_error(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tens
 
 
 def _batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(images, labels) tensors, or any iterable of (x, y) / x batches such as a DataLoader."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        x, y = data
-        for i in range(0, len(x), batch_size):
-            yield x[i:i + batch_size], (y[i:i + batch_size] if y is not None else None)
+    """(images, labels) tensors or an ImageData (`fpxint.data.batches`), or any iterable of (x, y) / x
+    batches such as a DataLoader."""
+    from .data import ImageData, batches  # data reads files (zoo, imagefiles): loaded when first needed
+
+    if isinstance(data, ImageData) or (isinstance(data, (tuple, list)) and len(data) == 2
+                                       and isinstance(data[0], torch.Tensor)):
+        yield from batches(data, batch_size)
         return
     for b in data:
         yield (b[0], b[1]) if isinstance(b, (tuple, list)) else (b, None)
