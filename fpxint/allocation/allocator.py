@@ -42,6 +42,7 @@ from . import knapsack as ks
 from .. import metrics
 from ..config import MAX_TERMS, ExpansionConfig, LayerOverride
 from ..cost import choice_costs, cost_summary, layer_macs
+from ..data import random_images
 from ..model import expand, target_device
 from .sensitivity import (Progress, layer_sensitivity, plan_layers, sensitivity_ranking, to_db,
                           weights_only_sensitivity)
@@ -198,8 +199,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
                          "use an sqnr target without labels")
     input_shape = tuple(input_shape or probe.shape[1:])
     if mode == "synthetic":  # the inputs' size only; their values are Gaussian
-        gen = torch.Generator().manual_seed(0)
-        probe = torch.randn((len(probe) if probe is not None else 64, *input_shape), generator=gen)
+        probe = random_images(len(probe) if probe is not None else 64, input_shape)
     if mode == "weights":
         probe = None
     dev = target_device(model, device)

@@ -33,7 +33,7 @@ import torch
 from .. import admission, config as C, scratch, views
 from . import lm as ui_lm
 from ..config import ExpansionConfig
-from ..data import DataError, ImageData, load_data
+from ..data import DataError, ImageData, load_data, random_images
 from ..model import device_name, expand, expandable_layers, resolve_device
 from ..zoo import DEFAULT_MODEL, cache_dir, find_shared, get_spec, load_model, model_family, model_names
 from ..zoo.registry import WEIGHTS_DIR
@@ -133,8 +133,7 @@ def _load_images(name: str, source: str, limit: int) -> ImageData:
     spec = get_spec(name)
     if source == "random":
         n = min(limit, _random_cap(spec))
-        gen = torch.Generator().manual_seed(0)
-        images = torch.randn((n, *spec.input_size), generator=gen)
+        images = random_images(n, spec.input_size)
         return ImageData(images, None, None, f"random probe inputs: {n} Gaussian images (seed 0), unlabeled", 0)
     upload = Path(source).parent.name.startswith(scratch.PREFIX)  # its decoded copy dies with the session
     return load_data(source, spec, limit=limit, cache_dir=None if upload else cache_dir())
