@@ -60,8 +60,8 @@ from pathlib import Path
 import torch
 
 from .config import check_bits, check_terms
-from .quant import contraction, dequantize, group_view, mse_scale, term_dtype
-from .series import TensorSeries, _check_options, _series_steps, check_tensor, expand_tensor, expanded_sum
+from .quant import contraction, group_view, mse_scale, term_dtype
+from .series import TensorSeries, _check_options, check_tensor, expand_tensor, expanded_sum
 
 BACKENDS = ("auto", "c", "torch")
 _GRID_CODE = {"symmetric": 0, "full": 1, "asymmetric": 2}
@@ -378,9 +378,7 @@ def expanded_sum_fused(x: torch.Tensor, bits: int, terms: int, granularity: str 
         coeffs = (1,) * terms
     lib = _use_kernel(backend)
     if lib is None or not _fusable(x, (torch.float32,)) or grid not in _GRID_CODE:  # the kernel lacks "auto"
-        if accumulate:
-            return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
-        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
+        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs, accumulate)
     check_bits(bits)
     check_terms(terms)
     _check_options(grid, scale_rule)
@@ -396,17 +394,5 @@ def expanded_sum_fused(x: torch.Tensor, bits: int, terms: int, granularity: str 
     out = torch.empty_like(view)
     _, rc = _run(lib, [view], bits, n, grid, scale_rule, want_q=False, outs=[out], coeffs=cs)
     if rc >= 0:  # NaN / Inf: the eager code defines what comes out
-        if accumulate:
-            return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
-        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
-    return out.reshape(x.shape)
-
-
-def _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs) -> torch.Tensor:
-    """Eager sum_j c_j (dequantized term j), the order layers.py's multi-group path adds in."""
-    x2 = group_view(x if x.is_floating_point() else x.float(), granularity)
-    out = torch.zeros_like(x2)
-    for c, (q, s, z, *_) in zip(coeffs, _series_steps(x2, bits, terms, grid, scale_rule)):
-        if c:
-            out.add_(dequantize(q, s, z), alpha=c)
+        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs, accumulate)
     return out.reshape(x.shape)

@@ -115,13 +115,17 @@ def expand_tensor(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: s
 
 def expanded_sum(x: torch.Tensor, bits: int, terms: int, granularity: str = "per_sample",
                  grid: str = "symmetric", scale_rule: str = "max",
-                 coeffs: Sequence[float] | None = None) -> torch.Tensor:
+                 coeffs: Sequence[float] | None = None, accumulate: bool = False) -> torch.Tensor:
     """sum_j coeffs[j] * t_j Qx_j without storing the integer terms (run-time activation path).
 
-    With all coefficients 1 this is x - R_n, which saves one accumulation per term.
+    With all coefficients 1 this is x - R_n, which saves one accumulation per term; `accumulate`
+    sums the dequantized terms anyway, in the order the layers' multi-group path adds them (the two
+    differ in the last bit).
     """
     x2 = group_view(x if x.is_floating_point() else x.float(), granularity)
-    if coeffs is None or all(c == 1 for c in coeffs[:terms]):
+    if accumulate and coeffs is None:
+        coeffs = (1,) * terms
+    if not accumulate and (coeffs is None or all(c == 1 for c in coeffs[:terms])):
         r = x2
         for *_, r in _series_steps(x2, bits, terms, grid, scale_rule):
             pass
@@ -131,6 +135,14 @@ def expanded_sum(x: torch.Tensor, bits: int, terms: int, granularity: str = "per
         if c:
             out.add_(dequantize(q, s, z), alpha=c)
     return out.reshape(x.shape)
+
+
+def centered_term(q: torch.Tensor, zero: torch.Tensor | None, bshape: Sequence[int]) -> torch.Tensor:
+    """An integer term as signed integers Q - z (int16; int8 / uint8 terms and their zero points fit),
+    so that the term's value is scale * centered. `zero`: [G] zero points or None (symmetric grids);
+    `bshape` broadcasts them against Q."""
+    q = q.to(torch.int16)
+    return q if zero is None else q - zero.reshape(tuple(bshape)).to(torch.int16)
 
 
 @dataclass
@@ -175,10 +187,7 @@ class TensorSeries:
 
     def centered(self, k: int) -> torch.Tensor:
         """Term k (0-based) as signed integers Q_k - z_k (int16), so that term = scale * centered."""
-        q = self.q[k].to(torch.int16)
-        if self.zero_points is None:
-            return q
-        return q - self.zero_points[k].reshape(self._bshape()).to(torch.int16)
+        return centered_term(self.q[k], None if self.zero_points is None else self.zero_points[k], self._bshape())
 
     def term(self, k: int) -> torch.Tensor:
         """Float value s_k (Q_k - z_k) of term k (0-based)."""
