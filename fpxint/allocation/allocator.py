@@ -43,7 +43,7 @@ from .. import metrics
 from ..config import MAX_TERMS, ExpansionConfig, LayerOverride
 from ..cost import choice_costs, cost_summary, layer_macs
 from ..data import random_images
-from ..model import expand, target_device
+from ..model import expand, fold_batchnorm, target_device
 from .sensitivity import (Progress, layer_sensitivity, plan_layers, sensitivity_ranking, to_db,
                           weights_only_sensitivity)
 
@@ -338,6 +338,8 @@ def cost_accuracy_curve(model: nn.Module, cfg: ExpansionConfig, images: torch.Te
     acc = (lambda lg: metrics.top1(lg, labels))
     runs = [("uniform", f"uniform {k} terms", k, cfg.with_terms(k)) for k in terms]
     runs += [("allocated", label, None, c) for label, c in allocated]
+    folded = fold_batchnorm(model)  # folded and MAC-counted once for every row's cost, not per row
+    macs = layer_macs(model, tuple(images.shape[1:]), folded)
     rows = [{"kind": "fp", "label": "FP", "terms": None, "int_gemms": 0, "bops": None, "bops_vs_fp": 1.0,
              "weight_bits": None, "sqnr_db": math.inf, "agreement": 100.0, "top1": acc(fp_logits),
              "fp_top1": acc(fp_logits), "n_images": len(images), "config": None}]
@@ -345,7 +347,7 @@ def cost_accuracy_curve(model: nn.Module, cfg: ExpansionConfig, images: torch.Te
         if progress:
             progress(n / len(runs), label)
         lg, _ = logits_of(expand(model, c, device=dev), (images, labels), batch_size, dev)
-        s = cost_summary(model, c, tuple(images.shape[1:]))
+        s = cost_summary(model, c, tuple(images.shape[1:]), macs, folded)
         rows.append({"kind": kind, "label": label, "terms": k, "int_gemms": s["int_gemms"], "bops": s["bops"],
                      "bops_vs_fp": s["bops_vs_fp"], "weight_bits": s["weight_bits"],
                      "sqnr_db": metrics.sqnr_db(fp_logits, lg),

@@ -148,12 +148,12 @@ def scores(logits: torch.Tensor, labels: torch.Tensor | None, fp_logits: torch.T
     return out
 
 
-def _cost(model, cfg: ExpansionConfig, spec) -> dict:
+def _cost(model, cfg: ExpansionConfig, spec, macs=None, folded=None) -> dict:
     from ..cost import cost_summary
 
     if spec.input_size is None:
         return {}
-    c = cost_summary(model, cfg, spec.input_size)
+    c = cost_summary(model, cfg, spec.input_size, macs, folded)
     return {k: c[k] for k in ("effective_bits", "weight_mb", "fp_weight_mb", "int_gemms", "bops_vs_fp",
                               "expanded_layers", "layers")}
 
@@ -335,13 +335,20 @@ def cmd_sweep(args) -> int:
            "n_images": len(data), "fp_top1": fp_top1, "fp_seconds": fp_seconds,
            "command": "python -m fpxint " + " ".join(argv) if argv is not None else None,
            **_environment(device), "rows": []}
+    folded = macs = None
+    if lm.spec.input_size is not None:  # every row's cost from one folded copy and one MAC count
+        from ..cost import layer_macs
+        from ..model import fold_batchnorm
+
+        folded = fold_batchnorm(lm.model)
+        macs = layer_macs(lm.model, lm.spec.input_size, folded)
     outer = tqdm(configs, desc="sweep", unit="cfg", file=sys.stderr, dynamic_ncols=True,
                  disable=args.quiet or not sys.stderr.isatty())
     for cfg in outer:
         t0 = time.perf_counter()
         logits, _ = _logits(args, expand(lm.model, cfg, device=device), data, cfg.label(), device)
         s = scores(logits, data.labels, fp_logits)
-        c = _cost(lm.model, cfg, lm.spec)
+        c = _cost(lm.model, cfg, lm.spec, macs, folded)
         doc["rows"].append({
             "model": lm.spec.name, "w_bits": cfg.w_bits, "a_bits": cfg.a_bits if cfg.expands_activations else None,
             "terms": cfg.w_terms, "level": cfg.level, "truncation": cfg.truncation, "label": cfg.label(),
