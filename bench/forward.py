@@ -14,6 +14,7 @@ import torchvision
 import fpxint
 from bench.common import ratio, table, time_interleaved, verdict
 from fpxint import ExpansionConfig, fused
+from fpxint.data import random_images
 
 TITLE = "expanded model forward vs the BatchNorm-folded FP forward (simulate, integer)"
 TARGET = 1.5
@@ -86,7 +87,7 @@ def run(opts) -> dict:
     rows, skipped = [], []
     for block, model, size, fp, qmodels in loaded_blocks(plan(opts), skipped):
         name, batch = block["model"], block["batch"]
-        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+        x = random_images(batch, (3, size, size))
         fns, meta = {"fp": lambda: fp(x)}, {}
         for trunc in TRUNCATIONS:
             for k in sorted(set(block["sim"].get(trunc, ())) | set(block["int"].get(trunc, ()))):

@@ -17,6 +17,7 @@ import fpxint
 from bench.common import ratio, table, time_interleaved, verdict
 from bench.forward import loaded_blocks
 from fpxint import ExpansionConfig
+from fpxint.data import random_images
 from fpxint.layers import set_int_kernel
 
 TITLE = "integer mode (int8 oneDNN conv / torch._int_mm; float64 before) vs the BatchNorm-folded FP forward"
@@ -40,7 +41,7 @@ def run(opts) -> dict:
     rows, skipped = [], []
     for block, model, size, fp, qmodels in loaded_blocks(plan(opts), skipped):
         name, batch = block["model"], block["batch"]
-        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+        x = random_images(batch, (3, size, size))
         fns, meta = {"fp": lambda: fp(x)}, {}
         for label in block["configs"]:
             bits, k = CONFIGS[label]

@@ -2,7 +2,8 @@
 check `python -m bench --gpu` (bench/gpu_check.py; writes docs/results/gpu.json).
 
 Prints the machine first, then one table per section, every figure a ratio against a reference
-timed in the same run; writes everything as JSON to artifacts/bench/ (gitignored).
+timed in the same run; writes everything as JSON to artifacts/bench/ (gitignored) and, with
+`--json FILE`, to FILE (the committed raw data under docs/results/ that a RESULTS table cites).
 
 A section is a module in bench/ with `TITLE` and `run(opts) -> dict` (it prints its own tables and
 returns what goes into the JSON); adding one is that module plus one line in SECTIONS.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ SECTIONS = {  # name -> module; one line per section
     "forward": "bench.forward",
     "peers": "bench.peers",
     "app_latency": "bench.app_latency",
+    "page_compute": "bench.page_compute",
 }
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +59,9 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Options]:
                    help="run bench/gpu_check.py instead (correctness and timings on CUDA; exits cleanly without one)")
     p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench",
                    help="folder for the JSON results (default artifacts/bench)")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE",
+                   help="also write the results to FILE, e.g. docs/results/bench_forward.json (the raw data of a "
+                        "RESULTS table, committed; artifacts/ is not)")
     args = p.parse_args(argv)
     unknown = [s for s in args.only.split(",") if s and s not in SECTIONS]
     if unknown:
@@ -99,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=1, default=str)
     (args.out / f"bench-{stamp}.json").write_text(text)
     (args.out / "latest.json").write_text(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, args.json)  # atomic: a reader never sees half a file
+        print(f"results: {args.json}")
     print(f"\nresults: {args.out / f'bench-{stamp}.json'}")
     return 0
 

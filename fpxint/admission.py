@@ -154,10 +154,10 @@ def profile(model: nn.Module | object, input_size: tuple[int, ...] | None = None
 
 
 def _layer_specs(prof: Profile, cfg: ExpansionConfig):
-    names = [layer.name for layer in prof.layers]
+    from .model import layer_position  # deferred like profile's import: admission loads before the model code
+
     for idx, layer in enumerate(prof.layers):
-        pos = "first" if idx == 0 else "last" if idx == len(names) - 1 else None
-        yield layer, cfg.layer_spec(layer.name, pos)
+        yield layer, cfg.layer_spec(layer.name, layer_position(idx, len(prof.layers)))
 
 
 def estimate(prof: Profile, cfg: ExpansionConfig, n_images: int, batch: int = 256, passes: int = 1) -> Estimate:

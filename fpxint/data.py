@@ -24,7 +24,8 @@ from fpxint.imagefiles import (IMAGE_EXTENSIONS, MAX_FILE_BYTES, MAX_PIXELS, Dat
 from fpxint.labelfiles import LabelFileError, find_label_file, parse_label_file, wnid_indices
 from fpxint.zoo.registry import ModelSpec
 
-__all__ = ["ImageData", "DataError", "load_data", "stratified_indices", "batches", "MAX_PIXELS", "MAX_FILE_BYTES"]
+__all__ = ["ImageData", "DataError", "load_data", "stratified_indices", "batches", "random_images", "MAX_PIXELS",
+           "MAX_FILE_BYTES"]
 
 _CACHE_VERSION = 1
 CACHE_MAX_BYTES = 2 << 30  # decoded-image cache: least recently used entries go beyond this
@@ -101,11 +102,20 @@ def stratified_indices(
     return torch.cat([pools[c][: taken[c]] for c in order]).sort().values
 
 
-def batches(data: ImageData, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Yields ``(images, labels)`` chunks of at most ``batch_size`` (labels None if unlabeled)."""
-    for start in range(0, len(data), batch_size):
+def batches(data: ImageData | tuple[torch.Tensor, torch.Tensor | None],
+            batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Yields ``(images, labels)`` chunks of at most ``batch_size`` (labels None if unlabeled) of an
+    ``ImageData`` or an ``(images, labels)`` pair (the one batching of in-memory images)."""
+    images, labels = (data.images, data.labels) if isinstance(data, ImageData) else data
+    for start in range(0, len(images), batch_size):
         stop = start + batch_size
-        yield data.images[start:stop], None if data.labels is None else data.labels[start:stop]
+        yield images[start:stop], None if labels is None else labels[start:stop]
+
+
+def random_images(n: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """`n` standard-Gaussian probe inputs of `shape` (C, H, W): the calibration-free stand-in for
+    images (normalized images are roughly N(0, 1)); the same tensor for the same seed on every machine."""
+    return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
 
 
 def _prepare_fn(spec: ModelSpec) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:

@@ -17,30 +17,25 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 
-from . import analysis, cost
+from . import analysis, cost, metrics
 from .config import MAX_BITS, ExpansionConfig
-from .model import expand, expandable_layers, fold_batchnorm
+from .model import expand, expandable_layers, fold_batchnorm, layer_plan, layer_position
+from .progress import Progress, quiet
 from .quant import contraction
 from .series import expand_tensor
 
-Progress = Callable[[float, str], None]
 STEPS = ("A tensor becomes integers", "The error shrinks geometrically", "A layer", "The model", "What it costs")
 SHORT = ("Tensor", "Residual", "Layer", "Model", "Cost")  # the step buttons' labels
 CROP_OUT, CROP_IN, CROP_LINEAR = 32, 16, (64, 128)  # the part of a weight the maps show (norms use all of it)
 N_IMAGES = 8        # candidate images of step 3, expanded together so that picking one costs nothing
 N_FLIPS = 6         # images of step 4 whose prediction comes back to FP's
 OUT_CHANNELS = 8    # feature maps shown per layer output (large enough to see on a projector)
-
-
-def _quiet(fraction: float, text: str = "") -> None:
-    pass
 
 
 def depth(cfg: ExpansionConfig) -> int:
@@ -57,12 +52,7 @@ def layer_names(model: nn.Module, cfg: ExpansionConfig) -> list[str]:
     """The layers this config expands (FP layers of the first/last policy left out), in order."""
     ref = _reference(model, cfg)
     layers = expandable_layers(ref)
-    out = []
-    for idx, (name, _) in enumerate(layers):
-        pos = "first" if idx == 0 else "last" if idx == len(layers) - 1 else None
-        if not cfg.layer_spec(name, pos).fp:
-            out.append(name)
-    return out
+    return [name for _, name, _, spec in layer_plan(layers, cfg) if not spec.fp]
 
 
 def default_layer(model: nn.Module, cfg: ExpansionConfig) -> str:
@@ -142,7 +132,7 @@ def tensor_terms(model: nn.Module, cfg: ExpansionConfig, layer: str, n: int | No
     if layer not in names:
         raise ValueError(f"layer {layer!r} is not an expandable layer of this model; choose one of {names[:8]}")
     idx = names.index(layer)
-    spec = cfg.layer_spec(layer, "first" if idx == 0 else "last" if idx == len(names) - 1 else None)
+    spec = cfg.layer_spec(layer, layer_position(idx, len(names)))
     if spec.fp:
         raise ValueError(f"layer {layer!r} stays in FP in this configuration (first/last policy or override)")
     w = layers[idx][1].weight.detach().float().cpu()
@@ -208,7 +198,7 @@ def layer_story(model: nn.Module, data, spec, cfg: ExpansionConfig, layer: str, 
         fp (cropped FP outputs per image), expanded ([k-1][image] cropped isolated outputs),
         errors (DataFrame: image, terms, kind, max_abs, rel_l2), n.
     """
-    n, p = n or depth(cfg), progress or _quiet
+    n, p = n or depth(cfg), progress or quiet
     idx = _pick(len(data.images), N_IMAGES)
     x = data.images[idx].to(device)
     ref = _reference(model, cfg).to(device)
@@ -272,7 +262,7 @@ def model_story(model: nn.Module, data, spec, cfg: ExpansionConfig, device: str 
         FP from some number of terms on: index, image, label, fp, preds per term, settles_at),
         budget (DataFrame for plots.equal_budget, empty when there is no pair), budget_cfg, budget_k.
     """
-    n, p = n or depth(cfg), progress or _quiet
+    n, p = n or depth(cfg), progress or quiet
     k_b = budget_terms(cfg)
     eq = equal_budget_config(cfg, k_b) if k_b else None
     steps = n + 1 + (eq is not None)
@@ -288,7 +278,7 @@ def model_story(model: nn.Module, data, spec, cfg: ExpansionConfig, device: str 
         rows.append(_row(ck, k, logits, fp_logits, labels, model, spec))
     grid = pd.DataFrame(rows)
     fp_pred = fp_logits.argmax(1)
-    fp_top1 = 100 * (fp_pred == labels).float().mean().item() if labels is not None else None
+    fp_top1 = metrics.top1(fp_logits, labels)
     budget, eq_row = pd.DataFrame(), None
     if eq is not None:
         logits, _ = analysis.logits_of(expand(model, eq, device=device), xy, batch_size, device,
@@ -310,12 +300,9 @@ def model_story(model: nn.Module, data, spec, cfg: ExpansionConfig, device: str 
 
 def _row(ck: ExpansionConfig, k: int, logits, fp_logits, labels, model, spec) -> dict:
     c = cost.cost_summary(model, ck, spec.input_size)
-    agree = (logits.argmax(1) == fp_logits.argmax(1)).float().mean().item()
-    kl = torch.nn.functional.kl_div(torch.log_softmax(logits.double(), 1), torch.log_softmax(fp_logits.double(), 1),
-                                    log_target=True, reduction="batchmean").item()
     return {"terms": k, "label": ck.label().rsplit(" ", 1)[0] if ck.truncation == "full" else ck.label(),
-            "w_bits": ck.w_bits, "top1": 100 * (logits.argmax(1) == labels).float().mean().item()
-            if labels is not None else None, "agreement": 100 * agree, "kl": kl,
+            "w_bits": ck.w_bits, "top1": metrics.top1(logits, labels),
+            "agreement": 100 * metrics.agreement(fp_logits, logits), "kl": metrics.kl(fp_logits, logits),
             "bits_per_weight": c["effective_bits"], "bops": c["bops"], "bops_vs_fp": c["bops_vs_fp"],
             "int_gemms": c["int_gemms"], "config": ck.to_json()}
 

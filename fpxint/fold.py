@@ -158,12 +158,6 @@ def _sequential_pairs(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, attr, new)
-
-
 @torch.no_grad()
 def fold_batchnorm_(model: nn.Module, example: torch.Tensor | None = None) -> int:
     """Folds eval-mode BatchNorm into the preceding layer in place; returns how many were folded.
@@ -183,6 +177,6 @@ def fold_batchnorm_(model: nn.Module, example: torch.Tensor | None = None) -> in
                                       bn.eps, gamma, beta)
         layer.weight = nn.Parameter(w.reshape(layer.weight.shape), requires_grad=layer.weight.requires_grad)
         layer.bias = nn.Parameter(b.to(w.dtype), requires_grad=layer.weight.requires_grad)
-        _set_module(model, bn_name, nn.Identity())
+        model.set_submodule(bn_name, nn.Identity(), strict=True)
         n += 1
     return n

@@ -26,6 +26,7 @@ from .intops import (conv_terms, linear_terms, max_abs_int, onednn_conv_scaled, 
                      resolve_kernel)
 from .series import expand_tensor_fused, expanded_sum_fused  # the C kernel, bit-identical to the eager series
 from .quant import group_view
+from .series import centered_term
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -76,11 +77,8 @@ class ExpandedLayer(nn.Module):
         return (-1,) + (1,) * (self.w_q.dim() - 2) if self.w_granularity == "per_channel" else (1,) * (self.w_q.dim() - 1)
 
     def w_centered(self, i: int) -> torch.Tensor:
-        """Weight term i (0-based) as signed integers."""
-        q = self.w_q[i].to(torch.int16)
-        if self.w_zero is not None:
-            q = q - self.w_zero[i].reshape(self._w_shape()).to(torch.int16)
-        return q
+        """Weight term i (0-based) as signed integers (`series.centered_term`)."""
+        return centered_term(self.w_q[i], None if self.w_zero is None else self.w_zero[i], self._w_shape())
 
     def w_scale_b(self, i: int) -> torch.Tensor:
         return self.w_scale[i].reshape(self._w_shape())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from .config import ExpansionConfig
 from .cost import cost_summary
 from .layers import expand_layer
-from .model import expand, expandable_layers
+from .model import expand, expandable_layers, layer_position
+from .progress import Progress
 from .text import TextWindows
 
-Progress = Callable[[float, str], None]
 
 __all__ = ["LMData", "lm_config", "linear_macs_per_token", "lm_cost", "reference", "quality", "evaluate_lm",
            "sweep_lm", "allocate_lm", "layer_kind", "layer_block", "layer_report", "spearman"]
@@ -265,7 +265,7 @@ def layer_report(model: nn.Module, cfg: ExpansionConfig, ids: torch.Tensor, term
         x, y = io[name]
         ch = x.abs().reshape(-1, x.shape[-1]).amax(0)
         outlier = float(ch.max() / ch.median().clamp_min(1e-12))
-        pos = "first" if idx == 0 else "last" if idx == len(layers) - 1 else None
+        pos = layer_position(idx, len(layers))
         for k in terms:
             c = cfg.with_terms(k)
             spec = c.layer_spec(name, pos)

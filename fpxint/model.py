@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
 
-from .config import ExpansionConfig
-from .fold import _set_module, fold_batchnorm_
+from .config import ExpansionConfig, LayerSpec
+from .fold import fold_batchnorm_
 from .layers import LAYER_REGISTRY, ExpandedLayer, expand_layer
+
+T = TypeVar("T")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -82,6 +86,21 @@ def check_overrides(model: nn.Module, cfg: ExpansionConfig, names: list[str] | N
                          f"expandable layers: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
 
 
+def layer_position(index: int, count: int) -> str | None:
+    """'first', 'last' or None for layer `index` of `count` expandable layers (registration order).
+
+    The one place that says which layers the first/last-layer policy (`cfg.first_last`) applies to;
+    a model with a single expandable layer has it as 'first'.
+    """
+    return "first" if index == 0 else "last" if index == count - 1 else None
+
+
+def layer_plan(layers: Sequence[tuple[str, T]], cfg: ExpansionConfig) -> list[tuple[int, str, T, LayerSpec]]:
+    """(index, name, module, spec) of each of `expandable_layers(...)`, with its settings resolved by
+    `cfg.layer_spec` (defaults, the first/last-layer policy, overrides)."""
+    return [(i, n, m, cfg.layer_spec(n, layer_position(i, len(layers)))) for i, (n, m) in enumerate(layers)]
+
+
 def expanded_layers(qmodel: nn.Module) -> list[tuple[str, ExpandedLayer]]:
     """(name, layer) of every expanded layer of an expanded model."""
     return [(n, m) for n, m in qmodel.named_modules() if isinstance(m, ExpandedLayer)]
@@ -133,12 +152,10 @@ def expand(model: nn.Module, cfg: ExpansionConfig | None = None, device: str | t
                          + ", ".join(t.__name__ for t in LAYER_REGISTRY))
     check_overrides(model, cfg, [n for n, _ in layers])
     expanded = []
-    for idx, (name, layer) in enumerate(layers):
-        position = "first" if idx == 0 else "last" if idx == len(layers) - 1 else None
-        spec = cfg.layer_spec(name, position)
+    for _, name, layer, spec in layer_plan(layers, cfg):
         if spec.fp:
             continue
-        _set_module(m, name, expand_layer(layer, cfg, spec))
+        m.set_submodule(name, expand_layer(layer, cfg, spec), strict=True)
         expanded.append(name)
     m = m.to(dev)
     m.fpxint_config = cfg

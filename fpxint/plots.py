@@ -37,11 +37,14 @@ def bit_color(bits: int) -> str:
     return BIT_COLORS.get(int(bits), FP_COLOR)
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, height: int = 420) -> go.Figure:
+def style(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool | None = False, height: int = 420) -> go.Figure:
+    """The house style of every figure here and in `fpxint.allocation.plots`: template, title, axis
+    titles, margins. `log_y`: True / False set a log / linear y axis, None leaves its type alone
+    (categorical axes, such as a heatmap's layer names)."""
     fig.update_layout(template=TEMPLATE, title={"text": title}, height=height, hovermode="closest",
                       legend={"title": {"text": ""}}, margin={"t": 60, "r": 20, "b": 50, "l": 60})
     fig.update_xaxes(title_text=x)
-    fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
+    fig.update_yaxes(title_text=y, **({} if log_y is None else {"type": "log" if log_y else "linear"}))
     return fig
 
 
@@ -113,7 +116,7 @@ def residual_heatmap(df: pd.DataFrame, metric: str = "rel_l2", space: str = "wei
         hovertemplate=f"layer %{{y}}<br>terms %{{x}}<br>{label}: %{{text}}<extra></extra>"))
     space_name = "weights" if space == "weight" else "layer outputs"
     what = "Relative L2 error" if log else "SQNR"
-    _layout(fig, f"{what} of {space_name}, per layer and number of terms",
+    style(fig, f"{what} of {space_name}, per layer and number of terms",
             "number of terms", "layer", height=max(320, 26 * len(order) + 140))
     fig.update_xaxes(tickmode="array", tickvals=terms, type="category")
     fig.update_yaxes(autorange="reversed", type="category")
@@ -137,7 +140,7 @@ def residual_bars(df: pd.DataFrame, metric: str = "rel_l2", space: str = "weight
                                      "width": 3}},
                     hovertemplate=f"%{{x}}<br>{t} terms: %{{y:.3g}}<extra></extra>")
     space_name = "weight" if space == "weight" else "output"
-    _layout(fig, f"Per-layer {space_name} error by number of terms (worst layers outlined)", "layer", label, log_y=log)
+    style(fig, f"Per-layer {space_name} error by number of terms (worst layers outlined)", "layer", label, log_y=log)
     fig.update_layout(barmode="group")
     return _tidy_log_axes(fig)
 
@@ -160,7 +163,7 @@ def layer_detail(df: pd.DataFrame, layer: str, metric: str = "rel_l2", space: st
                         line={"color": color, "dash": "dot"}, hovertemplate="terms %{x}<br>max|R| %{y:.3g}<extra></extra>")
         log = True
         label = f"{label} / max |R| (weight units)" if metric != "sqnr_db" else label
-    _layout(fig, f"Layer {layer}: error vs number of terms", "number of terms", label, log_y=log and metric != "sqnr_db")
+    style(fig, f"Layer {layer}: error vs number of terms", "number of terms", label, log_y=log and metric != "sqnr_db")
     fig.update_xaxes(dtick=1)
     return _tidy_log_axes(fig)
 
@@ -184,7 +187,7 @@ def weight_convergence(df: pd.DataFrame, layer: str | None = None) -> go.Figure:
                         line={"color": color, "dash": "dash", "width": 4}, opacity=0.6, legendgroup=str(bits),
                         hovertemplate=f"{bits}-bit, %{{x}} terms<br>bound %{{y:.3g}}<extra></extra>")
     where = f"layer {layer}" if layer else "worst layer"
-    _layout(fig, f"Weight residual vs number of terms ({where}); dashed: proven bound",
+    style(fig, f"Weight residual vs number of terms ({where}); dashed: proven bound",
             "number of terms", "max |residual| (weight units, log)", log_y=True)
     fig.update_xaxes(dtick=1)
     return _tidy_log_axes(fig)
@@ -199,7 +202,7 @@ def output_convergence(df: pd.DataFrame, metric: str = "rel_l2") -> go.Figure:
         fig.add_scatter(x=part["terms"], y=_positive(part[metric]) if log else part[metric], mode="lines+markers",
                         name=f"W{bits}A{bits}", line={"color": bit_color(bits)},
                         hovertemplate=f"W{bits}A{bits}, %{{x}} terms<br>%{{y:.3g}}<extra></extra>")
-    _layout(fig, "Model output vs FP, by number of terms", "number of terms", label.replace("ΔY‖/‖Y", "Δlogits‖/‖logits"),
+    style(fig, "Model output vs FP, by number of terms", "number of terms", label.replace("ΔY‖/‖Y", "Δlogits‖/‖logits"),
             log_y=log)
     fig.update_xaxes(dtick=1)
     return _tidy_log_axes(fig)
@@ -235,7 +238,7 @@ def accuracy_recovery(df: pd.DataFrame, fp_value: float | None, x: str = "terms"
                       annotation_text=f"FP {fp_value:.2f} %", annotation_position="bottom right")
         fig.add_scatter(x=[None], y=[None], mode="lines", name="FP model", line={"color": FP_COLOR, "dash": "dash"})
     title = "Accuracy recovery" if y == "top1" else "Fidelity recovery (agreement with FP)"
-    _layout(fig, f"{title} vs {X_AXES[x].split(' (')[0]}", X_AXES[x], ylabel, height=460)
+    style(fig, f"{title} vs {X_AXES[x].split(' (')[0]}", X_AXES[x], ylabel, height=460)
     if x == "bops":
         fig.update_xaxes(type="log")
     elif x == "terms":
@@ -259,7 +262,7 @@ def equal_budget(df: pd.DataFrame, fp_value: float | None, y: str = "top1") -> g
     if fp_value is not None:
         fig.add_hline(y=fp_value, line={"color": FP_COLOR, "dash": "dash"}, annotation_text=f"FP {fp_value:.2f} %",
                       annotation_position="top left")
-    _layout(fig, "Equal budget: n terms of b bits vs one term of n·b bits", "same weight storage (n·b bits per weight)",
+    style(fig, "Equal budget: n terms of b bits vs one term of n·b bits", "same weight storage (n·b bits per weight)",
             ylabel)
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 1.12 * max(df[y].max(), fp_value or 0)])  # room for the labels above the bars
@@ -275,7 +278,7 @@ def term_histograms(terms: Sequence[np.ndarray], bits: int) -> go.Figure:
         fig.add_bar(x=values, y=counts, name=f"Q{k + 1}", marker={"color": bit_color(bits)}, row=1, col=k + 1,
                     showlegend=False, hovertemplate=f"Q{k + 1} = %{{x}}: %{{y}} weights<extra></extra>")
         fig.update_xaxes(title_text="integer value", row=1, col=k + 1)
-    _layout(fig, f"Integer values of each {bits}-bit weight term", "integer value", "", height=320)
+    style(fig, f"Integer values of each {bits}-bit weight term", "integer value", "", height=320)
     fig.update_yaxes(title_text="count (weights)", row=1, col=1)
     return _tidy_log_axes(fig)
 
@@ -291,7 +294,7 @@ def term_heatmaps(terms: Sequence[np.ndarray], bits: int) -> go.Figure:
                         showscale=k == n - 1, colorbar={"title": {"text": "integer"}},
                         hovertemplate=f"Q{k + 1}<br>out %{{y}}, in %{{x}}<br>value %{{z}}<extra></extra>")
         fig.update_xaxes(title_text="input x kernel position", row=1, col=k + 1)
-    _layout(fig, "Weight terms as integer maps", "input x kernel position", "", height=380)
+    style(fig, "Weight terms as integer maps", "input x kernel position", "", height=380)
     fig.update_yaxes(title_text="output channel", row=1, col=1)
     fig.update_yaxes(autorange="reversed")
     return _tidy_log_axes(fig)
@@ -306,7 +309,7 @@ def term_scales(scales: Sequence[np.ndarray], bits: int) -> go.Figure:
         fig.add_scatter(x=np.arange(len(s)), y=np.clip(s, 1e-30, None), mode="lines+markers" if len(s) > 1 else "markers",
                         name=f"s{k + 1}", line={"color": bit_color(bits)}, opacity=shade,
                         hovertemplate=f"s{k + 1}, channel %{{x}}: %{{y:.3g}}<extra></extra>")
-    _layout(fig, "Scale of each term (each term's scale shrinks by about 2^b)", "output channel",
+    style(fig, "Scale of each term (each term's scale shrinks by about 2^b)", "output channel",
             "scale (weight units per integer step, log)", log_y=True, height=340)
     return _tidy_log_axes(fig)
 
@@ -322,7 +325,7 @@ def difference_bars(rows: pd.DataFrame) -> go.Figure:
     colors = [COMPARE_COLORS[0] if v < 1e-3 else COMPARE_COLORS[1] for v in rows["max_abs_diff"]]
     fig = go.Figure(go.Bar(x=rows["method"], y=y, text=text, textposition="outside", marker={"color": colors},
                            hovertemplate="%{x}<br>max |Δ| = %{text}<extra></extra>"))
-    _layout(fig, "Max |output difference| to the expanded model", "how the basis models are combined",
+    style(fig, "Max |output difference| to the expanded model", "how the basis models are combined",
             "max |Δ logits| (log)", log_y=True, height=360)
     return _tidy_log_axes(fig)
 
@@ -336,7 +339,7 @@ def compare_output_curves(curves: dict[str, pd.DataFrame], metric: str = "rel_l2
         fig.add_scatter(x=df["terms"], y=_positive(df[metric]) if log else df[metric], mode="lines+markers", name=name,
                         line={"color": COMPARE_COLORS[k % 2], "dash": "solid" if k == 0 else "dash"},
                         hovertemplate=f"{name}<br>%{{x}} terms: %{{y:.3g}}<extra></extra>")
-    _layout(fig, "Model output error vs number of terms", "number of terms", label, log_y=log)
+    style(fig, "Model output error vs number of terms", "number of terms", label, log_y=log)
     fig.update_xaxes(dtick=1)
     return _tidy_log_axes(fig)
 
@@ -349,6 +352,6 @@ def compare_layer_bars(frames: dict[str, pd.DataFrame], metric: str = "rel_l2") 
         last = df[df["term"] == df.groupby("layer")["term"].transform("max")].sort_values("index")
         fig.add_bar(x=last["layer"], y=_positive(last[metric]) if log else last[metric], name=name,
                     marker={"color": COMPARE_COLORS[k % 2]}, hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>")
-    _layout(fig, "Per-layer weight error (all terms of each configuration)", "layer", label, log_y=log)
+    style(fig, "Per-layer weight error (all terms of each configuration)", "layer", label, log_y=log)
     fig.update_layout(barmode="group")
     return _tidy_log_axes(fig)

@@ -19,6 +19,7 @@ import torch
 
 from . import fused
 from .config import GRIDS, SCALE_RULES, check_bits, check_terms
+from .metrics import sqnr_from_powers
 from .quant import (contraction, dequantize, group_view, max_rule_scale, mse_scale, quantize,
                     term_dtype)
 
@@ -114,13 +115,17 @@ def expand_tensor(t: torch.Tensor, bits: int = 4, terms: int = 2, granularity: s
 
 def expanded_sum(x: torch.Tensor, bits: int, terms: int, granularity: str = "per_sample",
                  grid: str = "symmetric", scale_rule: str = "max",
-                 coeffs: Sequence[float] | None = None) -> torch.Tensor:
+                 coeffs: Sequence[float] | None = None, accumulate: bool = False) -> torch.Tensor:
     """sum_j coeffs[j] * t_j Qx_j without storing the integer terms (run-time activation path).
 
-    With all coefficients 1 this is x - R_n, which saves one accumulation per term.
+    With all coefficients 1 this is x - R_n, which saves one accumulation per term; `accumulate`
+    sums the dequantized terms anyway, in the order the layers' multi-group path adds them (the two
+    differ in the last bit).
     """
     x2 = group_view(x if x.is_floating_point() else x.float(), granularity)
-    if coeffs is None or all(c == 1 for c in coeffs[:terms]):
+    if accumulate and coeffs is None:
+        coeffs = (1,) * terms
+    if not accumulate and (coeffs is None or all(c == 1 for c in coeffs[:terms])):
         r = x2
         for *_, r in _series_steps(x2, bits, terms, grid, scale_rule):
             pass
@@ -130,6 +135,14 @@ def expanded_sum(x: torch.Tensor, bits: int, terms: int, granularity: str = "per
         if c:
             out.add_(dequantize(q, s, z), alpha=c)
     return out.reshape(x.shape)
+
+
+def centered_term(q: torch.Tensor, zero: torch.Tensor | None, bshape: Sequence[int]) -> torch.Tensor:
+    """An integer term as signed integers Q - z (int16; int8 / uint8 terms and their zero points fit),
+    so that the term's value is scale * centered. `zero`: [G] zero points or None (symmetric grids);
+    `bshape` broadcasts them against Q."""
+    q = q.to(torch.int16)
+    return q if zero is None else q - zero.reshape(tuple(bshape)).to(torch.int16)
 
 
 @dataclass
@@ -174,10 +187,7 @@ class TensorSeries:
 
     def centered(self, k: int) -> torch.Tensor:
         """Term k (0-based) as signed integers Q_k - z_k (int16), so that term = scale * centered."""
-        q = self.q[k].to(torch.int16)
-        if self.zero_points is None:
-            return q
-        return q - self.zero_points[k].reshape(self._bshape()).to(torch.int16)
+        return centered_term(self.q[k], None if self.zero_points is None else self.zero_points[k], self._bshape())
 
     def term(self, k: int) -> torch.Tensor:
         """Float value s_k (Q_k - z_k) of term k (0-based)."""
@@ -208,7 +218,8 @@ class TensorSeries:
         return t_inf * f**k
 
     def residual_norms(self) -> pd.DataFrame:
-        """Per term k: max-abs and relative-L2 residual, SQNR in dB, and the proven max-abs bound."""
+        """Per term k: max-abs and relative-L2 residual, SQNR in dB (+inf when exact, see `fpxint.metrics`),
+        and the proven max-abs bound."""
         if self.source is None:
             raise ValueError("residual_norms() needs the source tensor; it was not kept")
         src = self.source.float()
@@ -222,7 +233,7 @@ class TensorSeries:
                 "term": k + 1,
                 "max_abs": r.abs().max().item(),
                 "rel_l2": math.sqrt(noise / sig) if sig > 0 else 0.0,
-                "sqnr_db": 10 * math.log10(sig / noise) if noise > 0 and sig > 0 else math.inf,
+                "sqnr_db": sqnr_from_powers(sig, noise),  # +inf once the series is exact (fpxint.metrics)
                 "bound": self.bound(k + 1),
             })
         return pd.DataFrame(rows)
@@ -295,9 +306,7 @@ def expanded_sum_fused(x: torch.Tensor, bits: int, terms: int, granularity: str 
         coeffs = (1,) * terms
     lib = fused.use_kernel(backend)
     if lib is None or not fused.fusable(x, (torch.float32,)) or grid not in fused.GRID_CODE:  # the kernel lacks "auto"
-        if accumulate:
-            return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
-        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
+        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs, accumulate)
     check_bits(bits)
     check_terms(terms)
     _check_options(grid, scale_rule)
@@ -313,17 +322,5 @@ def expanded_sum_fused(x: torch.Tensor, bits: int, terms: int, granularity: str 
     out = torch.empty_like(view)
     _, rc = fused.run_kernel(lib, [view], bits, n, grid, scale_rule, want_q=False, outs=[out], coeffs=cs)
     if rc >= 0:  # NaN / Inf: the eager code defines what comes out
-        if accumulate:
-            return _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
-        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs)
-    return out.reshape(x.shape)
-
-
-def _accumulated_sum(x, bits, terms, granularity, grid, scale_rule, coeffs) -> torch.Tensor:
-    """Eager sum_j c_j (dequantized term j), the order layers.py's multi-group path adds in."""
-    x2 = group_view(x if x.is_floating_point() else x.float(), granularity)
-    out = torch.zeros_like(x2)
-    for c, (q, s, z, *_) in zip(coeffs, _series_steps(x2, bits, terms, grid, scale_rule)):
-        if c:
-            out.add_(dequantize(q, s, z), alpha=c)
+        return expanded_sum(x, bits, terms, granularity, grid, scale_rule, coeffs, accumulate)
     return out.reshape(x.shape)

@@ -15,25 +15,13 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable
 
 import pandas as pd
 import torch
 
 from . import admission, analysis, config as C, cost
 from .config import ExpansionConfig
-
-Progress = Callable[[float, str], None]
-
-
-def _quiet(fraction: float, text: str = "") -> None:
-    pass
-
-
-def stage(progress: Progress | None, i: int, n: int, text: str = "") -> Progress:
-    """Maps a callback's [0, 1] onto stage i of n of `progress` (engine callbacks report per stage)."""
-    p = progress or _quiet
-    return lambda f, t="": p((i + f) / n, f"{text} {t}".strip())
+from .progress import Progress, quiet, stage
 
 
 def batch_size(spec) -> int:
@@ -121,33 +109,46 @@ def integer_timing(model, cfg: ExpansionConfig, x: torch.Tensor, device: str, re
 
 
 def output_residuals(lm, data, cfg: ExpansionConfig, device: str, progress: Progress | None = None) -> pd.DataFrame:
-    """Per layer x term output-space errors on the probe batch, 1..max(w_terms, a_terms) terms."""
-    x, n, p = probe(lm.spec, data), max(cfg.w_terms, cfg.a_terms), progress or _quiet
-    frames = []
-    for k in range(1, n + 1):
-        p(k / (n + 1), f"{k} of {n} terms")
-        frames.append(analysis.layer_output_errors(lm.model, cfg, x, terms=[k], device=device))
-    return pd.concat(frames, ignore_index=True)
+    """Per layer x term output-space errors on the probe batch, 1..max(w_terms, a_terms) terms
+    (one BatchNorm fold and one FP capture for the whole sweep)."""
+    n = max(cfg.w_terms, cfg.a_terms)
+    return analysis.layer_output_errors(lm.model, cfg, probe(lm.spec, data), terms=range(1, n + 1), device=device,
+                                        progress=progress, folded=_folded(lm.model, cfg))
+
+
+def _folded(model, cfg: ExpansionConfig):
+    """The BatchNorm-folded copy a page's sweep shares (None when the config does not fold)."""
+    from .model import fold_batchnorm
+
+    return fold_batchnorm(model) if cfg.fold_bn else None
 
 
 def convergence(lm, data, cfg: ExpansionConfig, bits: tuple[int, ...], max_terms: int, device: str,
                 progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(weight residuals, model output errors) for each bit width, 1..max_terms terms."""
-    x = probe(lm.spec, data)
+    """(weight residuals, model output errors) for each bit width, 1..max_terms terms.
+
+    BatchNorm is folded once for the page; the FP reference runs once per bit width."""
+    x, fm = probe(lm.spec, data), _folded(lm.model, cfg)
     wdf, odf = [], []
     for i, b in enumerate(bits):
         cb = cfg.replace(w_bits=b, a_bits=b)
-        w = analysis.weight_residuals(lm.model, cb, terms=max_terms)
+        w = analysis.weight_residuals(lm.model, cb, terms=max_terms, folded=fm)
         w["bits"] = b  # the sweep's bit width (first/last layers may use 8 bits under that policy)
         wdf.append(w)
-        for k in range(1, max_terms + 1):
-            stage(progress, i, len(bits), f"{b}-bit")(k / (max_terms + 1), f"{k} terms")
-            odf.append(analysis.model_output_error(lm.model, cb, x, terms=[k], device=device).assign(bits=b))
+        at = stage(progress, i, len(bits), f"{b}-bit")
+        odf.append(analysis.model_output_error(lm.model, cb, x, terms=range(1, max_terms + 1), device=device,
+                                               progress=lambda f, t="": at(f * max_terms / (max_terms + 1), t),
+                                               folded=fm).assign(bits=b))
     return pd.concat(wdf, ignore_index=True), pd.concat(odf, ignore_index=True)
 
 
-def _with_cost(df: pd.DataFrame, model, input_size) -> pd.DataFrame:
-    costs = [cost.cost_summary(model, ExpansionConfig.from_json(c), input_size) for c in df["config"]]
+def _with_cost(df: pd.DataFrame, model, input_size, folded=None) -> pd.DataFrame:
+    """Cost columns for each row's config: the model is folded and its MACs counted once, not per row."""
+    from .model import fold_batchnorm
+
+    fm = folded if folded is not None else fold_batchnorm(model)
+    macs = cost.layer_macs(model, input_size, fm)
+    costs = [cost.cost_summary(model, ExpansionConfig.from_json(c), input_size, macs, folded=fm) for c in df["config"]]
     return df.assign(bits_per_weight=[c["effective_bits"] for c in costs], bops=[c["bops"] for c in costs])
 
 
@@ -156,19 +157,23 @@ def accuracy(lm, data, cfg: ExpansionConfig, bits: tuple[int, ...], max_terms: i
     """Top-1 (or agreement) over bits x terms with cost columns, and the equal-budget comparison:
     n terms of b bits against one term of n*b bits (pairs with n*b <= 8 bits).
 
+    The FP model runs once and BatchNorm is folded once for both grids and the cost columns.
     Refused with `admission.AdmissionError` when the run's estimate exceeds `limits`, unless `force`."""
     top = cfg.replace(w_bits=max(bits), a_bits=max(bits), w_terms=max_terms, a_terms=max_terms)
     admit(lm, top, len(data), passes=len(bits) * max_terms + 1, limits=limits, force=force)
     bs, xy = batch_size(lm.spec), (data.images, data.labels)
     pairs = [(b, n) for b in bits for n in range(2, max_terms + 1) if n * b <= C.MAX_BITS]
     single = sorted({n * b for b, n in pairs})
+    fm = _folded(lm.model, cfg)
+    fp = analysis.logits_of(lm.model, xy, bs, device)
     grid = analysis.accuracy_grid(lm.model, xy, cfg, bits, tuple(range(1, max_terms + 1)), batch_size=bs,
-                                  device=device, progress=stage(progress, 0, 2 if single else 1, "grid"))
-    grid = _with_cost(grid, lm.model, lm.spec.input_size)
+                                  device=device, progress=stage(progress, 0, 2 if single else 1, "grid"),
+                                  fp=fp, folded=fm)
+    grid = _with_cost(grid, lm.model, lm.spec.input_size, fm)
     budget = pd.DataFrame()
     if single:
         one = analysis.accuracy_grid(lm.model, xy, cfg, tuple(single), (1,), batch_size=bs, device=device,
-                                     progress=stage(progress, 1, 2, "equal budget"))
+                                     progress=stage(progress, 1, 2, "equal budget"), fp=fp, folded=fm)
         rows = []
         for b, n in pairs:
             s = grid[(grid.w_bits == b) & (grid.terms == n)].iloc[0]
@@ -185,7 +190,7 @@ def basis_demo(q: torch.nn.Module, x: torch.Tensor, seed: int, progress: Progres
     separate networks; max |difference| from q(x) for each."""
     from .basis import abelian_add, basis_models
 
-    p = progress or _quiet
+    p = progress or quiet
     bases = basis_models(q)
     order = sorted(bases)
     if seed:

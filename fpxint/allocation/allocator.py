@@ -39,10 +39,12 @@ import torch
 import torch.nn as nn
 
 from . import knapsack as ks
+from .. import metrics
 from ..config import MAX_TERMS, ExpansionConfig, LayerOverride
-from ..cost import cost_summary
-from ..model import expand, target_device
-from .sensitivity import (Progress, layer_sensitivity, plan_layers, rel_noise, sensitivity_ranking, to_db,
+from ..cost import choice_costs, cost_summary, layer_macs
+from ..data import random_images
+from ..model import expand, fold_batchnorm, target_device
+from .sensitivity import (Progress, layer_sensitivity, plan_layers, sensitivity_ranking, to_db,
                           weights_only_sensitivity)
 
 __all__ = ["Budget", "Allocation", "allocate", "cost_accuracy_curve", "layer_sensitivity", "sensitivity_ranking",
@@ -149,12 +151,6 @@ def _config(cfg: ExpansionConfig, plan, choice) -> ExpansionConfig:
     return cfg.replace(overrides=ovs)
 
 
-def _summary_cost(model, cfg: ExpansionConfig, input_shape, macs: dict[str, int] | None = None) -> dict:
-    s = cost_summary(model, cfg, tuple(input_shape), macs=macs)
-    s["weight_bits"] = int(round(s["effective_bits"] * s["params"]))
-    return s
-
-
 def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe: torch.Tensor | None = None,
              labels: torch.Tensor | None = None, *, mode: str | None = None,
              input_shape: Sequence[int] | None = None, max_terms: int = 6, solver: str = "dp",
@@ -205,8 +201,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
                          "use an sqnr target without labels")
     input_shape = tuple(input_shape or probe.shape[1:])
     if mode == "synthetic":  # the inputs' size only; their values are Gaussian
-        gen = torch.Generator().manual_seed(0)
-        probe = torch.randn((len(probe) if probe is not None else 64, *input_shape), generator=gen)
+        probe = random_images(len(probe) if probe is not None else 64, input_shape)
     if mode == "weights":
         probe = None
     dev = target_device(model, device)
@@ -222,11 +217,11 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
                                          progress))
     nw, na = ks.noise_tables(sensitivity, plan, max_terms)
     fixed_a = [spec.a_terms if act else 1 for *_, spec in plan] if metric == "weight_bits" or not act else None
-    all_costs = ks.layer_costs(model, cfg, plan, input_shape, max_terms, macs)
+    all_costs = choice_costs(cfg, plan, macs if macs is not None else layer_macs(model, input_shape, fm), max_terms)
     grid, noise, costs = ks.choices(nw, na, all_costs[metric], fixed_a)
     with torch.no_grad():
         ref = fm.to(dev)(probe.to(dev)) if probe is not None else None
-    fp_top1 = None if labels is None else 100 * (ref.argmax(1).cpu() == labels).float().mean().item()
+    fp_top1 = metrics.top1(ref, labels)
     measured: dict[tuple, tuple[float | None, float | None]] = {}
     names: dict[tuple, str] = {}
 
@@ -235,8 +230,8 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
         key = tuple(choice)
         if probe is not None and key not in measured:
             y = expand(model, _config(cfg, plan, choice), device=dev)(probe.to(dev))
-            top1 = None if labels is None else 100 * (y.argmax(1).cpu() == labels).float().mean().item()
-            measured[key] = (to_db(rel_noise(ref, y)), top1)
+            top1 = metrics.top1(y, labels)
+            measured[key] = (metrics.sqnr_db(ref, y), top1)
         return measured.get(key, (None, None))
 
     def predicted(choice) -> float:
@@ -259,7 +254,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
             names.setdefault(tuple(c), label)
         return out
 
-    uniform = _summary_cost(model, cfg, input_shape, macs)
+    uniform = cost_summary(model, cfg, input_shape, macs)
     cap = None
     if budget.kind in COSTS:
         cap = budget.value * uniform[metric] if budget.relative else budget.value
@@ -286,7 +281,7 @@ def allocate(model: nn.Module, cfg: ExpansionConfig, budget: Budget | str, probe
             "labeled": f"labeled images: {n} calibration inputs with labels"}[mode]
     out_cfg = _config(cfg, plan, choice)
     sqnr, top1 = measure(choice)
-    return Allocation(out_cfg, table, budget, cap, _summary_cost(model, out_cfg, input_shape, macs), uniform,
+    return Allocation(out_cfg, table, budget, cap, cost_summary(model, out_cfg, input_shape, macs), uniform,
                       predicted(choice), sqnr, top1, fp_top1, mode, what, label, sensitivity, tried)
 
 
@@ -342,9 +337,11 @@ def cost_accuracy_curve(model: nn.Module, cfg: ExpansionConfig, images: torch.Te
 
     dev = target_device(model, device)
     fp_logits, _ = logits_of(model, (images, labels), batch_size, dev)
-    acc = (lambda lg: None if labels is None else 100 * (lg.argmax(1) == labels).float().mean().item())
+    acc = (lambda lg: metrics.top1(lg, labels))
     runs = [("uniform", f"uniform {k} terms", k, cfg.with_terms(k)) for k in terms]
     runs += [("allocated", label, None, c) for label, c in allocated]
+    folded = fold_batchnorm(model)  # folded and MAC-counted once for every row's cost, not per row
+    macs = layer_macs(model, tuple(images.shape[1:]), folded)
     rows = [{"kind": "fp", "label": "FP", "terms": None, "int_gemms": 0, "bops": None, "bops_vs_fp": 1.0,
              "weight_bits": None, "sqnr_db": math.inf, "agreement": 100.0, "top1": acc(fp_logits),
              "fp_top1": acc(fp_logits), "n_images": len(images), "config": None}]
@@ -352,11 +349,11 @@ def cost_accuracy_curve(model: nn.Module, cfg: ExpansionConfig, images: torch.Te
         if progress:
             progress(n / len(runs), label)
         lg, _ = logits_of(expand(model, c, device=dev), (images, labels), batch_size, dev)
-        s = _summary_cost(model, c, images.shape[1:])
+        s = cost_summary(model, c, tuple(images.shape[1:]), macs, folded)
         rows.append({"kind": kind, "label": label, "terms": k, "int_gemms": s["int_gemms"], "bops": s["bops"],
                      "bops_vs_fp": s["bops_vs_fp"], "weight_bits": s["weight_bits"],
-                     "sqnr_db": to_db(rel_noise(fp_logits, lg)),
-                     "agreement": 100 * (lg.argmax(1) == fp_logits.argmax(1)).float().mean().item(),
+                     "sqnr_db": metrics.sqnr_db(fp_logits, lg),
+                     "agreement": 100 * metrics.agreement(fp_logits, lg),
                      "top1": acc(lg), "fp_top1": acc(fp_logits), "n_images": len(images), "config": c.to_json()})
     if progress:
         progress(1.0, "done")

@@ -4,7 +4,8 @@ Each expanded layer picks one (weight terms, activation terms) pair; each pair h
 noise (from `fpxint.allocation.sensitivity`, summed over layers under the additive noise model) and a cost as
 `fpxint.cost` counts it. `solve_dp` finds the minimum total noise under a cost cap exactly (integer
 costs; real costs rounded UP to a grid of cap / 2000, so a solution never breaks the cap);
-`solve_greedy` adds one term at a time, best noise cut per unit cost first. Pure numpy.
+`solve_greedy` adds one term at a time, best noise cut per unit cost first. numpy and pandas only:
+the costs come in as arrays (`fpxint.cost.choice_costs`, the one cost formula), so no torch here.
 """
 from __future__ import annotations
 
@@ -12,10 +13,6 @@ import math
 
 import numpy as np
 import pandas as pd
-
-from ..config import ExpansionConfig
-from ..cost import FP_BITS, layer_macs
-from ..layers import pair_matrix
 
 COSTS = ("int_gemms", "bops", "weight_bits")
 _DP_BINS = 2000  # cost resolution of the knapsack for non-integer costs
@@ -37,29 +34,6 @@ def noise_tables(sens: pd.DataFrame, plan, max_terms: int) -> tuple[np.ndarray, 
                 t[i] = np.minimum.accumulate(d[:max_terms])
         out.append(t)
     return out[0], out[1]
-
-
-def layer_costs(model, cfg: ExpansionConfig, plan, input_shape, max_terms: int,
-                macs: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Cost of every (w_terms, a_terms) choice per layer, [layers, max_terms, max_terms], as fpxint.cost counts it.
-
-    `macs` (layer -> MACs per sample, or per token) replaces the forward on zeros of `input_shape`, for models
-    whose input is not a float tensor (language models take token ids).
-    """
-    macs = macs if macs is not None else layer_macs(model, tuple(input_shape))
-    act = cfg.expands_activations
-    ka = max([max_terms] + [spec.a_terms for *_, spec in plan])  # pinned activation terms may exceed max_terms
-    out = {c: np.zeros((len(plan), max_terms, ka)) for c in COSTS}
-    for i, (_, name, layer, spec) in enumerate(plan):
-        groups = layer.weight.shape[0] if cfg.w_granularity == "per_channel" else 1
-        a_bits = spec.a_bits if act else FP_BITS
-        for w in range(1, max_terms + 1):
-            for a in range(1, ka + 1):
-                pairs = int(pair_matrix(w, a if act else 1, cfg.truncation if act else "full", cfg.total_order).sum())
-                out["int_gemms"][i, w - 1, a - 1] = pairs if act else 0
-                out["bops"][i, w - 1, a - 1] = macs.get(name, 0) * spec.w_bits * a_bits * pairs
-                out["weight_bits"][i, w - 1, a - 1] = layer.weight.numel() * spec.w_bits * w + groups * w * FP_BITS
-    return out
 
 
 def choices(nw, na, cost, fixed_a: list[int] | None):

@@ -14,19 +14,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..plots import COMPARE_COLORS, FP_COLOR, TEMPLATE
+from ..plots import COMPARE_COLORS, FP_COLOR, style
 
 W_COLOR, A_COLOR = COMPARE_COLORS  # weights / activations, and uniform / allocated on the curve
 COST_TITLES = {"int_gemms": "integer GEMMs per forward", "bops": "bit-operations per image (BOPs)",
                "bops_vs_fp": "BOPs, fraction of FP", "weight_bits": "weight storage (bits)"}
-
-
-def _style(fig: go.Figure, title: str, x: str, y: str, height: int = 420) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, title={"text": title}, height=height, hovermode="closest",
-                      legend={"title": {"text": ""}}, margin={"t": 60, "r": 20, "b": 50, "l": 60})
-    fig.update_xaxes(title_text=x)
-    fig.update_yaxes(title_text=y)
-    return fig
 
 
 def term_map(layers: pd.DataFrame, uniform: tuple[int, int] | None = None) -> go.Figure:
@@ -52,7 +44,7 @@ def term_map(layers: pd.DataFrame, uniform: tuple[int, int] | None = None) -> go
                           annotation_position="top right")
     fig.update_layout(barmode="group")
     fig.update_xaxes(tickangle=-45, categoryorder="array", categoryarray=list(layers.layer))
-    return _style(fig, "Terms per layer (network order)", "layer", "terms")
+    return style(fig, "Terms per layer (network order)", "layer", "terms", log_y=None)
 
 
 def cost_curve(curve: pd.DataFrame, x: str = "int_gemms", y: str = "top1") -> go.Figure:
@@ -80,7 +72,8 @@ def cost_curve(curve: pd.DataFrame, x: str = "int_gemms", y: str = "top1") -> go
                     hoverinfo="text+x+y", marker={"symbol": "star", "size": 14, "color": A_COLOR})
     if x in ("bops", "weight_bits"):
         fig.update_xaxes(type="log")
-    return _style(fig, f"{y_title.split(' (')[0]} against cost: uniform vs allocated", COST_TITLES.get(x, x), y_title)
+    return style(fig, f"{y_title.split(' (')[0]} against cost: uniform vs allocated", COST_TITLES.get(x, x), y_title,
+                 log_y=None)
 
 
 def sensitivity_heatmap(sens: pd.DataFrame) -> go.Figure:
@@ -97,5 +90,5 @@ def sensitivity_heatmap(sens: pd.DataFrame) -> go.Figure:
         fig.update_xaxes(title_text="terms", row=1, col=i)
     fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": "dB"}}})
     fig.update_yaxes(autorange="reversed")
-    return _style(fig, "Model-output SQNR with only one layer expanded (others FP)", "terms", "",
-                  height=max(360, 18 * len(order) + 120))
+    return style(fig, "Model-output SQNR with only one layer expanded (others FP)", "terms", "", log_y=None,
+                 height=max(360, 18 * len(order) + 120))

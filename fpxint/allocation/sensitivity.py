@@ -9,23 +9,25 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
 import torch.nn as nn
 
+from .. import metrics
 from ..config import ExpansionConfig, LayerSpec
 from ..layers import expand_layer
-from ..model import expandable_layers, fold_batchnorm, target_device
+from ..model import expandable_layers, fold_batchnorm, layer_plan, target_device
+from ..progress import Progress
 from ..series import expand_tensor
 
-Progress = Callable[[float, str], None]
-FLOOR = 1e-14  # relative noise floor (float32 output rounding) so logs and ratios stay finite
+FLOOR = 1e-14  # relative noise floor of the noise model (float32 output rounding): its sums and ratios stay finite
 
 
 def to_db(noise: float) -> float:
-    """Relative noise power -> SQNR in dB (floored so that exact results stay finite)."""
+    """The noise model's relative noise power -> dB, floored at FLOOR (so at most 140 dB). A measured
+    SQNR is `fpxint.metrics.sqnr_db` (+inf when exact); this is the additive model's prediction."""
     return -10 * math.log10(max(noise, FLOOR))
 
 
@@ -35,25 +37,11 @@ def rel_noise(ref: torch.Tensor, out: torch.Tensor) -> float:
     return max((out - ref).square().sum().item() / max(ref.square().sum().item(), 1e-300), FLOOR)
 
 
-def _swap(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    parent, _, attr = name.rpartition(".")
-    owner = root.get_submodule(parent) if parent else root
-    old = getattr(owner, attr)
-    setattr(owner, attr, new)
-    return old
-
-
 def plan_layers(model: nn.Module, cfg: ExpansionConfig,
                 ) -> tuple[nn.Module, list[tuple[int, str, nn.Module, LayerSpec]]]:
     """The model as `expand` sees it (BN folded, a private copy) and its expanded layers' base specs."""
     fm = fold_batchnorm(model) if cfg.fold_bn else copy.deepcopy(model).eval()
-    layers = expandable_layers(fm)
-    out = []
-    for idx, (name, m) in enumerate(layers):
-        pos = "first" if idx == 0 else "last" if idx == len(layers) - 1 else None
-        spec = cfg.layer_spec(name, pos)
-        if not spec.fp:
-            out.append((idx, name, m, spec))
+    out = [p for p in layer_plan(expandable_layers(fm), cfg) if not p[3].fp]
     if not out:
         raise ValueError("the config expands no layer (all are FP): nothing to allocate")
     return fm, out
@@ -99,7 +87,7 @@ def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tenso
     fm, plan = plan_layers(model, cfg)
     fm, probe = fm.to(dev), probe.to(dev)
     ref = fm(probe)
-    fp_top1 = None if labels is None else 100 * (ref.argmax(1).cpu() == labels).float().mean().item()
+    fp_top1 = metrics.top1(ref, labels)
     jobs = [(p, s, k) for p in plan for s in sides for k in sorted(terms)]
     rows, last = [], {}
     for n, ((idx, name, layer, spec), side, k) in enumerate(jobs):
@@ -114,17 +102,17 @@ def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tenso
             continue
         # Only activations in FP: the engine's weight-only truncation; otherwise full pairs.
         c = cfg.replace(truncation="weight_only" if side == "weight" else "full", level="layer", mode="simulate")
-        old = _swap(fm, name, expand_layer(layer, c, _side_spec(spec, side, k)))
+        fm.set_submodule(name, expand_layer(layer, c, _side_spec(spec, side, k)), strict=True)
         try:
             y = fm(probe)
         finally:
-            _swap(fm, name, old)
+            fm.set_submodule(name, layer, strict=True)  # `layer` is the module the plan took from fm
         noise = rel_noise(ref, y)
         hist.append((k, noise))
         row = {"layer": name, "index": idx, "side": side, "terms": k, "noise": noise, "sqnr_db": to_db(noise),
                "measured": True}
         if labels is not None:
-            row.update(top1=100 * (y.argmax(1).cpu() == labels).float().mean().item(), fp_top1=fp_top1)
+            row.update(top1=metrics.top1(y, labels), fp_top1=fp_top1)
         rows.append(row)
     if progress:
         progress(1.0, "done")

@@ -18,7 +18,7 @@ import torch
 
 from .. import scratch
 from ..config import ExpansionConfig
-from ..data import ImageData, load_data
+from ..data import ImageData, load_data, random_images
 from ..model import expand
 from ..zoo import cache_dir, find_shared, get_spec, load_model
 from ..zoo.registry import WEIGHTS_DIR
@@ -57,8 +57,7 @@ def _load_images(name: str, source: str, limit: int) -> ImageData:
     spec = get_spec(name)
     if source == "random":
         n = min(limit, _random_cap(spec))
-        gen = torch.Generator().manual_seed(0)
-        images = torch.randn((n, *spec.input_size), generator=gen)
+        images = random_images(n, spec.input_size)
         return ImageData(images, None, None, f"random probe inputs: {n} Gaussian images (seed 0), unlabeled", 0)
     upload = Path(source).parent.name.startswith(scratch.PREFIX)  # its decoded copy dies with the session
     return load_data(source, spec, limit=limit, cache_dir=None if upload else cache_dir())

@@ -84,7 +84,7 @@ def _budget(args):
                      "or --budget-top1-drop")
 
 
-def _split(args, spec, shared):
+def split_images(args, spec, shared):
     """(calibration images, labels), (evaluation images, labels), and a line saying which images are which.
 
     One data set: `allocation.calibration_split` (the same split as the app's Allocate page). The bundled
@@ -143,7 +143,7 @@ def run(args) -> int:
     _check(args)
     budget, cfg, device = _budget(args), config_from_args(args), resolve_device(args.device)
     lm, shared = model_from_args(args, args.model)
-    (cx, cy), (ex, ey), which = _split(args, lm.spec, shared)
+    (cx, cy), (ex, ey), which = split_images(args, lm.spec, shared)
     mode = args.calibration or ("labeled" if cy is not None else "unlabeled")
     sens_path = Path(args.sensitivity) if args.sensitivity else None
     sens = pd.read_csv(sens_path) if sens_path and sens_path.is_file() else None

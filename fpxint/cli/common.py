@@ -6,7 +6,6 @@ are `UsageError`.
 """
 from __future__ import annotations
 
-import math
 import os
 import platform
 import sys
@@ -14,7 +13,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .. import __version__
 from ..config import ExpansionConfig
@@ -83,24 +81,24 @@ def run_logits(args, net, data, desc: str, device) -> tuple[torch.Tensor, float]
 
 def scores(logits: torch.Tensor, labels: torch.Tensor | None, fp_logits: torch.Tensor | None = None) -> dict:
     """top1 (%), and against FP: agreement (% same top-1), kl (KL(FP || expanded), nats/image),
-    logit_sqnr_db (None when the logits are identical)."""
-    out = {"top1": 100 * (logits.argmax(1) == labels).double().mean().item() if labels is not None else None}
+    logit_sqnr_db (+inf when the logits are identical; JSON null, see `fpxint.metrics`)."""
+    from .. import metrics
+
+    out = {"top1": metrics.top1(logits, labels)}
     if fp_logits is not None:
-        p, q = fp_logits.double(), logits.double()
-        out["agreement"] = 100 * (p.argmax(1) == q.argmax(1)).double().mean().item()
-        out["kl"] = F.kl_div(F.log_softmax(q, 1), F.log_softmax(p, 1), log_target=True, reduction="batchmean").item()
-        noise = (q - p).square().sum().item()
-        out["logit_sqnr_db"] = 10 * math.log10(p.square().sum().item() / noise) if noise > 0 else None
+        out["agreement"] = 100 * metrics.agreement(fp_logits, logits)
+        out["kl"] = metrics.kl(fp_logits, logits)
+        out["logit_sqnr_db"] = metrics.sqnr_db(fp_logits, logits)
     return out
 
 
-def cost_of(model, cfg: ExpansionConfig, spec) -> dict:
+def cost_of(model, cfg: ExpansionConfig, spec, macs=None, folded=None) -> dict:
     """The cost columns the commands report ({} when the model has no fixed input size)."""
     from ..cost import cost_summary
 
     if spec.input_size is None:
         return {}
-    c = cost_summary(model, cfg, spec.input_size)
+    c = cost_summary(model, cfg, spec.input_size, macs, folded)
     return {k: c[k] for k in ("effective_bits", "weight_mb", "fp_weight_mb", "int_gemms", "bops_vs_fp",
                               "expanded_layers", "layers")}
 

@@ -162,13 +162,20 @@ def run_sweep(args) -> int:
            "n_images": len(data), "fp_top1": fp_top1, "fp_seconds": fp_seconds,
            "command": "python -m fpxint " + " ".join(argv) if argv is not None else None,
            **environment(device), "rows": []}
+    folded = macs = None
+    if lm.spec.input_size is not None:  # every row's cost from one folded copy and one MAC count
+        from ..cost import layer_macs
+        from ..model import fold_batchnorm
+
+        folded = fold_batchnorm(lm.model)
+        macs = layer_macs(lm.model, lm.spec.input_size, folded)
     outer = tqdm(configs, desc="sweep", unit="cfg", file=sys.stderr, dynamic_ncols=True,
                  disable=args.quiet or not sys.stderr.isatty())
     for cfg in outer:
         t0 = time.perf_counter()
         logits, _ = run_logits(args, expand(lm.model, cfg, device=device), data, cfg.label(), device)
         s = scores(logits, data.labels, fp_logits)
-        c = cost_of(lm.model, cfg, lm.spec)
+        c = cost_of(lm.model, cfg, lm.spec, macs, folded)
         doc["rows"].append({
             "model": lm.spec.name, "w_bits": cfg.w_bits, "a_bits": cfg.a_bits if cfg.expands_activations else None,
             "terms": cfg.w_terms, "level": cfg.level, "truncation": cfg.truncation, "label": cfg.label(),

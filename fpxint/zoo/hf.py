@@ -186,8 +186,7 @@ def _conv1d_to_linear_(model: nn.Module) -> int:
                 lin.weight.copy_(m.weight.t())
                 if m.bias is not None:
                     lin.bias.copy_(m.bias)
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, lin)
+            model.set_submodule(name, lin, strict=True)
             n += 1
     return n
 
