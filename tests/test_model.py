@@ -80,8 +80,9 @@ def test_integer_mode_matches_simulate_on_a_network():
         ys = q(x)
         yi = set_mode(q, "integer")(x)
         ref = fold_batchnorm(net)(x)
-    # rounding flips may cascade through later activation quantizers: both stay equally close to FP
-    assert (ys - yi).norm() <= 0.5 * (ys - ref).norm() + 1e-5 * ys.norm()
+    # the same accumulators and the same rescale in both modes: no rounding can flip between them
+    assert torch.equal(ys, yi)
+    assert (ys - ref).norm() < 0.05 * ref.norm()
 
 
 def test_mha_internals_stay_fp():
