@@ -29,6 +29,7 @@ SECTIONS = {  # name -> module; one line per section
     "forward": "bench.forward",
     "peers": "bench.peers",
     "app_latency": "bench.app_latency",
+    "batch": "bench.batch",
 }
 ROOT = Path(__file__).resolve().parents[1]
 
