@@ -30,6 +30,7 @@ SECTIONS = {  # name -> module; one line per section
     "peers": "bench.peers",
     "app_latency": "bench.app_latency",
     "batch": "bench.batch",
+    "basis": "bench.basis",
 }
 ROOT = Path(__file__).resolve().parents[1]
 

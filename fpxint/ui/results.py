@@ -55,11 +55,12 @@ def accuracy(mref: tuple, cfg_json: str, dref: tuple, bits: tuple[int, ...], max
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def basis_demo(mref: tuple, cfg_json: str, dref: tuple, seed: int) -> dict:
-    """Sums the basis models in a shuffled order (AbelianAdd) and, wrongly, as separate networks."""
+def basis_demo(mref: tuple, cfg_json: str, dref: tuple, seed: int, layer: str | None = None) -> dict:
+    """Sums the basis models in a shuffled order (AbelianAdd) and as separate networks; the group laws
+    on the network and on `layer` alone."""
     probe = views.probe(model_of(mref).spec, images_of(dref))[:32].to(mref[2])
     bar = _Progress("Basis models")
-    out = views.basis_demo(expanded_model(mref, cfg_json), probe, seed, bar)
+    out = views.basis_demo(expanded_model(mref, cfg_json), probe, seed, bar, layer)
     bar.done()
     return out
 
