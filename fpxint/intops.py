@@ -241,7 +241,9 @@ def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, di
         if dtype == torch.float64:
             check_exact(k, max_w, max_x)
         conv = F.conv1d if dim == 1 else F.conv2d
-        x = xq.reshape(j * nb, *xq.shape[2:]).to(dtype)
+        x = xq.reshape(j * nb, *xq.shape[2:])
+        # channels-last in, channels-last out (the layout oneDNN's int8 path writes; also its fast float layout)
+        x = x.to(dtype, memory_format=torch.channels_last) if x.dim() == 4 else x.to(dtype)
         key = ("float", dtype, groups)
         if key not in cache:  # weight terms stacked along Cout (one convolution) unless grouped
             cache[key] = ([wq.reshape(i * cout, *wq.shape[2:]).to(dtype)] if groups == 1

@@ -292,7 +292,13 @@ class ExpandedLayer(nn.Module):
         if y is None:
             y = self._zero_out(x)
             return y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
-        return y.to(x.dtype)
+        return self._layout(y.to(x.dtype))
+
+    def _layout(self, y: torch.Tensor) -> torch.Tensor:
+        """One memory layout for every kernel and mode (contiguous; channels-last for 2-D convolutions,
+        what oneDNN's int8 convolution writes): FP ops downstream (pooling, means) then sum in the same
+        order in simulate and integer mode, so equal layer outputs stay equal through them."""
+        return y.contiguous()
 
     def _onednn_forward(self, x: torch.Tensor) -> torch.Tensor | None:
         """CPU convolutions on oneDNN with the weight scales and the sum over weight terms in its
@@ -398,12 +404,15 @@ class _ExpandedConv(ExpandedLayer):
                 y = z * t
         if y is None:
             return None
-        return y.to(x.dtype)
+        return self._layout(y.to(x.dtype))
 
     def _out_scale(self, sw, sx, acc):
         # sw: [out, 1, (1)] -> [1, out, 1, (1)]; sx: [N, 1, ...] or scalar-shaped
         sw = sw.reshape((1, -1) + (1,) * (acc.dim() - 2)) if sw.numel() > 1 else sw.reshape((1,) * acc.dim())
         return sw * sx.reshape((-1,) + (1,) * (acc.dim() - 1)) if sx.numel() > 1 else sw * sx.reshape((1,) * acc.dim())
+
+    def _layout(self, y):
+        return y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 else y.contiguous()
 
     def _w_out_scale(self, i, acc):
         sw = self.w_scale_b(i)
