@@ -309,6 +309,30 @@ def onednn_exact() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def onednn_epilogue_matches() -> bool:
+    """Whether oneDNN's scaled epilogue (per-channel scale on the int32 accumulator, then the "sum"
+    post-op) rounds like the shared rescale of `layers.ExpandedLayer._exact_forward` (a float32 multiply,
+    then an add, per weight term; no fused multiply-add): then integer mode's fast path gives simulate
+    mode's bits. Checked once per process with non-power-of-two scales; False sends integer mode
+    through `conv_terms` and the shared rescale instead."""
+    try:
+        if not onednn_exact():
+            return False
+        g = torch.Generator().manual_seed(1)
+        xs = torch.randint(-8, 8, (1, 4, 32, 8, 8), generator=g, dtype=torch.int8)
+        ws = torch.randint(-8, 8, (3, 16, 32, 3, 3), generator=g, dtype=torch.int8)
+        sc = [torch.rand(16, generator=g) * 0.01 + 1e-3 for _ in range(3)]
+        z = onednn_conv_scaled(xs, ws, 2, 1, 1, 1, 1, [sc], {})[0]
+        want = None
+        for t in range(3):
+            p = int64_conv_reference(xs[0], ws[t], 2, 1, 1, 1, 1).float() * sc[t].reshape(1, -1, 1, 1)
+            want = p if want is None else want.add_(p)
+        return bool(torch.equal(z, want))
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
 def _onednn_conv(xq, wq, dim, stride, padding, dilation, groups, cache) -> torch.Tensor:
     j, nb = xq.shape[:2]
     i, cout = wq.shape[:2]

@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
-from .intops import (conv_terms, linear_terms, max_abs_int, onednn_conv_scaled, onednn_ok, reduction_size,
-                     resolve_kernel)
+from .intops import (conv_terms, linear_terms, max_abs_int, onednn_conv_scaled, onednn_epilogue_matches, onednn_ok,
+                     reduction_size, resolve_kernel)
 from .fused import expand_tensor_fused  # bit-identical to series, one pass per term
 from .quant import group_view
 
@@ -380,7 +380,7 @@ class _ExpandedConv(ExpandedLayer):
     def _onednn_forward(self, x):
         mx, mw = max_abs_int(self.a_bits, self.a_grid), max_abs_int(self.w_bits, self.w_grid)
         if (self.act_fp or x.device.type != "cpu" or resolve_kernel(self.int_kernel, x.device) != "onednn"
-                or not onednn_ok(reduction_size(self.w_q[0]), mw, mx)):
+                or not onednn_ok(reduction_size(self.w_q[0]), mw, mx) or not onednn_epilogue_matches()):
             return None
         xq, xs = self.activation_int_terms(x)
         cout = self.w_q.shape[1]
