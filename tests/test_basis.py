@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fpxint import ExpansionConfig, expand, fold_batchnorm, set_mode, views
+from fpxint import ExpansionConfig, expand, expand_layer, fold_batchnorm, set_mode, views
 from fpxint.basis import (abelian_add, abelian_mul, abelian_neg, basis_model, basis_models, pairs_of,
                           partial_model, zero_model)
 from fpxint.zoo import find_shared, load_model
@@ -123,7 +123,7 @@ def test_laws_on_outputs_hold_in_one_layer_and_fail_for_the_network(qmodel, resn
 def test_separate_runs_do_sum_for_a_single_linear_layer():
     torch.manual_seed(0)
     lin = nn.Linear(16, 8)
-    q = set_mode(expand(lin, ExpansionConfig(w_terms=3, a_terms=2)), "integer")
+    q = set_mode(expand_layer(lin, ExpansionConfig(w_terms=3, a_terms=2)), "integer")
     x = torch.randn(4, 16)
     bias_only = run(zero_model(q), x)
     bases = basis_models(q)
