@@ -213,7 +213,7 @@ def test_basis_models_sum_exactly_and_the_laws_hold_in_one_layer_only(mode):
     gaps = dict(zip(network.x, network.text))
     assert gaps["AbelianAdd of all basis models (lockstep) = model"] == "0 (exact)"
     assert float(gaps["sum of separately run basis models = model"]) > 1e-2
-    assert layer.name.startswith("one layer: ") and all(v < 1e-6 for v in layer.y)  # float rounding of the rescale
+    assert layer.name.startswith("one layer: ") and all(float(v) < 1e-6 for v in layer.text)  # rescale rounding
     at.selectbox(key="basis_layer").set_value("classifier").run()
     assert "classifier: weight (10, 64)" in " ".join(c.value for c in _ok(at).caption)
 
