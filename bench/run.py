@@ -32,6 +32,8 @@ SECTIONS = {  # name -> module; one line per section
     "peers": "bench.peers",
     "app_latency": "bench.app_latency",
     "page_compute": "bench.page_compute",
+    "batch": "bench.batch",
+    "basis": "bench.basis",
 }
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -164,10 +164,10 @@ def estimate(prof: Profile, cfg: ExpansionConfig, n_images: int, batch: int = 25
     """Peak memory and time of expanding the model with `cfg` and evaluating `n_images`, `passes` times.
 
     Memory: the decoded images (uint8 + float32), the FP logits, the expanded weights (int8 terms, the
-    float sums simulate mode caches, a folded FP copy) and, per image of a batch, the widest layer's
-    live tensors: in simulate mode a few float32 copies of its input and output; in integer mode the
-    int8 activation terms, one 32-bit accumulator per kept (weight term, activation term) pair (the
-    linear path's one batched GEMM holds them all) and float32 copies of the input and output. Passes run one after another, so memory is
+    float weights simulate mode caches, a folded FP copy) and, per image of a batch, the widest layer's
+    live tensors: the activation terms (int8 in integer mode, float32 in simulate mode), one 32-bit
+    accumulator per kept (weight term, activation term) pair (one batched op holds them all) and float32
+    copies of the input and output; with FP activations, a few float32 copies of its input and output. Passes run one after another, so memory is
     the largest pass and time their sum. The caller passes the heaviest config of a sweep.
 
     Returns:
@@ -186,16 +186,16 @@ def estimate(prof: Profile, cfg: ExpansionConfig, n_images: int, batch: int = 25
         trunc = cfg.truncation if cfg.expands_activations else "full"
         pairs = int(pair_matrix(spec.w_terms, a_terms, trunc, cfg.total_order).sum())
         rows = len({tuple(r) for r in pair_matrix(spec.w_terms, a_terms, trunc, cfg.total_order).tolist() if any(r)})
-        cached = spec.w_terms if cfg.level == "model" and not integer else 0 if integer else max(rows, 1)
+        cached = 0 if integer else spec.w_terms if cfg.expands_activations or cfg.level == "model" else max(rows, 1)
         weights += layer.params * (spec.w_terms + 4 * cached) + 4 * layer.params  # int8 terms, float sums, folded
         if integer:
             act = max(act, 4 * pairs * layer.outputs + a_terms * (layer.inputs + layer.cols)
                       + 4 * (2 * layer.inputs + layer.outputs))
             int_macs += pairs * layer.macs
-        elif cfg.level == "model":
-            act = max(act, 4 * (_SIM_ACT_FACTOR * layer.inputs * (a_terms + 1) + 2 * layer.outputs))
+        elif cfg.expands_activations:  # simulate: the same per-pair accumulators, float ops on float32 terms
+            act = max(act, 4 * (pairs * layer.outputs + a_terms * layer.inputs + 2 * layer.inputs + layer.outputs))
             fp32_macs += pairs * layer.macs
-        else:
+        else:  # activations in FP: one float op per distinct row of C
             act = max(act, 4 * _SIM_ACT_FACTOR * (layer.inputs * 2 + layer.outputs))
             fp32_macs += max(rows, 1) * layer.macs
     act = max(act, 4 * _SIM_ACT_FACTOR * prof.widest)  # non-expandable parts (attention, pooling, ...)
@@ -270,8 +270,8 @@ def check(est: Estimate, limits: Limits, reduce: str = "images, terms or batch s
         over.append(f"about {_duration(est.seconds)} (limit {_duration(limits.max_run_seconds)})")
     if over:
         what = " and ".join(over)
-        hint = " Integer mode holds one accumulator per term pair: simulate mode computes the same " \
-               "function with less memory." if est.detail.get("integer") else ""
+        hint = " Each kept term pair holds one accumulator per output: fewer terms, or the total_order " \
+               "truncation, need less memory."
         raise AdmissionError(f"this run would need {what}: reduce the {reduce}.{hint}")
 
 

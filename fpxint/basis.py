@@ -5,15 +5,31 @@ its output (`layers.ExpandedLayer.pairs`). An expanded model is therefore a poin
 Abelian group Z^(n_w x n_a) per layer, over shared integer terms and shared FP parts (biases,
 nonlinearities, pooling: the base every isomorphic model has in common).
 
+What is a group, and what is not (docs/method.md, "Basis models"; measured by `views.basis_laws`):
+
+- The group is the coefficient tables under addition: identity C = 0, inverse -C, commutative and
+  associative because integer addition is. Every operation below acts on the tables only.
+- A model's output f(C) respects the group only where it is linear in C. Within one linear layer it
+  is: y = b + sum_ij C_ij s_i t_j acc_ij with exact integer accumulators, so separately run basis
+  layers add up to the layer (float rounding of the rescale, ~1e-7 relative).
+- Across layers it is not: layer l's activation terms Qx_j are the run-time expansion of layer l-1's
+  *summed* output, which depends on the whole table upstream (rounding is not additive), and the
+  nonlinearity acts on that sum (relu(a + b) != relu(a) + relu(b)). So f(A ⊕ B) != f(A) + f(B),
+  f(⊖A) != -f(A), and separately run basis networks do not add up to the model (measured on
+  ResNet-20 in docs/RESULTS.md, "Basis models"). A deep network's basis models must run in lockstep: at every layer all
+  kept pairs read the same activation terms, their accumulators are summed, then the nonlinearity,
+  then the next layer expands that sum. Running the table C_A + C_B that way is what f(A ⊕ B) means.
+
 - basis model (i, j): C = e_i e_j^T in every layer: the low-bit network holding weight term i
-  and consuming activation term j of each layer's input.
+  and consuming activation term j of each layer's input (read in lockstep, as above).
 - AbelianAdd `abelian_add(a, b, ...)`: C_a + C_b. Run as a network, every layer adds the integer
-  accumulators of all its basis pairs *before* the nonlinearity (the lockstep reading): summing the
-  basis models of an expansion, in any order or grouping, gives back the expanded model, with
-  bit-identical integer accumulators. Identity: `zero_model`; inverse: `abelian_neg` (negated terms).
-- AbelianMul `abelian_mul(m, w_coeffs, a_coeffs)`: pairs a weight-term combination with an
-  activation-term combination, C = w a^T in every layer. It is bilinear, so it distributes over
-  AbelianAdd on both sides, and abelian_mul(m, e_i, e_j) is basis model (i, j).
+  accumulators of all its basis pairs *before* the nonlinearity: summing the basis models of an
+  expansion, in any order or grouping, gives back the expanded model, with bit-identical integer
+  accumulators. Identity: `zero_model`; inverse: `abelian_neg` (negated terms).
+- AbelianMul `abelian_mul(m, w_coeffs, a_coeffs)`: maps a weight-coefficient vector and an
+  activation-coefficient vector to a table, C = w a^T in every layer (not a product of two models).
+  It is bilinear, so it distributes over AbelianAdd on both sides, and abelian_mul(m, e_i, e_j) is
+  basis model (i, j).
 - `partial_model(m, k)`: the first k terms on both sides, for model-level convergence curves.
 
 Biases are part of the shared base: every model in the group keeps them (so the identity model

@@ -15,8 +15,10 @@ Bounds come from the bit widths, never from the data, so no host synchronisation
 Where int8 does not apply (asymmetric 8-bit terms, grouped convolutions) the op runs in float64 on
 integer-valued operands: every partial sum is an integer below 2**53, exact (`check_exact`).
 
-`kernel` chooses the path and is a parameter, not a device test buried inside: "auto" is "int_mm"
-on the CPU and "int_mm_cuda" on CUDA; "int_mm_cuda" applies CUDA's `_int_mm` shape rules (M > 16,
+`kernel` chooses the path and is a parameter, not a device test buried inside: "auto" is "onednn"
+on the CPU and "int_mm_cuda" on CUDA; "float" (simulate mode's path) runs float GEMMs / convolutions
+on the integer values, float32 where every partial sum is an integer below 2**24 on the CPU, else
+float64 (exact either way, so the accumulators do not depend on the float op's summation order); "int_mm_cuda" applies CUDA's `_int_mm` shape rules (M > 16,
 K and N multiples of 8) by zero padding, so the tests run the CUDA code path through the CPU kernel.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 
 _EXACT_LIMIT = 2**53
 INT32_MAX = 2**31 - 1
-KERNELS = ("auto", "onednn", "int_mm", "int_mm_cuda", "float64")
+KERNELS = ("auto", "onednn", "int_mm", "int_mm_cuda", "float", "float64")
 
 
 def check_exact(k: int, max_w: int, max_x: int) -> None:
@@ -162,10 +164,15 @@ def conv_weight_matrix(w: torch.Tensor) -> torch.Tensor:
     return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)
 
 
-def _float_exact_dtype(k: int, max_w: int, max_x: int, device: torch.device, kernel: str) -> torch.dtype:
-    """float32 when every partial sum is an integer below 2**24 and the CPU's float32 convolution is
-    IEEE (oneDNN's direct algorithm; a user may switch it to bf16 / tf32); float64 otherwise."""
-    ieee = getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", "none") in ("none", "ieee")
+def _float_exact_dtype(k: int, max_w: int, max_x: int, device: torch.device, kernel: str,
+                       op: str = "conv") -> torch.dtype:
+    """float32 when every partial sum is an integer below 2**24 and the CPU's float32 convolution /
+    matmul is IEEE (oneDNN's direct algorithm; a user may switch either to bf16 / tf32); float64 otherwise.
+    Any summation order of integers whose partial sums stay below 2**24 is exact in float32."""
+    if op == "conv":
+        ieee = getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", "none") in ("none", "ieee")
+    else:
+        ieee = torch.get_float32_matmul_precision() == "highest"
     if kernel != "float64" and device.type == "cpu" and ieee and k * max_w * max_x < 2**24:
         return torch.float32
     return torch.float64  # cuDNN may pick FFT / Winograd / TF32 for float32: not exact
@@ -181,18 +188,20 @@ def linear_terms(xq: torch.Tensor, wq: torch.Tensor, max_x: int, max_w: int, ker
         max_x, max_w: bounds on |values| from the bit widths (`max_abs_int`), not from the data.
     Returns:
         [J, I, ..., N] exact integer accumulators (int32, int64 past the int32 bound, or float64 on the
-        float64 path), a strided view of one [J * M, I * N] result.
+        float64 path; float32 / float64 on the "float" path), a strided view of one [J * M, I * N] result.
     """
     kernel = resolve_kernel(kernel, xq.device)
     j, i, n, k = xq.shape[0], wq.shape[0], wq.shape[1], wq.shape[-1]
     batch = xq.shape[1:-1]
     a = xq.reshape(-1, k)
     b = wq.reshape(i * n, k)
-    if kernel != "float64" and fits_int8(max_w, max_x):
+    if kernel not in ("float", "float64") and fits_int8(max_w, max_x):
         out = int_matmul(a.to(torch.int8), b.to(torch.int8).t(), max_x, max_w, kernel)
     else:
-        check_exact(k, max_w, max_x)
-        out = a.to(torch.float64) @ b.to(torch.float64).t()
+        dtype = _float_exact_dtype(k, max_w, max_x, xq.device, kernel, op="matmul")
+        if dtype == torch.float64:
+            check_exact(k, max_w, max_x)
+        out = a.to(dtype) @ b.to(dtype).t()
     out = out.reshape(j, *batch, i, n)
     return out.movedim(-2, 1)
 
@@ -204,8 +213,9 @@ def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, di
     Paths: "onednn" (CPU): oneDNN's int8 convolution (VNNI, no im2col), weight terms stacked along
     Cout, output the exact accumulators as float32 (every |acc| < 2**24 by `onednn_ok`). "int_mm",
     "int_mm_cuda": one `torch._int_mm` over int8 im2col rows of all activation terms against all
-    weight terms. Grouped convolutions off oneDNN and operands beyond int8 run as a float
-    convolution on integer values (float32 where every partial sum stays below 2**24, else float64).
+    weight terms. "float", grouped convolutions off oneDNN and operands beyond int8 run as a float
+    convolution on integer values (float32 where every partial sum stays below 2**24, else float64),
+    weight terms stacked along Cout unless grouped.
 
     Args:
         xq: [J, N, C, *spatial] centered integer activation terms (any strides; channels-last is cheapest),
@@ -214,7 +224,8 @@ def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, di
         cache: a dict the caller keeps per layer: prepared weights (packed / im2col order) go there.
     Returns:
         [J, I, N, Cout, *spatial_out] exact integer accumulators (int32 / int64, or float32 holding
-        integers below 2**24 on the oneDNN path), a strided view of one batched result.
+        integers below 2**24 on the oneDNN path, float32 / float64 holding integers on the "float"
+        path), a strided view of one batched result.
     """
     kernel = resolve_kernel(kernel, xq.device)
     j, nb = xq.shape[:2]
@@ -225,16 +236,24 @@ def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, di
         if onednn_ok(k, max_w, max_x):
             return _onednn_conv(xq, wq, dim, stride, padding, dilation, groups, cache)
         kernel = "int_mm"  # past oneDNN's exact range (8-bit terms over long reductions): _int_mm's split-K
-    if groups > 1 or kernel == "float64" or not fits_int8(max_w, max_x):
+    if groups > 1 or kernel in ("float", "float64") or not fits_int8(max_w, max_x):
         dtype = _float_exact_dtype(k, max_w, max_x, xq.device, kernel)
         if dtype == torch.float64:
             check_exact(k, max_w, max_x)
         conv = F.conv1d if dim == 1 else F.conv2d
-        x = xq.reshape(j * nb, *xq.shape[2:]).to(dtype)
-        outs = [conv(x, wq[t].to(dtype), None, stride, padding, dilation, groups) for t in range(i)]
-        out = torch.stack(outs)  # [I, J * N, Cout, ...]
-        out = out.to(torch.int32 if dtype == torch.float32 else torch.int64)
-        return out.reshape(i, j, nb, *out.shape[2:]).transpose(0, 1)
+        x = xq.reshape(j * nb, *xq.shape[2:])
+        # channels-last in, channels-last out (the layout oneDNN's int8 path writes; also its fast float layout)
+        x = x.to(dtype, memory_format=torch.channels_last) if x.dim() == 4 else x.to(dtype)
+        key = ("float", dtype, groups)
+        if key not in cache:  # weight terms stacked along Cout (one convolution) unless grouped
+            cache[key] = ([wq.reshape(i * cout, *wq.shape[2:]).to(dtype)] if groups == 1
+                          else [wq[t].to(dtype) for t in range(i)])
+        outs = [conv(x, w, None, stride, padding, dilation, groups) for w in cache[key]]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # [J * N, I * Cout, ...]
+        out = out.reshape(j, nb, i, cout, *out.shape[2:]).transpose(1, 2)  # [J, I, N, Cout, ...]
+        if kernel == "float":  # simulate mode rescales the float accumulators as they are
+            return out
+        return out.to(torch.int32 if dtype == torch.float32 else torch.int64)
     ksize, st, dil, pads = conv_geometry(dim, wq.shape[3:] if dim == 2 else wq.shape[3], stride, padding, dilation)
     x4 = xq.reshape(j * nb, *xq.shape[2:])
     if dim == 1:
@@ -286,6 +305,30 @@ def onednn_exact() -> bool:
         ref = [int64_conv_reference(xs[jj], ws[t], 2, 1, 1, 1, 1) for jj in range(2) for t in range(2)]
         return bool(torch.equal(z[0].to(torch.int64), 2 * (ref[0] + ref[1]))
                     and torch.equal(z[1].to(torch.int64), 2 * ref[2]))
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_epilogue_matches() -> bool:
+    """Whether oneDNN's scaled epilogue (per-channel scale on the int32 accumulator, then the "sum"
+    post-op) rounds like the shared rescale of `layers.ExpandedLayer._exact_forward` (a float32 multiply,
+    then an add, per weight term; no fused multiply-add): then integer mode's fast path gives simulate
+    mode's bits. Checked once per process with non-power-of-two scales; False sends integer mode
+    through `conv_terms` and the shared rescale instead."""
+    try:
+        if not onednn_exact():
+            return False
+        g = torch.Generator().manual_seed(1)
+        xs = torch.randint(-8, 8, (1, 4, 32, 8, 8), generator=g, dtype=torch.int8)
+        ws = torch.randint(-8, 8, (3, 16, 32, 3, 3), generator=g, dtype=torch.int8)
+        sc = [torch.rand(16, generator=g) * 0.01 + 1e-3 for _ in range(3)]
+        z = onednn_conv_scaled(xs, ws, 2, 1, 1, 1, 1, [sc], {})[0]
+        want = None
+        for t in range(3):
+            p = int64_conv_reference(xs[0], ws[t], 2, 1, 1, 1, 1).float() * sc[t].reshape(1, -1, 1, 1)
+            want = p if want is None else want.add_(p)
+        return bool(torch.equal(z, want))
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
 

@@ -8,12 +8,19 @@ where `C` (the `pairs` buffer, integers) says which cross terms are kept: all on
 grid, i + j <= K for the total order, a single 1 for a basis model. The weights are expanded once
 at construction; the input is expanded at run time from the actual input (calibration-free).
 
-Execution modes:
-- simulate: float. Rows of C that are equal share one float op: the full grid is ONE op with
-  W_hat = sum_i s_i Qw_i and X_hat = sum_j t_j Qx_j, so the cost stays near the FP layer's.
-  At level "model" every kept pair runs as its own op (term-parallel basis models).
-- integer: each kept pair is an exact integer GEMM / convolution (`intops`), rescaled once by
-  s_i t_j, summed in float64.
+Execution modes (docs/method.md, "Execution modes"):
+- simulate: float ops on the integer values. Each kept pair's accumulator Qw_i * Qx_j is computed by
+  a float convolution / GEMM of the integer terms (all pairs of a layer in one op: weight terms
+  stacked along the output channels, activation terms along the batch), float32 while
+  K * max|Qw| * max|Qx| < 2**24 on the CPU, else float64 (exact below 2**53): every partial sum is an
+  integer the float holds exactly, so the accumulators do not depend on the op's summation order,
+  which changes with the batch size. The rescale y = b + sum_j t_j sum_i C_ij s_i acc_ij is
+  element-wise. Hence an image's output does not depend on its batch mates (with per-sample or
+  per-token activation scales) and simulate equals integer mode bit for bit. Layers whose input stays
+  FP (level "tensor", truncation "weight_only") run one float op with W_hat = sum_i s_i Qw_i, as the
+  FP layer does, with its float summation order. Level "model" is the same function as "layer".
+- integer: each kept pair is an exact integer GEMM / convolution on int8 units (`intops`), then the
+  same rescale.
 """
 from __future__ import annotations
 
@@ -22,9 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
-from .intops import (conv_terms, linear_terms, max_abs_int, onednn_conv_scaled, onednn_ok, reduction_size,
-                     resolve_kernel)
-from .series import expand_tensor_fused, expanded_sum_fused  # the C kernel, bit-identical to the eager series
+from .intops import (conv_terms, linear_terms, max_abs_int, onednn_conv_scaled, onednn_epilogue_matches, onednn_ok,
+                     reduction_size, resolve_kernel)
+from .series import expand_tensor_fused  # the C kernel, bit-identical to the eager series, one pass per term
 from .quant import group_view
 from .series import centered_term
 
@@ -135,31 +142,27 @@ class ExpandedLayer(nn.Module):
         return self._integer_forward(x).to(dtype)  # adds the bias in its first rescale
 
     def _simulate_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.act_fp:  # exact accumulators in float, the integer mode's rescale: batch-independent
+            return self._exact_forward(x, "float")
+        # FP activations (level "tensor", weight_only): one float op per distinct row of C, as in FP
         C = self.pairs
-        rows = [tuple(int(v) for v in C[i]) for i in range(C.shape[0])]
-        if self.term_parallel:  # level "model": every kept basis pair runs on its own
-            xs = [x] if self.act_fp else [q * s for q, s in self.activation_terms(x)]
+        if self.term_parallel:  # level "model": every kept weight term runs on its own
             y = None
             for i in range(C.shape[0]):
-                for j in range(C.shape[1]):
-                    if C[i, j]:
-                        e = tuple(int(k == i) for k in range(C.shape[0]))
-                        t = int(C[i, j]) * self._op(xs[j], self.weight_terms_sum(e))
-                        y = t if y is None else y + t
+                if C[i, 0]:
+                    e = tuple(int(k == i) for k in range(C.shape[0]))
+                    t = int(C[i, 0]) * self._op(x, self.weight_terms_sum(e))
+                    y = t if y is None else y + t
             y = y if y is not None else self._zero_out(x)
             return y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
-        groups: dict[tuple[int, ...], list[int]] = {}  # equal rows of C share one float op
-        for i, row in enumerate(rows):
-            if any(row):
-                groups.setdefault(row, []).append(i)
+        groups: dict[int, list[int]] = {}  # weight terms with equal coefficients share one float op
+        for i in range(C.shape[0]):
+            if int(C[i, 0]):
+                groups.setdefault(int(C[i, 0]), []).append(i)
         y = None
-        for row, idx in groups.items():
-            wc = tuple(int(k in idx) for k in range(len(rows)))
-            if self.act_fp:
-                xr = x if row[0] == 1 else x * row[0]
-            else:  # accumulate: sum_j c_j t_j Qx_j term by term, as rows differ (total order)
-                xr = expanded_sum_fused(x, self.a_bits, self.a_terms, self._a_granularity(), self.a_grid,
-                                        self.scale_rule, coeffs=row, accumulate=len(groups) > 1)
+        for c, idx in groups.items():
+            wc = tuple(int(k in idx) for k in range(C.shape[0]))
+            xr = x if c == 1 else x * c
             t = self._op(xr, self.weight_terms_sum(wc), self.bias.to(xr.dtype) if y is None and self.bias is not None
                          else None)
             y = t if y is None else y + t
@@ -254,26 +257,46 @@ class ExpandedLayer(nn.Module):
 
     def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
         fast = self._onednn_forward(x)
-        if fast is not None:
-            return fast
-        # y = b + sum_ij C_ij s_i t_j acc_ij: one multiply-add pass per pair with a small broadcast scale
-        # (the bias rides on the first). Integers below 2**24 convert to float32 exactly; larger ones
-        # round like any float32 op: the accumulators are exact, the rescale is float as in simulate.
-        y = None
-        for rows, js, acc, xs in self._int_blocks(x, self.int_kernel):
+        return fast if fast is not None else self._exact_forward(x, self.int_kernel)
+
+    def _exact_forward(self, x: torch.Tensor, kernel: str) -> torch.Tensor:
+        """y = b + sum_j t_j z_j with z_j = sum_i (C_ij s_i) acc_ij, from exact accumulators.
+
+        Shared by simulate (kernel "float") and integer mode, in the order and with the float ops of the
+        oneDNN path's epilogue (`_onednn_forward`: multiply, then add, per weight term; one multiply-add
+        per activation term, the bias on the first), so every kernel gives the same bits. Integers below
+        2**24 convert to float32 exactly; larger ones round like any float32 op: the accumulators are
+        exact, the rescale is float. Every step is element-wise, so no output depends on its batch mates.
+        """
+        z: dict[int, torch.Tensor] = {}
+        scales = None
+        for rows, js, acc, xs in self._int_blocks(x, kernel):
+            scales = xs
             for a, j in enumerate(js):
                 for b, i in enumerate(rows):
-                    sc = (self._out_scale(self.w_scale_b(i), xs[j], acc[a, b]) * self._pairs_py[i][j]).to(x.dtype)
-                    if y is not None:
-                        y = y.addcmul_(acc[a, b], sc)
-                    elif self.bias is not None:
-                        y = torch.addcmul(self.bias.reshape(self._bias_shape(acc[a, b])).to(x.dtype), acc[a, b], sc)
-                    else:
-                        y = acc[a, b] * sc
+                    t = acc[a, b]
+                    t = t if t.dtype in (torch.int32, x.dtype) else t.to(x.dtype)  # canonical: the compute dtype
+                    t = t * (self._w_out_scale(i, t).to(x.dtype) * self._pairs_py[i][j])
+                    z[j] = t if j not in z else z[j].add_(t)
+        y = None
+        for j in sorted(z):
+            t = self._x_out_scale(scales[j], z[j]).to(x.dtype)
+            if y is not None:
+                y = y.addcmul_(z[j], t)
+            elif self.bias is not None:
+                y = torch.addcmul(self.bias.reshape(self._bias_shape(z[j])).to(x.dtype), z[j], t)
+            else:
+                y = z[j] * t
         if y is None:
             y = self._zero_out(x)
             return y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
-        return y.to(x.dtype)
+        return self._layout(y.to(x.dtype))
+
+    def _layout(self, y: torch.Tensor) -> torch.Tensor:
+        """One memory layout for every kernel and mode (contiguous; channels-last for 2-D convolutions,
+        what oneDNN's int8 convolution writes): FP ops downstream (pooling, means) then sum in the same
+        order in simulate and integer mode, so equal layer outputs stay equal through them."""
+        return y.contiguous()
 
     def _onednn_forward(self, x: torch.Tensor) -> torch.Tensor | None:
         """CPU convolutions on oneDNN with the weight scales and the sum over weight terms in its
@@ -309,6 +332,12 @@ class ExpandedLinear(ExpandedLayer):
     def _out_scale(self, sw, sx, acc):
         # sw: [out, 1] per channel -> [out]; sx broadcasts over the last dim already
         return sw.reshape(-1) * sx if sw.dim() > 1 else sw * sx
+
+    def _w_out_scale(self, i, acc):
+        return self.w_scale_b(i).reshape(-1)
+
+    def _x_out_scale(self, sx, z):
+        return sx
 
 
 class _ExpandedConv(ExpandedLayer):
@@ -349,7 +378,7 @@ class _ExpandedConv(ExpandedLayer):
     def _onednn_forward(self, x):
         mx, mw = max_abs_int(self.a_bits, self.a_grid), max_abs_int(self.w_bits, self.w_grid)
         if (self.act_fp or x.device.type != "cpu" or resolve_kernel(self.int_kernel, x.device) != "onednn"
-                or not onednn_ok(reduction_size(self.w_q[0]), mw, mx)):
+                or not onednn_ok(reduction_size(self.w_q[0]), mw, mx) or not onednn_epilogue_matches()):
             return None
         xq, xs = self.activation_int_terms(x)
         cout = self.w_q.shape[1]
@@ -373,12 +402,22 @@ class _ExpandedConv(ExpandedLayer):
                 y = z * t
         if y is None:
             return None
-        return y.to(x.dtype)
+        return self._layout(y.to(x.dtype))
 
     def _out_scale(self, sw, sx, acc):
         # sw: [out, 1, (1)] -> [1, out, 1, (1)]; sx: [N, 1, ...] or scalar-shaped
         sw = sw.reshape((1, -1) + (1,) * (acc.dim() - 2)) if sw.numel() > 1 else sw.reshape((1,) * acc.dim())
         return sw * sx.reshape((-1,) + (1,) * (acc.dim() - 1)) if sx.numel() > 1 else sw * sx.reshape((1,) * acc.dim())
+
+    def _layout(self, y):
+        return y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 else y.contiguous()
+
+    def _w_out_scale(self, i, acc):
+        sw = self.w_scale_b(i)
+        return sw.reshape((1, -1) + (1,) * (acc.dim() - 2)) if sw.numel() > 1 else sw.reshape((1,) * acc.dim())
+
+    def _x_out_scale(self, sx, z):
+        return sx.reshape((-1,) + (1,) * (z.dim() - 1)) if sx.numel() > 1 else sx.reshape((1,) * z.dim())
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -330,6 +330,24 @@ def difference_bars(rows: pd.DataFrame) -> go.Figure:
     return _tidy_log_axes(fig)
 
 
+def law_bars(laws: pd.DataFrame) -> go.Figure:
+    """Relative gap of each Abelian law on outputs, the whole network beside one layer alone (log axis).
+
+    `laws` columns: level, law, rel_diff (`views.basis_laws`). An exact 0 is drawn at a floor, labelled "0".
+    """
+    floor = 1e-18
+    fig = go.Figure()
+    for k, (level, df) in enumerate(laws.groupby("level", sort=False)):
+        text = ["0 (exact)" if v == 0 else f"{v:.2g}" for v in df["rel_diff"]]
+        fig.add_bar(x=df["law"], y=df["rel_diff"].clip(lower=floor), name=level, text=text, textposition="outside",
+                    marker={"color": COMPARE_COLORS[k % 2]},
+                    hovertemplate=f"{level}<br>%{{x}}<br>relative gap %{{text}}<extra></extra>")
+    _layout(fig, "Group laws on outputs: one layer holds them, a deep network does not",
+            "law (left side vs right side)", "relative gap ‖lhs − rhs‖ / ‖rhs‖ (log)", log_y=True, height=400)
+    fig.update_layout(barmode="group")
+    return _tidy_log_axes(fig)
+
+
 def compare_output_curves(curves: dict[str, pd.DataFrame], metric: str = "rel_l2") -> go.Figure:
     """Overlaid model-output error vs terms for several configurations ({label: model_output_error df})."""
     label, log = _metric_label(metric, "output")

@@ -185,10 +185,12 @@ def accuracy(lm, data, cfg: ExpansionConfig, bits: tuple[int, ...], max_terms: i
     return {"grid": grid, "budget": budget, "fp_top1": grid["fp_top1"].iloc[0], "labeled": data.labels is not None}
 
 
-def basis_demo(q: torch.nn.Module, x: torch.Tensor, seed: int, progress: Progress | None = None) -> dict:
-    """Sums the basis models of expanded model `q` in a shuffled order (AbelianAdd) and, wrongly, as
-    separate networks; max |difference| from q(x) for each."""
-    from .basis import abelian_add, basis_models
+def basis_demo(q: torch.nn.Module, x: torch.Tensor, seed: int, progress: Progress | None = None,
+               layer: str | None = None) -> dict:
+    """Sums the basis models of expanded model `q` in a shuffled order (AbelianAdd, lockstep) and as
+    separately run networks; max |difference| from q(x) for each. "laws": `basis_laws` on the same
+    images (the network, and `layer` alone)."""
+    from .basis import abelian_add, basis_models, zero_model
 
     p = progress or quiet
     bases = basis_models(q)
@@ -197,17 +199,96 @@ def basis_demo(q: torch.nn.Module, x: torch.Tensor, seed: int, progress: Progres
         random.Random(seed).shuffle(order)
     with torch.no_grad():
         y = q(x)
-        p(0.3, "AbelianAdd in the chosen order")
+        p(0.2, "AbelianAdd in the chosen order")
         y_add = abelian_add(*[bases[k] for k in order])(x)
-        p(0.6, "AbelianAdd in reverse order")
+        p(0.3, "AbelianAdd in reverse order")
         y_rev = abelian_add(*[bases[k] for k in reversed(order)])(x)
-        p(0.8, "separate networks")
-        y_sep = sum(bases[k](x) for k in order)
+        p(0.4, "separate networks")
+        y0 = zero_model(q)(x)  # the shared base (biases through the network), counted once
+        y_sep = y0 + sum(bases[k](x) - y0 for k in order)
     diff = lambda a: float((a.double() - y.double()).abs().max())  # noqa: E731
     rows = pd.DataFrame({"method": ["AbelianAdd, chosen order", "AbelianAdd, reverse order",
                                     "sum of separately run outputs"],
                          "max_abs_diff": [diff(y_add), diff(y_rev), diff(y_sep)]})
-    return {"order": order, "rows": rows, "n_models": len(bases), "scale": float(y.abs().max())}
+    laws = basis_laws(q, x, layer, stage(progress, 1, 2, "group laws") if progress else None)
+    return {"order": order, "rows": rows, "n_models": len(bases), "scale": float(y.abs().max()), "laws": laws}
+
+
+def basis_laws(q: torch.nn.Module, x: torch.Tensor, layer: str | None = None,
+               progress: Progress | None = None) -> pd.DataFrame:
+    """Where the Abelian laws hold on outputs: the whole network against one expanded layer alone.
+
+    The group is the integer coefficient tables C under addition (`fpxint.basis`); an output f(C) is a
+    homomorphism of it only where the output is linear in C, i.e. within one linear layer. Measured
+    with the shared base f(0) (biases; `zero_model`) counted once on each side, the reading most
+    favourable to the laws:
+
+    - lockstep: f(AbelianAdd of all basis models) vs f(model) (network only; 0 by construction);
+    - separate: f(0) + sum_k (f(B_k) - f(0)) vs f(model), the basis models run as separate networks;
+    - additive: f(A) + f(B) - f(0) vs f(A ⊕ B), A = weight term 1 with every activation term, B = the
+      other weight terms (activation terms split instead when there is one weight term);
+    - inverse: f(⊖M) - f(0) vs -(f(M) - f(0)), M = the model.
+
+    Args:
+        q: an expanded model; x: a batch it accepts.
+        layer: the expanded layer measured alone, on the input it receives inside q(x)
+            (default: the middle expanded layer).
+    Returns:
+        DataFrame: level ("network" | "one layer: <name>"), law, rel_diff = ||lhs - rhs|| / ||rhs||
+        (L2 over the batch, float64; 0 when equal bit for bit). Laws that need two terms are left out
+        of 1x1 expansions.
+    """
+    from .model import expanded_layers
+
+    p = progress or _quiet
+    layers = dict(expanded_layers(q))
+    name = layer if layer in layers else list(layers)[len(layers) // 2]
+    captured: dict = {}
+    hook = layers[name].register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0]))
+    try:
+        with torch.no_grad():
+            q(x)
+    finally:
+        hook.remove()
+    rows = []
+    for k, (level, m, inp) in enumerate((("network", q, x), (f"one layer: {name}", layers[name], captured["x"]))):
+        p(k / 2, level)
+        rows += [{"level": level, "law": law, "rel_diff": d} for law, d in _law_gaps(m, inp, level == "network")]
+    return pd.DataFrame(rows, columns=["level", "law", "rel_diff"])
+
+
+LAWS = {"lockstep": "AbelianAdd of all basis models (lockstep) = model",
+        "separate": "sum of separately run basis models = model",
+        "additive": "f(A ⊕ B) = f(A) + f(B)", "inverse": "f(⊖A) = −f(A)"}
+
+
+def _law_gaps(m: torch.nn.Module, x: torch.Tensor, lockstep: bool) -> list[tuple[str, float]]:
+    from .basis import abelian_add, abelian_mul, abelian_neg, basis_models, zero_model
+    from .model import expanded_layers
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        n = float(b.norm())
+        return float((a - b).norm()) / n if n > 0 else float((a - b).norm())
+
+    with torch.no_grad():
+        run = lambda model: model(x).double()  # noqa: E731
+        y, y0 = run(m), run(zero_model(m))
+        bases = basis_models(m)
+        out = []
+        if lockstep:
+            out.append((LAWS["lockstep"], rel(run(abelian_add(*bases.values())), y)))
+        if len(bases) < 2:
+            return out
+        out.append((LAWS["separate"], rel(y0 + sum(run(b) - y0 for b in bases.values()), y)))
+        n_w = max(l.pairs.shape[0] for _, l in expanded_layers(m))
+        n_a = max(l.pairs.shape[1] for _, l in expanded_layers(m))
+        if n_w > 1:
+            a, b = abelian_mul(m, [1], [1] * n_a), abelian_mul(m, [0] + [1] * (n_w - 1), [1] * n_a)
+        else:
+            a, b = abelian_mul(m, [1], [1]), abelian_mul(m, [1], [0] + [1] * (n_a - 1))
+        out.append((LAWS["additive"], rel(run(a) + run(b) - y0, run(abelian_add(a, b)))))
+        out.append((LAWS["inverse"], rel(run(abelian_neg(m)) - y0, -(y - y0))))
+    return out
 
 
 def compare_curves(lm, data, cfg: ExpansionConfig, device: str) -> dict:

@@ -34,13 +34,13 @@ def test_profile_counts_the_macs_of_the_model_without_touching_it():
     assert prof.params == sum(p.numel() for p in model.parameters())
 
 
-def test_estimate_grows_with_images_terms_and_integer_mode():
+def test_estimate_grows_with_images_terms_and_expanded_activations():
     prof = profile(get_spec("resnet20"))
     base = ExpansionConfig()
     e1 = estimate(prof, base, 100, 256)
     assert estimate(prof, base, 1000, 256).bytes > e1.bytes and estimate(prof, base, 1000, 256).seconds > e1.seconds
     assert estimate(prof, base.replace(w_terms=6, a_terms=6), 100, 256).seconds > e1.seconds
-    assert estimate(prof, base.replace(mode="integer"), 100, 256).bytes > e1.bytes
+    assert estimate(prof, base, 100, 256).bytes > estimate(prof, base.replace(level="tensor"), 100, 256).bytes
     assert estimate(prof, base, 100, 256, passes=4).seconds > 3 * (e1.seconds - prof.macs * 100 / 15e9)
 
 
@@ -69,7 +69,7 @@ def test_check_names_the_limit_and_what_to_reduce():
     big = estimate(prof, ExpansionConfig(w_bits=8, w_terms=16, a_bits=8, a_terms=16, mode="integer"), 4, 4)
     with pytest.raises(AdmissionError, match=r"need about .* GB of memory \(limit 1\.0 GB\): reduce the images") as e:
         check(big, Limits(max_run_mb=1024, max_run_seconds=None))
-    assert "simulate mode" in str(e.value) and "\n" not in str(e.value)
+    assert "term pair" in str(e.value) and "\n" not in str(e.value)
     check(big, Limits(max_run_mb=float("inf"), max_run_seconds=None))  # no limit, no refusal
     with pytest.raises(AdmissionError, match="limit 10 s"):
         check(big, Limits(max_run_mb=float("inf"), max_run_seconds=10))

@@ -199,14 +199,21 @@ def test_accuracy_recovery_grid_equal_budget_and_x_axes():
     assert _charts(_ok(at))[0].layout.xaxis.type == "log"
 
 
-def test_basis_models_sum_exactly_in_integer_mode():
+@pytest.mark.parametrize("mode", ["simulate", "integer"])
+def test_basis_models_sum_exactly_and_the_laws_hold_in_one_layer_only(mode):
     at = _app()
-    at.selectbox(key="mode").set_value("integer").run()
+    at.selectbox(key="mode").set_value(mode).run()
     at = _visit(at, "basis")
-    assert len(_charts(at)) == 4  # histograms, maps, scales, differences
-    m = _metrics(at)
+    charts = _charts(at)
+    assert len(charts) == 5  # histograms, maps, scales, differences, group laws
+    m = _metrics(at)  # both modes compute the same exact accumulators: AbelianAdd rebuilds the model bit for bit
     assert m["AbelianAdd, chosen order"] == "0 (exact)" and m["AbelianAdd, reverse order"] == "0 (exact)"
     assert float(m["sum of separately run outputs"]) > 1e-3  # nonlinearity: separate networks do not add up
+    network, layer = charts[4].data
+    gaps = dict(zip(network.x, network.text))
+    assert gaps["AbelianAdd of all basis models (lockstep) = model"] == "0 (exact)"
+    assert float(gaps["sum of separately run basis models = model"]) > 1e-2
+    assert layer.name.startswith("one layer: ") and all(float(v) < 1e-6 for v in layer.text)  # rescale rounding
     at.selectbox(key="basis_layer").set_value("classifier").run()
     assert "classifier: weight (10, 64)" in " ".join(c.value for c in _ok(at).caption)
 

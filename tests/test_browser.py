@@ -28,7 +28,7 @@ EXCEPTION = '[data-testid="stException"]'
 RUNNING = '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"]'
 PAGES = [  # (nav link text, url path, charts expected after a run)
     ("Layer residuals", "residuals", 3), ("Convergence", "convergence", 2), ("Accuracy recovery", "accuracy", 2),
-    ("Basis models", "basis", 4), ("Compare", "compare", 2), ("Allocate terms", "allocate", 0),
+    ("Basis models", "basis", 5), ("Compare", "compare", 2), ("Allocate terms", "allocate", 0),
     ("Export", "export", 0),
 ]
 

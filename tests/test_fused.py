@@ -333,9 +333,9 @@ def test_expanded_model_forward_is_unchanged_with_the_fused_activation_path(monk
                 fpxint.ExpansionConfig(a_grid="asymmetric", a_granularity="per_tensor", scale_rule="mse")):
         q = fpxint.expand(model, cfg, device="cpu")
         with torch.no_grad():
-            got = q(x)  # layers.py calls expanded_sum_fused
-            monkeypatch.setattr(layers, "expanded_sum_fused", functools.partial(series.expanded_sum_fused,
-                                                                               backend="torch"))
+            got = q(x)  # layers.py calls expand_tensor_fused
+            monkeypatch.setattr(layers, "expand_tensor_fused", functools.partial(series.expand_tensor_fused,
+                                                                                backend="torch"))
             want = q(x)  # the eager series
             monkeypatch.undo()
         assert torch.equal(want, got), cfg.label()

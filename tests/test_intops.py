@@ -100,7 +100,7 @@ def test_kernel_names_are_checked():
         resolve_kernel("int4", torch.device("cpu"))
     with pytest.raises(ValueError, match="CPU only"):
         resolve_kernel("onednn", torch.device("cuda", 0))
-    assert set(KERNELS) == {"auto", "onednn", "int_mm", "int_mm_cuda", "float64"}
+    assert set(KERNELS) == {"auto", "onednn", "int_mm", "int_mm_cuda", "float", "float64"}
 
 
 CONV_CASES = [  # (dim, weight shape, input shape, stride, padding, dilation, groups)
@@ -115,7 +115,7 @@ CONV_CASES = [  # (dim, weight shape, input shape, stride, padding, dilation, gr
 ]
 
 
-@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "int_mm_cuda", "float64"])
+@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "int_mm_cuda", "float", "float64"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"d{c[0]}w{c[1]}g{c[6]}p{c[4]}")
 @pytest.mark.parametrize("extreme", [False, True])
 def test_conv_terms_equal_int64_for_every_pair(case, kernel, extreme):
@@ -135,22 +135,31 @@ def test_conv_terms_equal_int64_for_every_pair(case, kernel, extreme):
         got = conv_terms(x, wq, dim, stride, padding, dilation, groups, 128, 128, kernel)
         for j, i in itertools.product(range(2), range(3)):
             ref = int64_conv_reference(xq[j], wq[i], dim, stride, padding, dilation, groups)
-            # integer dtypes, or float32 on oneDNN's path (exact: every |acc| < 2**24 there)
-            assert got.dtype in (torch.int32, torch.int64) or (kernel == "onednn" and got.dtype == torch.float32)
+            # integer dtypes, or float32 on oneDNN's path (exact: every |acc| < 2**24 there); "float" (simulate
+            # mode) keeps the float32 result of a float convolution whose partial sums are integers below 2**24
+            assert got.dtype in (torch.int32, torch.int64) or (kernel in ("onednn", "float")
+                                                               and got.dtype == torch.float32)
             assert torch.equal(got[j, i].to(torch.int64), ref), (j, i)
 
 
-@pytest.mark.parametrize("kernel", ["int_mm", "int_mm_cuda", "float64"])
-def test_linear_terms_equal_int64(kernel):
+@pytest.mark.parametrize("kernel", ["int_mm", "int_mm_cuda", "float", "float64"])
+@pytest.mark.parametrize("k", [40, 1100])
+def test_linear_terms_equal_int64(kernel, k):
+    """K = 1100 at 8 bits: 1100 * 128 * 128 > 2**24, so the "float" kernel must take float64; the planted
+    row gives an odd accumulator above 2**24 (127 * 127 + 1099 * 127 * 128), which float32 cannot hold."""
     g = torch.Generator().manual_seed(2)
-    xq = torch.randint(-128, 128, (2, 3, 5, 40), generator=g, dtype=torch.int8)
-    wq = torch.randint(-128, 128, (2, 7, 40), generator=g, dtype=torch.int8)
+    xq = torch.randint(-128, 128, (2, 3, 5, k), generator=g, dtype=torch.int8)
+    wq = torch.randint(-128, 128, (2, 7, k), generator=g, dtype=torch.int8)
+    xq[0, 0, 0], wq[0, 0] = -128, -127
+    xq[0, 0, 0, 0] = -127
     got = linear_terms(xq, wq, 128, 128, kernel)
+    if kernel == "float":
+        assert got.dtype == (torch.float32 if k == 40 else torch.float64)
     for j, i in itertools.product(range(2), range(2)):
         assert torch.equal(got[j, i].to(torch.int64), int64_linear_reference(xq[j], wq[i]))
 
 
-@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "int_mm_cuda", "float64"])
+@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "int_mm_cuda", "float", "float64"])
 @pytest.mark.parametrize("cfg", [ExpansionConfig(w_bits=8, w_terms=2, a_bits=8, a_terms=2, w_grid="full", a_grid="full"),
                                  ExpansionConfig(w_bits=8, w_terms=1, a_bits=7, a_terms=2, a_grid="asymmetric"),
                                  ExpansionConfig(w_bits=8, w_terms=2, a_bits=8, a_terms=1, a_grid="asymmetric"),

@@ -66,9 +66,14 @@ def test_integer_mode_bit_exact_and_equal_to_simulate(name, make, shape, cfg):
         y_sim = layer(x)
         layer.mode = "integer"
         y_int = layer(x)
+        y_kernels = []
+        for kernel in ("int_mm", "float64"):
+            layer.int_kernel = kernel
+            y_kernels.append(layer(x))
     assert y_sim.shape == m(x).shape
-    scale = y_sim.abs().max().item()
-    assert (y_sim - y_int).abs().max().item() <= 1e-5 * scale  # float rounding only
+    # simulate computes the same exact accumulators with float ops and rescales them with the same float
+    # ops in the same order: bit for bit equal to integer mode on every kernel
+    assert torch.equal(y_sim, y_int) and all(torch.equal(y_sim, y) for y in y_kernels)
 
 
 @pytest.mark.parametrize("name,make,shape", LAYERS, ids=[l[0] for l in LAYERS])
@@ -124,7 +129,7 @@ def test_model_level_is_term_parallel_and_equal():
     a = expand_layer(m, ExpansionConfig(level="layer"))
     b = expand_layer(m, ExpansionConfig(level="model"))
     with torch.no_grad():
-        assert torch.allclose(a(x), b(x), atol=1e-5)
+        assert torch.equal(a(x), b(x))
 
 
 def test_unsupported_layer():
@@ -155,3 +160,17 @@ def _upcast(m):
     import copy
 
     return copy.deepcopy(m).float()
+
+
+def test_integer_mode_off_the_onednn_epilogue_still_equals_simulate(monkeypatch):
+    """Where oneDNN's scaled epilogue would round differently (a CPU using fused multiply-adds), integer
+    mode takes oneDNN's unit-scale accumulators and the shared rescale: the same bits as simulate."""
+    from fpxint import layers
+
+    layer = expand_layer(nn.Conv2d(6, 10, 3, padding=1), ExpansionConfig(w_terms=3, a_terms=2))
+    x = torch.randn(2, 6, 9, 9)
+    with torch.no_grad():
+        y_sim = layer(x)
+        layer.mode = "integer"
+        monkeypatch.setattr(layers, "onednn_epilogue_matches", lambda: False)
+        assert layer._onednn_forward(x) is None and torch.equal(layer(x), y_sim)

@@ -145,6 +145,16 @@ def test_difference_bars_marks_exact_zero():
     assert fig.layout.yaxis.dtick == 3  # 18 decades: a label every third one
 
 
+def test_law_bars_group_levels_and_mark_exact_zero():
+    laws = pd.DataFrame({"level": ["network", "network", "one layer: c", "one layer: c"],
+                         "law": ["lockstep", "separate", "separate", "inverse"], "rel_diff": [0.0, 0.6, 6e-8, 7e-8]})
+    fig = plots.law_bars(laws)
+    _check_labelled(fig)
+    assert [t.name for t in fig.data] == ["network", "one layer: c"] and fig.layout.barmode == "group"
+    assert fig.data[0].text[0] == "0 (exact)" and fig.layout.yaxis.type == "log"
+    assert list(fig.data[1].x) == ["separate", "inverse"]
+
+
 def test_log_ticks_follow_the_data_span():
     narrow = plots.residual_bars(_weight_df(terms=1))  # one term: errors within a decade
     assert narrow.layout.yaxis.dtick == "D2"

@@ -57,11 +57,12 @@ def accuracy(mref: ModelRef, cfg_json: str, dref: tuple, bits: tuple[int, ...], 
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def basis_demo(mref: ModelRef, cfg_json: str, dref: tuple, seed: int) -> dict:
-    """Sums the basis models in a shuffled order (AbelianAdd) and, wrongly, as separate networks."""
+def basis_demo(mref: ModelRef, cfg_json: str, dref: tuple, seed: int, layer: str | None = None) -> dict:
+    """Sums the basis models in a shuffled order (AbelianAdd) and as separate networks; the group laws
+    on the network and on `layer` alone."""
     probe = views.probe(model_of(mref).spec, images_of(dref))[:32].to(mref.device)
     bar = _Progress("Basis models")
-    out = views.basis_demo(expanded_model(mref, cfg_json), probe, seed, bar)
+    out = views.basis_demo(expanded_model(mref, cfg_json), probe, seed, bar, layer)
     bar.done()
     return out
 

@@ -5,8 +5,10 @@ from fpxint import plots
 from fpxint import app as ui
 
 ctx = ui.header("Basis models", "Basis model (i, j) is the network, isomorphic to the FP one, whose every layer "
-                "holds weight term *i* and consumes input term *j*. Here: the integer terms of one layer, and a "
-                "live check that adding the basis models (AbelianAdd) in any order rebuilds the expanded model.")
+                "holds weight term *i* and consumes input term *j*. Here: the integer terms of one layer, a "
+                "live check that adding the basis models (AbelianAdd) in any order rebuilds the expanded model, "
+                "and where the group laws hold on outputs (one layer) and where they do not (a deep network).")
+layer = None
 if ctx.ready:
     try:
         names = ui.expanded_layer_names(ctx.mref, ctx.cfg_json)
@@ -25,8 +27,8 @@ if ctx.ready:
 st.subheader("AbelianAdd: any order gives the same network")
 c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
 seed = c1.number_input("Shuffle seed (0: natural order)", 0, 10_000, value=7, key="basis_seed")
-res = ui.run_block("basis", ctx, lambda: ui.basis_demo(ctx.mref, ctx.cfg_json, ctx.dref, seed), extra=str(seed),
-                   auto=ctx.cheap, label="Sum the basis models", work={"images": 32})
+res = ui.run_block("basis", ctx, lambda: ui.basis_demo(ctx.mref, ctx.cfg_json, ctx.dref, seed, layer),
+                   extra=f"{seed}|{layer}", auto=ctx.cheap, label="Sum the basis models", work={"images": 32, "passes": 16})
 if res is not None:
     c2.caption("Order: " + " ⊕ ".join(f"({i},{j})" for i, j in res["order"]))
     rows = res["rows"]
@@ -36,5 +38,21 @@ if res is not None:
                    help=f"max |Δ logits| over the probe batch; logits reach {res['scale']:.3g}")
     ui.chart(plots.difference_bars(rows), "basis_differences")
     st.markdown("AbelianAdd adds the basis models' integer accumulators **inside each layer, before the nonlinearity**, "
-                "so any order gives the same network (exactly 0 in integer mode, float rounding in simulate mode); "
-                "running them as separate networks and adding outputs does not, because ReLU(a + b) ≠ ReLU(a) + ReLU(b).")
+                "so any order gives the same network, bit for bit (simulate and integer mode compute the same exact "
+                "accumulators). Running them as separate networks and adding outputs does not.")
+    st.subheader("Which structure is a group")
+    st.markdown(
+        "The group is the **integer coefficient tables**: each layer's C (which cross terms enter, how often) under "
+        "addition, with C = 0 as identity and −C as inverse. A network's output f(C) respects the group only where it "
+        "is linear in C: **within one linear layer** every basis model's output is an exact integer accumulator "
+        "times s_i t_j, so outputs add (float rounding of the rescale, ~1e-7). **Across layers** they cannot: each "
+        "layer's activation terms are the run-time expansion of the *summed* upstream output (rounding is not "
+        "additive), and the nonlinearity acts on that sum (relu(a + b) ≠ relu(a) + relu(b)). So a deep network's "
+        "basis models must run in lockstep, summed at every layer.")
+    if len(res["laws"]):
+        ui.chart(plots.law_bars(res["laws"]), "basis_laws")
+        st.caption("Relative gap ‖lhs − rhs‖ / ‖rhs‖ on the probe images, with the shared base f(0) (the biases "
+                   "through the network) counted once on each side. A: weight term 1 with every input term; B: the "
+                   "other weight terms. ⊖A negates A's coefficients.")
+    else:
+        st.caption("The group laws need at least two terms on one side: raise the sidebar's terms.")
