@@ -9,6 +9,7 @@ x policy) after every row, atomically: a stopped run keeps every finished row.
 
     python -m bench.queue_sweep item4 --threads 1     # the activation-grid / first-last comparison
     python -m bench.queue_sweep item3 --threads 1     # EfficientNet-Lite0, both first/last policies
+    python -m bench.queue_sweep item3-8bit --threads 1  # its 8-bit-ends rows alone, beside item3
     python -m bench.queue_sweep tables                # the markdown of docs/RESULTS.md from the files
 
 Every row spells out its whole ExpansionConfig (nothing depends on the config's defaults).
@@ -73,8 +74,12 @@ def plan(name: str) -> list[tuple[str, int | None, str, ExpansionConfig]]:
         for w, a, k in [(4, 4, 1), (4, 4, 2), (3, 3, 2), (3, 3, 3), (2, 4, 3), (2, 4, 4)]:
             for g in ("asymmetric", "auto"):
                 q.append(("efficientnet_lite0", None, f"agrid_lite0_1300_{g}_same", _cfg(w, a, k, g, "same")))
+    elif name == "item3-8bit":  # a second process for the 8-bit-ends rows (its own FP forward)
+        for w, a, k, fl in LITE_ROWS:
+            if fl == "8bit":
+                q.append(("efficientnet_lite0", None, "imagenet_lite0_1300_8bit", _cfg(w, a, k, "symmetric", fl)))
     else:
-        raise SystemExit(f"unknown plan {name!r}; choose item3 or item4")
+        raise SystemExit(f"unknown plan {name!r}; choose item3, item3-8bit or item4")
     return q
 
 
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     from fpxint.zoo.paths import shared_dataset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("plan", choices=("item3", "item4", "tables"))
+    p.add_argument("plan", choices=("item3", "item3-8bit", "item4", "tables"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
