@@ -74,7 +74,8 @@ def _fpxint(**cfg):
     def q(model):
         from fpxint import ExpansionConfig
         from fpxint.model import expand
-        return expand(model, ExpansionConfig(**cfg))
+        # symmetric activations, the RTN peer's grid (and the default when the tables were measured)
+        return expand(model, ExpansionConfig(**{"a_grid": "symmetric", **cfg}))
     return q
 
 
