@@ -7,7 +7,7 @@
 #   bash scripts/results_i12.sh digits   # item 4 on the digits CNN (seconds)
 #   bash scripts/results_i12.sh item4    # item 4 on ResNet-20/32, all 10,000 CIFAR-10 test JPEGs (hours on 2 cores)
 #   bash scripts/results_i12.sh item3    # item 3: EfficientNet-Lite0 on all 1,300 images (hours on 2 cores)
-#   bash scripts/results_i12.sh peers    # item 3: RTN / optimum-quanto at matched storage on Lite0
+#   bash scripts/results_i12.sh peers    # item 3: RTN / optimum-quanto at matched storage on Lite0 (100 images)
 #   bash scripts/results_i12.sh tables   # the markdown tables from docs/results/
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,8 @@ case "${1:-}" in
         -q --out $R/agrid_digits_${g}_${fl} >/dev/null
     done; done ;;
   item3|item4) nice -n 5 $PY -m bench.queue_sweep "$1" --threads 1 ;;
-  peers) nice -n 5 $PY -m bench.peers efficientnet_lite0 1300 $R/peers_lite0_1300.csv matched ;;
+  # needs optimum-quanto (requirements-bench.txt); run here on 100 stratified images for lack of CPU time
+  peers) nice -n 5 $PY -m bench.peers efficientnet_lite0 100 $R/peers_lite0_100.csv matched ;;
   tables) $PY -m bench.queue_sweep tables ;;
   *) echo "usage: $0 digits|item3|item4|peers|tables" >&2; exit 2 ;;
 esac
