@@ -74,7 +74,8 @@ def _fpxint(**cfg):
     def q(model):
         from fpxint import ExpansionConfig
         from fpxint.model import expand
-        return expand(model, ExpansionConfig(**cfg))
+        # symmetric activations, the RTN peer's grid (and the default when the tables were measured)
+        return expand(model, ExpansionConfig(**{"a_grid": "symmetric", **cfg}))
     return q
 
 
@@ -111,6 +112,11 @@ PEERS = [
     ("fpxint W2x2 (A FP)", 4, "FP", _fpxint(w_bits=2, w_terms=2, truncation="weight_only")),
     ("fpxint W2x1 (A FP)", 2, "FP", _fpxint(w_bits=2, w_terms=1, truncation="weight_only")),
 ]
+# the matched-storage subset for the ImageNet network (one forward of 1,300 images at 224x224 per peer:
+# minutes each on this CPU, so the int8 / int4 storage points and their fpxint counterparts only)
+MATCHED = {"rtn W8 (A FP)", "rtn W8A8", "rtn W4 (A FP)", "rtn W4A8", "rtn W4A4", "quanto qint8 weights",
+           "quanto qint4 weights", "quanto W8A8, uncalibrated", "fpxint W8x1 (A FP)", "fpxint W4x2 (A FP)",
+           "fpxint W8x1 A8x1", "fpxint W4x2 A8x1", "fpxint W4x2 A4x2", "fpxint W4x1 (A FP)"}
 QUICK = {"rtn W8A8", "rtn W4 (A FP)", "quanto qint8 weights", "quanto qint4 weights",
          "torchao Int8WeightOnly", "fpxint W4x2 (A FP)", "fpxint W4x2 A8x1", "fpxint W4x1 (A FP)"}
 
@@ -151,14 +157,16 @@ def evaluate_model(name: str, n_images: int, peers=PEERS, repeat: int = 2, timin
     """Every peer on one model: quantize time, top-1 on `n_images` stratified images, forward ratio."""
     from fpxint.data import load_data
     from fpxint.zoo import cache_dir, find_shared, load_model
+    from fpxint.zoo.paths import shared_dataset
 
     warnings.filterwarnings("ignore")
     shared = find_shared()
     lm = load_model(name, shared_dir=shared)
     fp = lm.model.eval()
-    data = load_data(shared / "data" / "cifar10-test", lm.spec, limit=n_images, cache_dir=cache_dir())
+    data = load_data(shared_dataset(lm.spec.dataset, shared), lm.spec, limit=n_images, cache_dir=cache_dir())
     images, labels = data.images, data.labels
-    fp_top1, fp_pred = _top1(fp, images, labels)
+    bs = 50 if lm.spec.dataset == "imagenet" else 250  # 224x224 inputs: smaller batches bound the memory
+    fp_top1, fp_pred = _top1(fp, images, labels, bs)
     print(f"{name}: {data.source}; FP top-1 {fp_top1:.2f} %", flush=True)
     rows = [{"model": name, "peer": "FP (float32)", "w_bits": 32, "acts": "FP", "quantized": "-", "quant_s": 0.0,
              "top1": fp_top1, "delta": 0.0, "agree": 100.0, "fwd_ratio": 1.0}]
@@ -175,7 +183,7 @@ def evaluate_model(name: str, n_images: int, peers=PEERS, repeat: int = 2, timin
             qm.eval()
             row["quant_s"] = min(qs)
             row["quantized"] = what_was_quantized(qm)
-            top1, pred = _top1(qm, images, labels)
+            top1, pred = _top1(qm, images, labels, bs)
             row.update(top1=top1, delta=top1 - fp_top1, agree=100.0 * (pred == fp_pred).float().mean().item())
             if timing:
                 with torch.no_grad():
@@ -200,10 +208,11 @@ def run(opts) -> dict:
 
 
 if __name__ == "__main__":  # one model, accuracy and quantize time only: python -m bench.peers resnet32 1000 out.csv
-    import sys
+    import sys  # [matched]: only the MATCHED peers (python -m bench.peers efficientnet_lite0 1300 out.csv matched)
 
     import pandas as pd
 
-    res = evaluate_model(sys.argv[1], int(sys.argv[2]), timing=False)
+    chosen = [p for p in PEERS if p[0] in MATCHED] if sys.argv[4:5] == ["matched"] else PEERS
+    res = evaluate_model(sys.argv[1], int(sys.argv[2]), chosen, timing=False)
     if len(sys.argv) > 3:
         pd.DataFrame(res["rows"]).to_csv(sys.argv[3], index=False, float_format="%.4g")

@@ -102,7 +102,9 @@ class ExpansionConfig:
     w_granularity: str = "per_channel"
     a_granularity: str = "per_sample"
     w_grid: str = "symmetric"
-    a_grid: str = "symmetric"
+    # asymmetric activations by evidence (docs/RESULTS.md, "Activation grid"): post-ReLU inputs waste
+    # the symmetric grid's sign, and 2^b levels beat 2^b - 1 on signed residuals; weights stay symmetric
+    a_grid: str = "asymmetric"
     scale_rule: str = "max"
     truncation: str = "full"
     order: int | None = None

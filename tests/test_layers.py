@@ -23,12 +23,14 @@ LAYERS = [
     ("conv2d_circular", lambda: nn.Conv2d(4, 8, 3, padding=1, padding_mode="circular"), (2, 4, 10, 10)),
     ("conv2d_valid", lambda: nn.Conv2d(4, 8, (3, 1), padding="valid"), (2, 4, 10, 10)),
 ]
-CONFIGS = [
+CONFIGS = [  # the default (asymmetric activations) and the symmetric activation grid, pinned
     ExpansionConfig(),
-    ExpansionConfig(w_bits=3, w_terms=3, a_bits=2, a_terms=3, truncation="total_order"),
-    ExpansionConfig(w_bits=8, w_terms=1, a_bits=8, a_terms=1, a_granularity="per_tensor"),
+    ExpansionConfig(w_bits=3, w_terms=3, a_bits=2, a_terms=3, truncation="total_order", a_grid="symmetric"),
+    ExpansionConfig(w_bits=8, w_terms=1, a_bits=8, a_terms=1, a_granularity="per_tensor", a_grid="symmetric"),
     ExpansionConfig(w_bits=4, w_terms=2, a_bits=4, a_terms=2, w_grid="asymmetric", a_grid="asymmetric"),
-    ExpansionConfig(w_bits=1, w_terms=4, a_bits=3, a_terms=2, w_granularity="per_tensor", a_granularity="per_token"),
+    ExpansionConfig(w_bits=1, w_terms=4, a_bits=3, a_terms=2, w_granularity="per_tensor", a_granularity="per_token",
+                    a_grid="symmetric"),
+    ExpansionConfig(w_bits=8, w_terms=1, a_bits=8, a_terms=2),  # default grid at 8 bits: centered terms reach 255
     ExpansionConfig(w_bits=2, w_terms=2, a_bits=8, a_terms=2, w_grid="full", a_grid="full", scale_rule="mse"),
 ]
 
