@@ -261,12 +261,8 @@ def test_unavailable_model_says_why_and_the_app_keeps_working():
     assert not _ok(at).error and shared == os.environ.get("FPXINT_SHARED")
 
 
-def test_cifar_resnet20_from_the_shared_folder():
-    from fpxint.zoo import find_shared
-
-    shared = find_shared()
-    if shared is None or not (shared / "models" / "cifar10" / "resnet20-12fca82f.th").is_file():
-        pytest.skip("no shared folder with the CIFAR-10 checkpoints (set FPXINT_SHARED)")
+def test_cifar_resnet20_from_the_shared_folder(shared_file):
+    shared_file("models/cifar10/resnet20-12fca82f.th", "the ResNet-20 checkpoint")
     at = _app({"model": "resnet20", "n_images": "100"})
     assert at.selectbox(key="data").value == "bundled"
     at.button(key="run_expand").click().run()
