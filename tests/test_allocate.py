@@ -222,7 +222,7 @@ def test_page_allocates_and_applies_the_config(tmp_path, monkeypatch):
     monkeypatch.setenv("FPXINT_CACHE", str(tmp_path / "cache"))
     page = Path(__file__).resolve().parents[1] / "pages" / "8_allocate.py"
     app = tmp_path / "app.py"
-    app.write_text("import streamlit as st\nfrom fpxint import ui\n"
+    app.write_text("import streamlit as st\nfrom fpxint import app as ui\n"
                    f"page = st.navigation([st.Page({str(page)!r}, url_path='allocate', default=True)])\n"
                    "ui.sidebar()\npage.run()\n")
     at = AppTest.from_file(str(app), default_timeout=120).run()

@@ -17,9 +17,10 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 PAGES = {name: f"pages/{i}_{name}.py" for i, name in enumerate(
-    ["expand", "residuals", "convergence", "accuracy", "basis", "compare", "export"], start=1)}
+    ["expand", "residuals", "convergence", "accuracy", "basis", "compare", "export", "allocate", "explain"], start=1)}
 RUN_BUTTON = {"residuals": "run_residuals_weight", "convergence": "run_convergence", "accuracy": "run_accuracy",
-              "basis": "run_basis", "compare": "run_compare", "export": "run_export", "expand": "run_expand"}
+              "basis": "run_basis", "compare": "run_compare", "export": "run_export", "expand": "run_expand",
+              "allocate": "run_allocate"}
 
 
 @pytest.fixture(autouse=True)
@@ -153,6 +154,11 @@ def test_cuda_without_gpu_is_an_error_not_a_crash():
 def test_every_page_renders(page):
     at = _visit(_app(), page)
     assert at.title[0].value and not at.error
+
+
+def test_the_page_list_covers_every_page_file():
+    """A page added to pages/ without an entry in PAGES would escape test_every_page_renders."""
+    assert sorted(PAGES.values()) == sorted(f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py"))
 
 
 def test_layer_residuals_heatmap_bars_detail_and_csv():

@@ -28,12 +28,15 @@ def small_net():
 
 def test_expand_leaves_input_bit_identical_and_returns_new_module():
     net = small_net()
+    net[2].train()  # a mixed train / eval state must come back exactly as it was
     before = copy.deepcopy(net.state_dict())
+    modules = [(name, type(m), m.training) for name, m in net.named_modules()]
     q = expand(net, ExpansionConfig(), device="cpu")
     assert q is not net
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
-    assert isinstance(net[1], nn.BatchNorm2d) and not net.training is True
+    # still its BatchNorms (folding worked on a copy), and no module's train / eval flag changed
+    assert [(name, type(m), m.training) for name, m in net.named_modules()] == modules
     assert [n for n, _ in expanded_layers(q)] == ["0", "3", "8"]
     assert q.fpxint_folded_bn == 2
 
