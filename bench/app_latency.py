@@ -53,7 +53,8 @@ def _metrics(at) -> dict:
     return {m.label: m.value for m in at.metric}
 
 
-def apptest_part(repeat: int) -> list[dict]:
+def apptest_part(repeat: int, smoke: bool = False) -> list[dict]:
+    """smoke: the default view's first run and one page switch only (no shared data, seconds)."""
     from streamlit.testing.v1 import AppTest
 
     rows = []
@@ -62,6 +63,11 @@ def apptest_part(repeat: int) -> list[dict]:
     m = _metrics(at)
     rows.append({"what": "default view, first run of the process (imports, model, data)", "s": t,
                  "target": TARGET_FIRST, "note": next((k for k in m if k.startswith("Expanded")), "no metric")})
+    if smoke:
+        t = _timed(lambda: at.switch_page("pages/2_residuals.py").run())
+        assert not at.exception and at.title[0].value == "Layer residuals", [e.value for e in at.exception]
+        rows.append({"what": "switch page (Expand -> Layer residuals), first visit, AppTest", "s": t})
+        return rows
     at2 = AppTest.from_file(APP, default_timeout=600)
     t = _timed(at2.run)
     _metrics(at2)
@@ -316,8 +322,11 @@ def _print(rows: list[dict]) -> None:
 def run(opts) -> dict:
     repeat = opts.repeat or 3
     out = {"load_average_before": os.getloadavg()}
-    rows = apptest_part(repeat)
-    if os.path.exists(CHROMIUM):
+    rows = apptest_part(repeat, smoke=opts.smoke)
+    if opts.smoke:  # the browser parts start servers and Chromium: tests/test_browser*.py cover those paths
+        rows = [{k: v for k, v in r.items() if k != "target"} for r in rows]  # no verdict on a smoke run
+        rows.append({"what": "browser and Explain parts", "note": "left out (--smoke)"})
+    elif os.path.exists(CHROMIUM):
         try:
             rows += browser_part(repeat)
             rows += browser_part(repeat, warmup=False)
@@ -325,7 +334,8 @@ def run(opts) -> dict:
             rows.append({"what": "browser part", "note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
     else:
         rows.append({"what": "browser part", "note": f"skipped: no {CHROMIUM}"})
-    rows += explain_rows(repeat)
+    if not opts.smoke:
+        rows += explain_rows(repeat)
     out["load_average_after"] = os.getloadavg()
     _print(rows)
     print(f"load average before {out['load_average_before']}, after {out['load_average_after']}")
@@ -341,7 +351,9 @@ if __name__ == "__main__":  # `python -m bench.app_latency --explain`: the Expla
     args.add_argument("--repeat", type=int, default=3)
     a = args.parse_args()
     load = os.getloadavg()
-    rows = explain_rows(a.repeat) if a.explain else run(type("O", (), {"repeat": a.repeat})())["rows"]
+    from bench.run import Options
+
+    rows = explain_rows(a.repeat) if a.explain else run(Options(repeat=a.repeat))["rows"]
     if a.explain:
         _print(rows)
     print(f"load average before {load}, after {os.getloadavg()}")
