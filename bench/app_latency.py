@@ -54,7 +54,8 @@ def _metrics(at) -> dict:
     return {m.label: m.value for m in at.metric}
 
 
-def apptest_part(repeat: int) -> list[dict]:
+def apptest_part(repeat: int, smoke: bool = False) -> list[dict]:
+    """smoke: the default view's first run and one page switch only (no shared data, seconds)."""
     from streamlit.testing.v1 import AppTest
 
     rows = []
@@ -63,6 +64,11 @@ def apptest_part(repeat: int) -> list[dict]:
     m = _metrics(at)
     rows.append({"what": "default view, first run of the process (imports, model, data)", "s": t,
                  "target": TARGET_FIRST, "note": next((k for k in m if k.startswith("Expanded")), "no metric")})
+    if smoke:
+        t = _timed(lambda: at.switch_page("pages/2_residuals.py").run())
+        assert not at.exception and at.title[0].value == "Layer residuals", [e.value for e in at.exception]
+        rows.append({"what": "switch page (Expand -> Layer residuals), first visit, AppTest", "s": t})
+        return rows
     at2 = AppTest.from_file(APP, default_timeout=600)
     t = _timed(at2.run)
     _metrics(at2)
@@ -214,8 +220,11 @@ def _print(rows: list[dict]) -> None:
 def run(opts) -> dict:
     repeat = opts.repeat or 3
     out = {"load_average_before": os.getloadavg()}
-    rows = apptest_part(repeat)
-    if os.path.exists(CHROMIUM):
+    rows = apptest_part(repeat, smoke=opts.smoke)
+    if opts.smoke:  # the browser parts start servers and Chromium: tests/test_browser*.py cover those paths
+        rows = [{k: v for k, v in r.items() if k != "target"} for r in rows]  # no verdict on a smoke run
+        rows.append({"what": "browser and Explain parts", "note": "left out (--smoke)"})
+    elif os.path.exists(CHROMIUM):
         try:
             rows += browser_part(repeat)
             rows += browser_part(repeat, warmup=False)
@@ -223,9 +232,10 @@ def run(opts) -> dict:
             rows.append({"what": "browser part", "note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
     else:
         rows.append({"what": "browser part", "note": f"skipped: no {CHROMIUM}"})
-    from bench.explain_latency import explain_rows
+    if not opts.smoke:
+        from bench.explain_latency import explain_rows
 
-    rows += explain_rows(repeat)
+        rows += explain_rows(repeat)
     out["load_average_after"] = os.getloadavg()
     _print(rows)
     print(f"load average before {out['load_average_before']}, after {out['load_average_after']}")
@@ -249,5 +259,7 @@ if __name__ == "__main__":  # `python -m bench.app_latency --explain`: the Expla
         rows = explain_rows(a.repeat, a.against)
         _print(rows)
     else:
-        run(type("O", (), {"repeat": a.repeat})())
+        from bench.run import Options
+
+        run(Options(repeat=a.repeat))
     print(f"load average before {load}, after {os.getloadavg()}")

@@ -29,7 +29,13 @@ RULE_LIMITS = {
 }
 
 
+SMOKE_SHAPES = [(16, 3, 3, 3), (32, 16, 3, 3), (10, 32)]  # --smoke: a conv stem, a conv, a classifier
+
+
 def model_weights(name: str) -> list[torch.Tensor]:
+    if name == "smoke":
+        g = torch.Generator().manual_seed(0)
+        return [torch.randn(s, generator=g) for s in SMOKE_SHAPES]
     model = getattr(torchvision.models, name)(weights=None).eval()
     return [m.weight.detach() for _, m in expandable_layers(model)]
 
@@ -46,8 +52,8 @@ def run(opts) -> dict:
     print(f"fused backend: {info['backend']}" + (f" ({info['reason']})" if info["reason"] else "")
           + f" | kernel build {info['compile_s']:.2f} s{' (cached)' if info['cached'] else ''}"
           + f" | OpenMP {info['openmp']} | FMA residual {info['fma']}")
-    models = ["resnet50"] if opts.quick else ["resnet18", "resnet50"]
-    term_list = [4] if opts.quick else list(range(1, 9))
+    models = ["smoke"] if opts.smoke else ["resnet50"] if opts.quick else ["resnet18", "resnet50"]
+    term_list = [4] if opts.quick or opts.smoke else list(range(1, 9))
     repeat = opts.repeat or 2
     rows = []
     for name in models:
@@ -55,7 +61,7 @@ def run(opts) -> dict:
         numel = sum(w.numel() for w in ws)
         print(f"{name}: {len(ws)} weights, {numel / 1e6:.1f} M values", flush=True)
         series.expand_weights(ws, 4, 1, "per_channel")  # first call: allocator and thread pool warm
-        for rule in ("max",) if opts.quick else ("max", "fixed"):
+        for rule in ("max",) if opts.quick or opts.smoke else ("max", "fixed"):
             for n in term_list:
                 last: dict = {}
 
@@ -72,8 +78,9 @@ def run(opts) -> dict:
                 with_eager = opts.full or n in EAGER_TERMS[rule]
                 if with_eager:
                     fns["eager"] = eager
+                inner = 1 if opts.smoke else 8
                 t = time_interleaved(fns, repeat=repeat, warmup=1 if n == term_list[0] else 0,
-                                     inner={"ref": 8, "fused": 8, "public": 8})
+                                     inner={"ref": inner, "fused": inner, "public": inner})
                 row = {"model": name, "rule": rule, "terms": n, "ref_ms": t["ref"].best_s * 1e3,
                        "fused_ms": t["fused"].best_s * 1e3, "fused_x": ratio(t["fused"], t["ref"]),
                        "fused_x_term": ratio(t["fused"], t["ref"]) / n, "fused_cpu_x": cpu_ratio(t["fused"], t["ref"]),

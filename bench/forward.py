@@ -24,6 +24,8 @@ TRUNCATIONS = ("full", "total_order", "weight_only")
 def plan(opts) -> list[dict]:
     """(model, batch) blocks: which truncations and term counts to simulate, which to run in integer mode."""
     every = {t: (1, 2, 3, 4) for t in TRUNCATIONS}
+    if opts.smoke:  # the built-in model (bundled weights, no shared folder), every path once
+        return [dict(model="digits_cnn", batch=2, sim={"full": (1,), "total_order": (2,)}, int={"full": (1,)})]
     if opts.quick:
         return [dict(model="resnet20", batch=32, sim={"full": (2,)}, int={"full": (2,)}),
                 dict(model="resnet18", batch=1, sim={"full": (2,)}, int={"full": (2,)}),
@@ -43,24 +45,23 @@ def plan(opts) -> list[dict]:
                  int={})]
 
 
-def load(name: str) -> tuple[torch.nn.Module | None, int, str]:
-    """(model, input size, note); None with the reason when the checkpoint is missing."""
+def load(name: str) -> tuple[torch.nn.Module | None, tuple[int, ...], str]:
+    """(model, input shape without the batch, note); None with the reason when the checkpoint is missing."""
     if name == "resnet18":
-        return torchvision.models.resnet18(weights=None).eval(), 224, "torchvision, random weights"
+        return torchvision.models.resnet18(weights=None).eval(), (3, 224, 224), "torchvision, random weights"
     from fpxint.zoo import find_shared, load_model  # the bench is an edge: it may read the environment
 
-    shared = find_shared()
-    if shared is None:
-        return None, 32, "shared folder not found (set FPXINT_SHARED)"
+    shared = find_shared()  # None is fine for the built-in model; the others then fail to load, with the reason
     try:
         lm = load_model(name, shared_dir=shared)
-        return lm.model, lm.spec.input_size[-1], f"checkpoint from {shared}"
+        return lm.model, tuple(lm.spec.input_size), f"weights from {lm.weights_source}"
     except Exception as e:  # a missing or broken checkpoint skips the model, with the reason
-        return None, 32, f"{type(e).__name__}: {e}"
+        hint = "" if shared is not None else " (shared folder not found: set FPXINT_SHARED)"
+        return None, (), f"{type(e).__name__}: {e}{hint}"
 
 
 def loaded_blocks(blocks, skipped: list):
-    """Each plan block with its model, input size, BatchNorm-folded FP copy and a per-model dict for the
+    """Each plan block with its model, input shape (no batch), BatchNorm-folded FP copy and a per-model dict for the
     expanded models, loaded once per model name; blocks whose model is missing go to `skipped`."""
     cache = {}
     for block in blocks:
@@ -87,7 +88,7 @@ def run(opts) -> dict:
     rows, skipped = [], []
     for block, model, size, fp, qmodels in loaded_blocks(plan(opts), skipped):
         name, batch = block["model"], block["batch"]
-        x = random_images(batch, (3, size, size))
+        x = random_images(batch, tuple(size))
         fns, meta = {"fp": lambda: fp(x)}, {}
         for trunc in TRUNCATIONS:
             for k in sorted(set(block["sim"].get(trunc, ())) | set(block["int"].get(trunc, ()))):
@@ -107,7 +108,7 @@ def run(opts) -> dict:
                             fpxint.set_mode(q, "simulate")
                     fns[f"int|{label}"] = integer
         repeat = opts.repeat or (3 if batch == 1 else 2)
-        inner = {k: 3 for k in fns} if batch == 1 else {"fp": 2}  # batch 1 is cheap: more samples
+        inner = {} if opts.smoke else {k: 3 for k in fns} if batch == 1 else {"fp": 2}  # batch 1 is cheap: more samples
         print(f"  {name} batch {batch}: {len(fns) - 1} variants x {repeat} rounds", flush=True)
         with torch.inference_mode():
             t = time_interleaved(fns, repeat=repeat, inner=inner)

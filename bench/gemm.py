@@ -12,10 +12,11 @@ from bench.common import ratio, table, time_interleaved
 
 TITLE = "int8 torch._int_mm and float64 @ vs float32 @ (integer-valued operands)"
 SHAPES = [(8192, 1152, 128), (25088, 2304, 256), (1568, 4608, 512), (3136, 576, 64), (64, 512, 1000)]
+SMOKE_SHAPES = [(64, 72, 16)]
 
 
 def run(opts) -> dict:
-    shapes = SHAPES[:1] + SHAPES[3:] if opts.quick else SHAPES
+    shapes = SMOKE_SHAPES if opts.smoke else SHAPES[:1] + SHAPES[3:] if opts.quick else SHAPES
     g = torch.Generator().manual_seed(0)
     rows = []
     for m, k, n in shapes:

@@ -79,8 +79,8 @@ def check_layers(device: torch.device) -> list[dict]:
             layer = expand_layer(m, cfg).to(device)
             xd = x.to(device)
             with torch.no_grad():
-                accs = layer.integer_accumulators(layer._pre(xd), kernel="auto")
-                xterms = layer.activation_terms(layer._pre(xd))
+                accs = layer.integer_accumulators(layer.prepared_input(xd), kernel="auto")
+                xterms = layer.activation_terms(layer.prepared_input(xd))
             ok = True
             for (i, j), (acc, _) in accs.items():
                 xq = xterms[j][0].cpu().round().to(torch.int64)

@@ -20,14 +20,14 @@ import pandas as pd
 import torch
 
 from bench.common import table
-from bench.peers import _fpxint, _quanto, _rtn_q
+from bench.peers import fpxint_q, model_and_images, quanto_q, rtn_q
 
 CANDIDATES = [
-    ("fpxint W4x2 (A FP)", _fpxint(w_bits=4, w_terms=2, truncation="weight_only")),
-    ("fpxint W4x2 full grid (A FP)", _fpxint(w_bits=4, w_terms=2, w_grid="full", truncation="weight_only")),
-    ("fpxint W4x3 (A FP)", _fpxint(w_bits=4, w_terms=3, truncation="weight_only")),  # 12 bits: the next step
-    ("quanto qint8 weights", _quanto("qint8")),
-    ("rtn W8 (A FP)", _rtn_q(8, None)),
+    ("fpxint W4x2 (A FP)", fpxint_q(w_bits=4, w_terms=2, truncation="weight_only")),
+    ("fpxint W4x2 full grid (A FP)", fpxint_q(w_bits=4, w_terms=2, w_grid="full", truncation="weight_only")),
+    ("fpxint W4x3 (A FP)", fpxint_q(w_bits=4, w_terms=3, truncation="weight_only")),  # 12 bits: the next step
+    ("quanto qint8 weights", quanto_q("qint8")),
+    ("rtn W8 (A FP)", rtn_q(8, None)),
 ]
 
 
@@ -46,17 +46,12 @@ def _logits(model, images, batch=250) -> torch.Tensor:
         return torch.cat([model(images[i:i + batch]).float() for i in range(0, len(images), batch)])
 
 
-def compare(name: str, n_images: int) -> list[dict]:
-    from fpxint.data import load_data
-    from fpxint.zoo import cache_dir, find_shared, load_model
-
+def compare(name: str, n_images: int, candidates=CANDIDATES) -> list[dict]:
     warnings.filterwarnings("ignore")
-    shared = find_shared()
-    lm = load_model(name, shared_dir=shared)
-    data = load_data(shared / "data" / "cifar10-test", lm.spec, limit=n_images, cache_dir=cache_dir())
+    lm, data = model_and_images(name, n_images)
     x, y = data.images, data.labels
     fp = _logits(lm.model.eval(), x)
-    out = {label: _logits(q(copy.deepcopy(lm.model)).eval(), x) for label, q in CANDIDATES}
+    out = {label: _logits(q(copy.deepcopy(lm.model)).eval(), x) for label, q in candidates}
     right = {k: v.argmax(1) == y for k, v in out.items()}
     rows = []
     for label, logits in out.items():

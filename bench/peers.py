@@ -53,7 +53,7 @@ def rtn_quantize(model: nn.Module, w_bits: int, a_bits: int | None) -> nn.Module
 
 # ---- peers ------------------------------------------------------------------------------------------
 
-def _quanto(weights: str, activations: str | None = None):
+def quanto_q(weights: str, activations: str | None = None):
     def q(model):
         import optimum.quanto as oq
         oq.quantize(model, weights=getattr(oq, weights), activations=getattr(oq, activations) if activations else None)
@@ -62,7 +62,7 @@ def _quanto(weights: str, activations: str | None = None):
     return q
 
 
-def _torchao(config_name: str, **kw):
+def torchao_q(config_name: str, **kw):
     def q(model):
         import torchao.quantization as ao
         ao.quantize_(model, getattr(ao, config_name)(**kw))
@@ -70,7 +70,7 @@ def _torchao(config_name: str, **kw):
     return q
 
 
-def _fpxint(**cfg):
+def fpxint_q(**cfg):
     def q(model):
         from fpxint import ExpansionConfig
         from fpxint.model import expand
@@ -79,44 +79,45 @@ def _fpxint(**cfg):
     return q
 
 
-def _rtn_q(w, a):
+def rtn_q(w, a):
     return lambda model: rtn_quantize(model, w, a)
 
 
 # name, storage bits per weight, activation spec, quantizer
 PEERS = [
-    ("rtn W8 (A FP)", 8, "FP", _rtn_q(8, None)),
-    ("rtn W8A8", 8, "8 dyn", _rtn_q(8, 8)),
-    ("rtn W4 (A FP)", 4, "FP", _rtn_q(4, None)),
-    ("rtn W4A8", 4, "8 dyn", _rtn_q(4, 8)),
-    ("rtn W4A4", 4, "4 dyn", _rtn_q(4, 4)),
-    ("rtn W2 (A FP)", 2, "FP", _rtn_q(2, None)),
-    ("quanto qint8 weights", 8, "FP", _quanto("qint8")),
-    ("quanto qint4 weights", 4, "FP", _quanto("qint4")),
-    ("quanto qint2 weights", 2, "FP", _quanto("qint2")),
-    ("quanto W8A8, uncalibrated", 8, "8 static (no calib.)", _quanto("qint8", "qint8")),
-    ("torchao Int8WeightOnly", 8, "FP", _torchao("Int8WeightOnlyConfig")),
-    ("torchao Int8DynAct-Int8W", 8, "8 dyn", _torchao("Int8DynamicActivationInt8WeightConfig")),
-    ("torchao IntxWeightOnly int4", 4, "FP", _torchao("IntxWeightOnlyConfig", weight_dtype=torch.int4)),
-    ("torchao Int4WeightOnly", 4, "FP", _torchao("Int4WeightOnlyConfig")),
-    ("fpxint W8x1 (A FP)", 8, "FP", _fpxint(w_bits=8, w_terms=1, truncation="weight_only")),
-    ("fpxint W4x2 (A FP)", 8, "FP", _fpxint(w_bits=4, w_terms=2, truncation="weight_only")),
+    ("rtn W8 (A FP)", 8, "FP", rtn_q(8, None)),
+    ("rtn W8A8", 8, "8 dyn", rtn_q(8, 8)),
+    ("rtn W4 (A FP)", 4, "FP", rtn_q(4, None)),
+    ("rtn W4A8", 4, "8 dyn", rtn_q(4, 8)),
+    ("rtn W4A4", 4, "4 dyn", rtn_q(4, 4)),
+    ("rtn W2 (A FP)", 2, "FP", rtn_q(2, None)),
+    ("quanto qint8 weights", 8, "FP", quanto_q("qint8")),
+    ("quanto qint4 weights", 4, "FP", quanto_q("qint4")),
+    ("quanto qint2 weights", 2, "FP", quanto_q("qint2")),
+    ("quanto W8A8, uncalibrated", 8, "8 static (no calib.)", quanto_q("qint8", "qint8")),
+    ("torchao Int8WeightOnly", 8, "FP", torchao_q("Int8WeightOnlyConfig")),
+    ("torchao Int8DynAct-Int8W", 8, "8 dyn", torchao_q("Int8DynamicActivationInt8WeightConfig")),
+    ("torchao IntxWeightOnly int4", 4, "FP", torchao_q("IntxWeightOnlyConfig", weight_dtype=torch.int4)),
+    ("torchao Int4WeightOnly", 4, "FP", torchao_q("Int4WeightOnlyConfig")),
+    ("fpxint W8x1 (A FP)", 8, "FP", fpxint_q(w_bits=8, w_terms=1, truncation="weight_only")),
+    ("fpxint W4x2 (A FP)", 8, "FP", fpxint_q(w_bits=4, w_terms=2, truncation="weight_only")),
     # the same 8 bits of storage on the full 4-bit grid [-8, 7]: the level the symmetric grid leaves out
-    ("fpxint W4x2 full grid (A FP)", 8, "FP", _fpxint(w_bits=4, w_terms=2, w_grid="full", truncation="weight_only")),
-    ("fpxint W8x1 A8x1", 8, "8 dyn", _fpxint(w_bits=8, w_terms=1, a_bits=8, a_terms=1)),
-    ("fpxint W4x2 A8x1", 8, "8 dyn", _fpxint(w_bits=4, w_terms=2, a_bits=8, a_terms=1)),
-    ("fpxint W4x2 A4x2", 8, "4x2 dyn", _fpxint(w_bits=4, w_terms=2, a_bits=4, a_terms=2)),
-    ("fpxint W4x1 (A FP)", 4, "FP", _fpxint(w_bits=4, w_terms=1, truncation="weight_only")),
-    ("fpxint W4x1 A8x1", 4, "8 dyn", _fpxint(w_bits=4, w_terms=1, a_bits=8, a_terms=1)),
-    ("fpxint W4x1 A4x2", 4, "4x2 dyn", _fpxint(w_bits=4, w_terms=1, a_bits=4, a_terms=2)),
-    ("fpxint W2x2 (A FP)", 4, "FP", _fpxint(w_bits=2, w_terms=2, truncation="weight_only")),
-    ("fpxint W2x1 (A FP)", 2, "FP", _fpxint(w_bits=2, w_terms=1, truncation="weight_only")),
+    ("fpxint W4x2 full grid (A FP)", 8, "FP", fpxint_q(w_bits=4, w_terms=2, w_grid="full", truncation="weight_only")),
+    ("fpxint W8x1 A8x1", 8, "8 dyn", fpxint_q(w_bits=8, w_terms=1, a_bits=8, a_terms=1)),
+    ("fpxint W4x2 A8x1", 8, "8 dyn", fpxint_q(w_bits=4, w_terms=2, a_bits=8, a_terms=1)),
+    ("fpxint W4x2 A4x2", 8, "4x2 dyn", fpxint_q(w_bits=4, w_terms=2, a_bits=4, a_terms=2)),
+    ("fpxint W4x1 (A FP)", 4, "FP", fpxint_q(w_bits=4, w_terms=1, truncation="weight_only")),
+    ("fpxint W4x1 A8x1", 4, "8 dyn", fpxint_q(w_bits=4, w_terms=1, a_bits=8, a_terms=1)),
+    ("fpxint W4x1 A4x2", 4, "4x2 dyn", fpxint_q(w_bits=4, w_terms=1, a_bits=4, a_terms=2)),
+    ("fpxint W2x2 (A FP)", 4, "FP", fpxint_q(w_bits=2, w_terms=2, truncation="weight_only")),
+    ("fpxint W2x1 (A FP)", 2, "FP", fpxint_q(w_bits=2, w_terms=1, truncation="weight_only")),
 ]
 # the matched-storage subset for the ImageNet network (one forward of 1,300 images at 224x224 per peer:
 # minutes each on this CPU, so the int8 / int4 storage points and their fpxint counterparts only)
 MATCHED = {"rtn W8 (A FP)", "rtn W8A8", "rtn W4 (A FP)", "rtn W4A8", "rtn W4A4", "quanto qint8 weights",
            "quanto qint4 weights", "quanto W8A8, uncalibrated", "fpxint W8x1 (A FP)", "fpxint W4x2 (A FP)",
            "fpxint W8x1 A8x1", "fpxint W4x2 A8x1", "fpxint W4x2 A4x2", "fpxint W4x1 (A FP)"}
+SMOKE = {"rtn W4A8", "quanto qint8 weights", "torchao Int8WeightOnly", "fpxint W4x2 (A FP)", "fpxint W4x2 A4x2"}
 QUICK = {"rtn W8A8", "rtn W4 (A FP)", "quanto qint8 weights", "quanto qint4 weights",
          "torchao Int8WeightOnly", "fpxint W4x2 (A FP)", "fpxint W4x2 A8x1", "fpxint W4x1 (A FP)"}
 
@@ -153,17 +154,28 @@ COLUMNS = [("peer", "peer", ""), ("w_bits", "W bits", "d"), ("acts", "activation
            ("error", "error", "")]
 
 
-def evaluate_model(name: str, n_images: int, peers=PEERS, repeat: int = 2, timing: bool = True) -> dict:
-    """Every peer on one model: quantize time, top-1 on `n_images` stratified images, forward ratio."""
+def model_and_images(name: str, n_images: int):
+    """(LoadedModel, ImageData): the model's weights and `n_images` stratified evaluation images, the CIFAR
+    ones from the shared folder ($FPXINT_SHARED or ../shared), the built-in model's from its bundled split."""
     from fpxint.data import load_data
     from fpxint.zoo import cache_dir, find_shared, load_model
     from fpxint.zoo.paths import shared_dataset
 
-    warnings.filterwarnings("ignore")
     shared = find_shared()
     lm = load_model(name, shared_dir=shared)
+    source = shared_dataset(lm.spec.dataset, shared) or lm.spec.dataset  # "digits": the bundled split
+    return lm, load_data(source, lm.spec, limit=n_images, cache_dir=cache_dir())
+
+
+def evaluate_model(name: str, n_images: int, peers=PEERS, repeat: int = 2, timing: bool = True,
+                   strict: bool = False) -> dict:
+    """Every peer on one model: quantize time, top-1 on `n_images` stratified images, forward ratio.
+
+    A peer that fails is reported in its row and the others go on; with `strict` (the smoke run) only a
+    missing optional package (ImportError) is reported that way, anything else raises."""
+    warnings.filterwarnings("ignore")
+    lm, data = model_and_images(name, n_images)
     fp = lm.model.eval()
-    data = load_data(shared_dataset(lm.spec.dataset, shared), lm.spec, limit=n_images, cache_dir=cache_dir())
     images, labels = data.images, data.labels
     bs = 50 if lm.spec.dataset == "imagenet" else 250  # 224x224 inputs: smaller batches bound the memory
     fp_top1, fp_pred = _top1(fp, images, labels, bs)
@@ -190,6 +202,8 @@ def evaluate_model(name: str, n_images: int, peers=PEERS, repeat: int = 2, timin
                     t = time_interleaved({"fp": lambda: fp(batch), "q": lambda: qm(batch)}, repeat=repeat + 2, warmup=1)
                 row["fwd_ratio"] = t["q"].best_s / t["fp"].best_s
         except Exception as exc:  # a peer that cannot run here: say why, keep going
+            if strict and not isinstance(exc, ImportError):
+                raise
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
         rows.append(row)
         print(f"  {label}: " + (row.get("error") or f"top-1 {row['top1']:.2f} ({row['delta']:+.2f}), "
@@ -203,8 +217,10 @@ def run(opts) -> dict:
     n_images = 10000 if opts.full else 500 if opts.quick else 1000
     models = ["resnet20"] if opts.quick else ["resnet20", "resnet32"]
     peers = [p for p in PEERS if not opts.quick or p[0] in QUICK]
-    return {"n_images": n_images, "models": {name: evaluate_model(name, n_images, peers, opts.repeat or 2)
-                                             for name in models}}
+    if opts.smoke:  # the built-in model on 32 images, one peer of each kind
+        n_images, models, peers = 32, ["digits_cnn"], [p for p in PEERS if p[0] in SMOKE]
+    return {"n_images": n_images, "models": {name: evaluate_model(name, n_images, peers, opts.repeat or 2,
+                                                                  strict=opts.smoke) for name in models}}
 
 
 if __name__ == "__main__":  # one model, accuracy and quantize time only: python -m bench.peers resnet32 1000 out.csv

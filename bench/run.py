@@ -1,12 +1,17 @@
-"""Runs the benchmark suite: `python -m bench [--only expansion,forward] [--quick | --full]`, or the GPU
-check `python -m bench --gpu` (bench/gpu_check.py; writes docs/results/gpu.json).
+"""Runs the benchmark suite: `python -m bench [--only expansion,forward] [--quick | --full | --smoke]`, or the
+GPU check `python -m bench --gpu` (bench/gpu_check.py; writes docs/results/gpu.json).
+
+`--smoke` runs every section on tiny inputs, one round, in seconds, writing only to a temporary folder:
+it checks that each section still runs against today's engine (tests/test_bench.py runs it in the
+default suite); its timings mean nothing.
 
 Prints the machine first, then one table per section, every figure a ratio against a reference
 timed in the same run; writes everything as JSON to artifacts/bench/ (gitignored) and, with
 `--json FILE`, to FILE (the committed raw data under docs/results/ that a RESULTS table cites).
 
 A section is a module in bench/ with `TITLE` and `run(opts) -> dict` (it prints its own tables and
-returns what goes into the JSON); adding one is that module plus one line in SECTIONS.
+returns what goes into the JSON); adding one is that module plus one line in SECTIONS, and its
+`run` must honour `opts.smoke` (tiny inputs, no shared data needed, seconds).
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Options:
     quick: bool = False   # a smaller plan (about a minute per section)
     full: bool = False    # everything, including the slow cases left out by default
+    smoke: bool = False   # tiny inputs, one round: does every section still run? (CI; timings meaningless)
     repeat: int | None = None  # rounds per measurement; None: the section's default
     threads: int | None = None
 
@@ -53,14 +60,17 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Options]:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller plan, fewer rounds")
     size.add_argument("--full", action="store_true", help="every case, including the slow ones")
+    size.add_argument("--smoke", action="store_true",
+                      help="tiny inputs, one round, seconds: checks that every section still runs (results go to "
+                           "a temporary folder unless --out is given)")
     p.add_argument("--repeat", type=int, default=None, help="rounds per measurement (best counts)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--cold-alloc", action="store_true",
                    help="leave glibc's allocator as is (freed memory goes back to the OS: page faults in timings)")
     p.add_argument("--gpu", action="store_true",
                    help="run bench/gpu_check.py instead (correctness and timings on CUDA; exits cleanly without one)")
-    p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench",
-                   help="folder for the JSON results (default artifacts/bench)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the JSON results (default artifacts/bench; with --smoke a new temporary folder)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE",
                    help="also write the results to FILE, e.g. docs/results/bench_forward.json (the raw data of a "
                         "RESULTS table, committed; artifacts/ is not)")
@@ -70,7 +80,10 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Options]:
         p.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     if args.repeat is not None and args.repeat < 1:
         p.error("--repeat must be at least 1")
-    return args, Options(quick=args.quick, full=args.full, repeat=args.repeat, threads=args.threads)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="fpxint-bench-smoke-")) if args.smoke else ROOT / "artifacts" / "bench"
+    return args, Options(quick=args.quick, full=args.full, smoke=args.smoke,
+                         repeat=args.repeat or (1 if args.smoke else None), threads=args.threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     info = machine_info()
-    info["allocator"] = "system default (cold)" if args.cold_alloc else steady_allocator()
+    # smoke runs inside the test process: leave its allocator alone
+    info["allocator"] = "system default (cold)" if args.cold_alloc or opts.smoke else steady_allocator()
     print(format_machine(info), flush=True)
     print(f"allocator: {info['allocator']}", flush=True)
     load = (info["load_average"] or [0])[0]

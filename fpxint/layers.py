@@ -127,8 +127,13 @@ class ExpandedLayer(nn.Module):
             return (*x.shape[:-1], 1)
         return (x.shape[0],) + (1,) * (x.dim() - 1)
 
+    def prepared_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the series sees it: `x` with a non-zero padding mode (reflect, circular) applied, else
+        `x` itself; what `activation_terms` and `integer_accumulators` take."""
+        return self._pre(x)
+
     def activation_terms(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Run-time series of the input: [(centered integers as float, broadcast scale), ...]."""
+        """Run-time series of the input (`prepared_input(x)`): [(centered integers as float, broadcast scale), ...]."""
         ts = expand_tensor_fused(x, self.a_bits, self.a_terms, self._a_granularity(), self.a_grid, self.scale_rule)
         shape = self._a_scale_shape(x)
         return [(ts.centered(k).to(x.dtype), ts.scales[k].reshape(shape)) for k in range(self.a_terms)]
@@ -241,7 +246,7 @@ class ExpandedLayer(nn.Module):
                              ) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
         """{(i, j): (exact integer accumulator C_ij * Qw_i * Qx_j, scale s_i t_j)} for kept pairs.
 
-        x is the layer input after `_pre` (non-zero padding modes applied). The accumulators are
+        x is `prepared_input(layer input)` (non-zero padding modes applied). The accumulators are
         integer tensors (int32, int64 past the int32 bound), from the same GEMMs as the forward.
         kernel: see `intops.KERNELS`; None uses the layer's `int_kernel`.
         """

@@ -2,6 +2,7 @@
 # The README's two commands for a fresh machine:
 #   bash scripts/dev.sh app    set up, then start the app on the built-in model
 #   bash scripts/dev.sh test   set up, then run the test suite (what CI runs)
+#   bash scripts/dev.sh slow   set up, then run the slow set (big models, long sweeps; not in the default suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,8 +37,13 @@ case "${1:-}" in
     shift
     exec .venv/bin/python -m pytest -q "$@"
     ;;
+  slow)
+    setup
+    shift
+    exec .venv/bin/python -m pytest -q -m slow "$@"
+    ;;
   *)
-    echo "usage: bash scripts/dev.sh app|test" >&2
+    echo "usage: bash scripts/dev.sh app|test|slow" >&2
     exit 2
     ;;
 esac

@@ -1,5 +1,10 @@
-"""Shared pytest fixtures: the read-only shared folder (checkpoints, CIFAR-10 test JPEGs)."""
+"""Shared pytest fixtures: the read-only shared folder (checkpoints, CIFAR-10 test JPEGs).
 
+Without the shared folder (or one of its files) the tests that need it skip on a developer's machine;
+under CI=true they fail instead, so a CI that lost its data cannot pass silently.
+"""
+
+import os
 from pathlib import Path
 
 import pytest
@@ -7,19 +12,42 @@ import pytest
 from fpxint.zoo.paths import find_shared
 
 
+def under_ci() -> bool:
+    """Whether CI=true (or 1 / yes), as CI services set it; the one place the tests read it."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skips the test with `reason`; under CI=true fails it with the same reason (a missing input is a CI bug)."""
+    if under_ci():
+        pytest.fail(f"CI=true and {reason} (CI must provide it; without CI=true this test skips)", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """The shared folder ($FPXINT_SHARED or ../shared); skips the test when it is absent."""
+    """The shared folder ($FPXINT_SHARED or ../shared); skips the test when it is absent (fails under CI=true)."""
     shared = find_shared()
     if shared is None:
-        pytest.skip("shared folder not found: set FPXINT_SHARED or put it at ../shared beside the checkout")
+        skip_or_fail("the shared folder was not found: set FPXINT_SHARED or put it at ../shared beside the checkout")
     return shared
 
 
 @pytest.fixture(scope="session")
-def cifar_test_dir(shared_dir: Path) -> Path:
+def shared_file(shared_dir: Path):
+    """`shared_file("models/cifar10/x.th", "the ResNet-20 checkpoint")` -> the path inside the shared folder;
+    skips the test when it is missing (fails under CI=true)."""
+
+    def get(relative: str, what: str) -> Path:
+        path = shared_dir / relative
+        if not path.exists():
+            skip_or_fail(f"{what} not found at {path}")
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def cifar_test_dir(shared_file) -> Path:
     """The 10,000 CIFAR-10 test JPEGs in ImageFolder layout."""
-    path = shared_dir / "data" / "cifar10-test"
-    if not path.is_dir():
-        pytest.skip(f"CIFAR-10 test images not found at {path}")
-    return path
+    return shared_file("data/cifar10-test", "the CIFAR-10 test images")

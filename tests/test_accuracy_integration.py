@@ -32,9 +32,8 @@ FIXED = ["--level", "layer", "--w-granularity", "per_channel",
 
 
 @pytest.fixture(scope="module")
-def w4a4(shared_dir, cifar_test_dir):
-    if not (shared_dir / "models" / "cifar10" / "resnet20-12fca82f.th").is_file():
-        pytest.skip("ResNet-20 checkpoint not found in the shared folder")
+def w4a4(shared_dir, shared_file, cifar_test_dir):
+    shared_file("models/cifar10/resnet20-12fca82f.th", "the ResNet-20 checkpoint")
     return shared_dir, cifar_test_dir
 
 

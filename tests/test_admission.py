@@ -1,12 +1,8 @@
-"""Admission control: the estimator against measured peak memory, the limits, the run queue under threads,
-and the private scratch folders."""
+"""Admission control: the estimator against measured peak memory, the limits, the run queue under threads
+(the private scratch folders: test_scratch.py)."""
 from __future__ import annotations
 
-import gc
 import os
-import stat
-import subprocess
-import sys
 import threading
 import time
 
@@ -15,7 +11,6 @@ import torch
 
 from fpxint import ExpansionConfig
 from fpxint.admission import AdmissionError, Cancelled, Limits, RunGate, admit, check, estimate, profile
-from fpxint.scratch import PREFIX, ScratchDir, sweep
 from fpxint.zoo import get_spec
 
 
@@ -216,33 +211,6 @@ def test_an_exception_in_the_wait_callback_leaves_the_queue():
 def _hold(gate: RunGate, release: threading.Event) -> None:
     with gate.slot():
         release.wait(10)
-
-
-# ----- private scratch folders -------------------------------------------------------------------------
-def test_scratch_dir_is_private_and_removed_when_dropped(tmp_path):
-    d = ScratchDir(tmp_path)
-    path = d.path
-    assert stat.S_IMODE(path.stat().st_mode) == 0o700 and path.name.startswith(f"{PREFIX}{os.getpid()}-")
-    (path / "upload.zip").write_bytes(b"x")
-    del d
-    gc.collect()
-    assert not path.exists()
-
-
-def test_sweep_removes_folders_of_dead_servers_only(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
-    stale = tmp_path / f"{PREFIX}{dead}-abc"
-    stale.mkdir(mode=0o700)
-    (stale / "old.zip").write_bytes(b"x")
-    mine = ScratchDir(tmp_path)
-    shared = tmp_path / f"{PREFIX}{dead}-open"
-    shared.mkdir()
-    shared.chmod(0o755)  # not private: not one of ours, left alone
-    other = tmp_path / "something-else"
-    other.mkdir()
-    assert sweep(tmp_path) == [stale.name]
-    assert not stale.exists() and mine.path.exists() and shared.exists() and other.exists()
 
 
 def test_the_api_refuses_over_the_limits_unless_forced():

@@ -17,9 +17,10 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 PAGES = {name: f"fpxint/app/pages/{i}_{name}.py" for i, name in enumerate(
-    ["expand", "residuals", "convergence", "accuracy", "basis", "compare", "export"], start=1)}
+    ["expand", "residuals", "convergence", "accuracy", "basis", "compare", "export", "allocate", "explain"], start=1)}
 RUN_BUTTON = {"residuals": "run_residuals_weight", "convergence": "run_convergence", "accuracy": "run_accuracy",
-              "basis": "run_basis", "compare": "run_compare", "export": "run_export", "expand": "run_expand"}
+              "basis": "run_basis", "compare": "run_compare", "export": "run_export", "expand": "run_expand",
+              "allocate": "run_allocate"}
 
 
 @pytest.fixture(autouse=True)
@@ -155,6 +156,11 @@ def test_every_page_renders(page):
     assert at.title[0].value and not at.error
 
 
+def test_the_page_list_covers_every_page_file():
+    """A page added to fpxint/app/pages/ without an entry in PAGES would escape test_every_page_renders."""
+    assert sorted(PAGES.values()) == sorted(f"fpxint/app/pages/{p.name}" for p in (ROOT / "fpxint" / "app" / "pages").glob("*.py"))
+
+
 def test_layer_residuals_heatmap_bars_detail_and_csv():
     at = _visit(_app(), "residuals")
     figs = _charts(at)
@@ -268,12 +274,8 @@ def test_unavailable_model_says_why_and_the_app_keeps_working():
     assert not _ok(at).error and shared == os.environ.get("FPXINT_SHARED")
 
 
-def test_cifar_resnet20_from_the_shared_folder():
-    from fpxint.zoo import find_shared
-
-    shared = find_shared()
-    if shared is None or not (shared / "models" / "cifar10" / "resnet20-12fca82f.th").is_file():
-        pytest.skip("no shared folder with the CIFAR-10 checkpoints (set FPXINT_SHARED)")
+def test_cifar_resnet20_from_the_shared_folder(shared_file):
+    shared_file("models/cifar10/resnet20-12fca82f.th", "the ResNet-20 checkpoint")
     at = _app({"model": "resnet20", "n_images": "100"})
     assert at.selectbox(key="data").value == "bundled"
     at.button(key="run_expand").click().run()

@@ -145,12 +145,8 @@ def test_config_that_keeps_every_layer_in_fp_is_explained():
         explain.default_layer(nn.Sequential(nn.Linear(3, 2)), cfg)
 
 
-def test_cifar_model_prepares_every_step_with_the_shared_images():
-    from fpxint.zoo import find_shared
-
-    shared = find_shared()
-    if shared is None or not (shared / "models" / "cifar10" / "resnet20-12fca82f.th").is_file():
-        pytest.skip("no shared folder with the CIFAR-10 checkpoints (set FPXINT_SHARED)")
+def test_cifar_model_prepares_every_step_with_the_shared_images(shared_file):
+    shared_file("models/cifar10/resnet20-12fca82f.th", "the ResNet-20 checkpoint")
     at = _explain({"model": "resnet20", "n_images": "40", "step": "3"})
     at.button(key="explain_prepare").click().run()
     assert not _ok(at).error and len(_charts(at)) == 2

@@ -15,17 +15,15 @@ import torch.nn as nn
 from fpxint import ExpansionConfig, expand, expand_layer, fold_batchnorm, set_mode, views
 from fpxint.basis import (abelian_add, abelian_mul, abelian_neg, basis_model, basis_models, pairs_of,
                           partial_model, zero_model)
-from fpxint.zoo import find_shared, load_model
+from fpxint.zoo import load_model
 
 
 @pytest.fixture(scope="module")
-def resnet20_and_images():
-    shared = find_shared()
-    if shared is None or not (shared / "models/cifar10/resnet20-12fca82f.th").exists():
-        pytest.skip("../shared (or FPXINT_SHARED) with the CIFAR-10 ResNet-20 checkpoint is not present")
+def resnet20_and_images(shared_dir, shared_file):
+    shared_file("models/cifar10/resnet20-12fca82f.th", "the ResNet-20 checkpoint")
     from fpxint.data import load_data
-    lm = load_model("resnet20", shared_dir=shared)
-    data = load_data(str(shared / "data/cifar10-test"), lm.spec, limit=20, seed=0)
+    lm = load_model("resnet20", shared_dir=shared_dir)
+    data = load_data(str(shared_dir / "data/cifar10-test"), lm.spec, limit=20, seed=0)
     return lm.model, data.images
 
 

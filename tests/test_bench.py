@@ -1,5 +1,8 @@
-"""The benchmark suite's plumbing: section registry, argument checks, interleaved timing, tables."""
+"""The benchmark suite: section registry, argument checks, interleaved timing, tables, and every section and
+script run in smoke mode (tiny inputs) so that a renamed engine function fails here, not months later."""
 import importlib
+import json
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +53,49 @@ def test_mcnemar_exact_p_values():
     assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(5, 5) == 1.0
     assert mcnemar_p(0, 5) == pytest.approx(2 / 32) and mcnemar_p(5, 0) == pytest.approx(2 / 32)
     assert mcnemar_p(1, 9) == pytest.approx(2 * 11 / 1024)  # P(X <= 1), X ~ Bin(10, 1/2), both tails
+
+
+# ----- smoke: every section and script still runs against today's engine (timings are not looked at) -----
+def test_every_section_runs_in_smoke_mode(tmp_path, capsys):
+    """`python -m bench --smoke`: tiny inputs, built-in model, one round; its correctness checks must hold."""
+    out = tmp_path / "bench"
+    assert run.main(["--smoke", "--out", str(out)]) == 0
+    res = json.loads((out / "latest.json").read_text())
+    assert res["options"]["smoke"] and set(res["sections"]) == set(run.SECTIONS)
+    s = res["sections"]
+    assert s["expansion"]["rows"] and all(r["identical"] and r["public_same"] for r in s["expansion"]["rows"])
+    assert s["gemm"]["rows"] and all(r["exact"] for r in s["gemm"]["rows"])
+    for name in ("integer", "forward"):  # the built-in model needs no shared folder: nothing may be skipped
+        assert s[name]["rows"] and s[name]["skipped"] == [], (name, s[name]["skipped"])
+    assert all(r["same_as_float64"] for r in s["integer"]["rows"])
+    rows = s["peers"]["models"]["digits_cnn"]["rows"]
+    ours = [r for r in rows if r["peer"].startswith(("fpxint", "rtn"))]
+    assert len(ours) == 3 and all("error" not in r and r["quantized"].startswith("4/4 ") and r["top1"] > 50 for r in ours)
+    assert [r for r in s["app_latency"]["rows"] if r.get("s") is not None]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["latest.json", next(out.glob("bench-*.json")).name])
+
+
+def test_smoke_results_go_to_a_temporary_folder_by_default():
+    args, opts = run.parse(["--smoke"])
+    assert opts.smoke and opts.repeat == 1 and args.out.name.startswith("fpxint-bench-smoke-")
+    args.out.rmdir()  # created empty by parse
+    with pytest.raises(SystemExit):
+        run.parse(["--smoke", "--quick"])
+
+
+def test_scripts_outside_the_sections_import_and_their_pure_parts_run(capsys):
+    """The stand-alone scripts (python -m bench.X): each imports; the table writers read the committed raw
+    outputs; matched_memory's paired comparison runs on the built-in model."""
+    for path in sorted(Path(run.ROOT, "bench").glob("[!_]*.py")):  # not __main__: it runs the suite
+        importlib.import_module(f"bench.{path.stem}")
+    from bench import lm_grid, matched_memory, results_figures
+
+    for model in results_figures.GRIDS:
+        if (results_figures.RESULTS / f"{results_figures.GRIDS[model]}.csv").is_file():
+            assert results_figures.section(model).startswith(f"#### {model}: ")
+    assert results_figures.fp_bops("digits_cnn") > 0
+    lm_grid.tables()
+    cands = [c for c in matched_memory.CANDIDATES if not c[0].startswith("quanto")]  # optional package
+    rows = matched_memory.compare("digits_cnn", 32, cands)
+    assert [r["config"] for r in rows] == [c[0] for c in cands] and all(r["images"] == 32 for r in rows)
+    assert all(r["mcnemar_p"] <= 1.0 for r in rows[1:])

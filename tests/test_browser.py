@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import under_ci
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,13 +37,13 @@ PAGES = [  # (nav link text, url path, charts expected after a run)
 
 def _need_browser():
     if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
+        if under_ci():
             pytest.fail(f"CI is set but there is no browser at {CHROMIUM}: install Debian's chromium package")
         pytest.skip(f"no browser at {CHROMIUM} (apt-get install chromium); with CI=true this is a failure")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        if os.environ.get("CI"):
+        if under_ci():
             pytest.fail("CI is set but the playwright Python package is missing")
         pytest.skip("the playwright Python package is not installed")
     return sync_playwright

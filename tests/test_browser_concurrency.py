@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from conftest import under_ci
 from bench.load import CHROMIUM, compare_with_cli, load, start_server
 
 pytestmark = pytest.mark.browser
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def busy_server(tmp_path_factory):
     if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
+        if under_ci():
             pytest.fail(f"CI is set but there is no browser at {CHROMIUM}")
         pytest.skip(f"no browser at {CHROMIUM}")
     pytest.importorskip("playwright")

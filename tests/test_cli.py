@@ -120,10 +120,8 @@ def test_corrupt_weights_file(capsys, tmp_path):
     assert code == 2 and err.startswith("error: not a PyTorch or safetensors checkpoint") and err.count("\n") == 1
 
 
-def test_missing_cifar_data_names_what_to_pass(capsys, tmp_path, shared_dir):
-    weights = shared_dir / "models" / "cifar10" / "resnet20-12fca82f.th"
-    if not weights.is_file():
-        pytest.skip(f"{weights} not found")
+def test_missing_cifar_data_names_what_to_pass(capsys, tmp_path, shared_file):
+    weights = shared_file("models/cifar10/resnet20-12fca82f.th", "the ResNet-20 checkpoint")
     code, _, err = run(capsys, "eval", "resnet20", "--weights", str(weights), "--shared", str(tmp_path), "-q")
     assert code == 2 and err.count("\n") == 1
     assert "no CIFAR-10 test images" in err and "--data PATH" in err

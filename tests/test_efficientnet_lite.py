@@ -15,9 +15,8 @@ CKPT = "efficientnet-lite0-57934424.pth"
 
 
 @pytest.fixture(scope="module")
-def lite0_shared(shared_dir):
-    if not (shared_dir / "models" / "imagenet" / CKPT).is_file():
-        pytest.skip("EfficientNet-Lite0 checkpoint not in the shared folder")
+def lite0_shared(shared_dir, shared_file):
+    shared_file(f"models/imagenet/{CKPT}", "the EfficientNet-Lite0 checkpoint")
     return shared_dir
 
 

@@ -28,11 +28,9 @@ FIXED = ["--level", "layer", "--w-granularity", "per_channel", "--a-granularity"
 
 
 @pytest.fixture(scope="module")
-def imagenet(shared_dir):
-    if not (shared_dir / "models" / "imagenet" / "efficientnet-lite0-57934424.pth").is_file():
-        pytest.skip("EfficientNet-Lite0 checkpoint not in the shared folder")
-    if not (shared_dir / "data" / "imagenet-val-1300" / "labels.csv").is_file():
-        pytest.skip("ImageNet validation subset not in the shared folder")
+def imagenet(shared_dir, shared_file):
+    shared_file("models/imagenet/efficientnet-lite0-57934424.pth", "the EfficientNet-Lite0 checkpoint")
+    shared_file("data/imagenet-val-1300/labels.csv", "the ImageNet validation subset")
     return shared_dir
 
 

@@ -67,10 +67,8 @@ def test_val_txt_form_is_read(tmp_path):
     assert _by_colour(data) == {30: 5, 31: 999, 32: 0} and "labels from val.txt" in data.source
 
 
-def test_the_shared_labels_match_the_csv(shared_dir):
-    folder = shared_dir / "data" / "imagenet-val-1300"
-    if not folder.is_dir():
-        pytest.skip("ImageNet validation subset not in the shared folder")
+def test_the_shared_labels_match_the_csv(shared_file):
+    folder = shared_file("data/imagenet-val-1300", "the ImageNet validation subset")
     table = parse_label_file((folder / "labels.csv").read_text(), "labels.csv", 1000)
     wnid_of = {r.split(",")[0]: r.split(",")[2] for r in (folder / "labels.csv").read_text().splitlines()[1:]}
     assert len(table) == 1300

@@ -37,7 +37,7 @@ CONFIGS = [  # the default (asymmetric activations) and the symmetric activation
 
 def _int64_reference(layer, x):
     """sum over kept pairs of s_i t_j (Qw_i * Qx_j), every integer product accumulated in int64."""
-    x = layer._pre(x)
+    x = layer.prepared_input(x)
     xterms = layer.activation_terms(x)
     accs = {}
     for i, j in itertools.product(range(layer.pairs.shape[0]), range(layer.pairs.shape[1])):
@@ -60,7 +60,7 @@ def test_integer_mode_bit_exact_and_equal_to_simulate(name, make, shape, cfg):
     layer = expand_layer(m, cfg)
     with torch.no_grad():
         ref = _int64_reference(layer, x)
-        got = layer.integer_accumulators(layer._pre(x))
+        got = layer.integer_accumulators(layer.prepared_input(x))
         assert set(got) == set(ref) and len(got) == int(layer.pairs.count_nonzero())
         for key, (acc, _) in got.items():
             assert not acc.is_floating_point()

@@ -5,7 +5,6 @@ import plotly.graph_objects as go
 import pytest
 
 from fpxint import plots
-from fpxint.reports import build_report
 
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "fc"]
 
@@ -171,11 +170,3 @@ def test_compare_figures():
     _check_labelled(bars)
     assert len(bars.data) == 2 and len(bars.data[0].x) == len(LAYERS)
 
-
-def test_report_embeds_plotly_once_and_every_figure():
-    figs = {"one": plots.output_convergence(_output_df()), "two": plots.residual_bars(_weight_df())}
-    page = build_report("Report <test>", figs, {"Metrics": pd.DataFrame({"A": [1.0]})}, '{"w_bits": 4}')
-    assert page.startswith("<!DOCTYPE html>") and "Report &lt;test&gt;" in page
-    assert page.count("plotly.js v") <= 2 and len(page) > 1_000_000  # the library itself is inlined
-    assert page.count('class="plotly-graph-div"') == 2 and "<script src=" not in page  # nothing fetched
-    assert "&quot;w_bits&quot;: 4" in page

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import skip_or_fail
 from fpxint.data import batches, load_data
 from fpxint.zoo import (DEFAULT_MODEL, ModelLoadError, find_shared, get_spec, list_models, load_model,
                         load_torchscript, model_family, models_table)
@@ -28,7 +29,7 @@ def top1(model, data) -> float:
 def checkpoint(shared_dir: Path, name: str) -> Path:
     path = shared_dir / "models" / "cifar10" / CIFAR_FILES[name]
     if not path.is_file():
-        pytest.skip(f"{path} not found")
+        skip_or_fail(f"the {name} checkpoint not found at {path}")
     return path
 
 
