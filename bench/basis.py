@@ -15,10 +15,18 @@ CONFIGS = {"W4x2 A4x2": 4, "W3x2 A3x2": 3}
 
 def run(opts) -> dict:
     from fpxint import ExpansionConfig, expand, views
+    from fpxint.model import expandable_layers
     from fpxint.data import load_data
     from fpxint.zoo import find_shared, load_model  # the bench is an edge: it may read the environment
 
     shared = find_shared()
+    if opts.smoke:  # the built-in model on 4 bundled images, its second layer alone
+        lm = load_model("digits_cnn")
+        x = load_data("digits", lm.spec, limit=4, seed=0).images
+        q = expand(lm.model, ExpansionConfig(w_bits=3, w_terms=2, a_bits=3, a_terms=2), device="cpu")
+        layer = [n for n, _ in expandable_layers(lm.model)][1]
+        rows = views.basis_laws(q, x, layer=layer).to_dict("records")
+        return {"images": len(x), "rows": rows}
     if shared is None or not (shared / "models/cifar10/resnet20-12fca82f.th").exists():
         print("skipped: ResNet-20 checkpoint not found (set FPXINT_SHARED)")
         return {"rows": []}

@@ -19,6 +19,7 @@ import fpxint
 from bench.common import cpu_ratio, ratio, table, time_interleaved
 from bench.forward import loaded_blocks
 from fpxint import ExpansionConfig
+from fpxint.data import random_images
 
 TITLE = "simulate mode: logits independent of batch composition; forward cost vs FP and integer mode"
 CONFIGS = {"W4x2 A4x2": (4, 2), "W3x3 A3x3": (3, 3)}
@@ -64,10 +65,11 @@ def independence(model, images: torch.Tensor) -> list[dict]:
 
 
 def timing(opts) -> list[dict]:
-    plan = [dict(model="resnet20", batch=32), dict(model="efficientnet_lite0", batch=8)]
+    plan = ([dict(model="digits_cnn", batch=4)] if opts.smoke else
+            [dict(model="resnet20", batch=32), dict(model="efficientnet_lite0", batch=8)])
     rows, skipped = [], []
     for block, model, size, fp, qmodels in loaded_blocks(plan, skipped):
-        x = torch.randn(block["batch"], 3, size, size, generator=torch.Generator().manual_seed(0))
+        x = random_images(block["batch"], tuple(size))
         fns = {"fp": lambda: fp(x)}
         for label, (bits, k) in CONFIGS.items():
             cfg = ExpansionConfig(w_bits=bits, w_terms=k, a_bits=bits, a_terms=k)
@@ -76,7 +78,7 @@ def timing(opts) -> list[dict]:
             fns[f"sim|{label}"] = lambda q=qs: q(x)
             fns[f"int|{label}"] = lambda q=qi: q(x)
         with torch.inference_mode():
-            t = time_interleaved(fns, repeat=opts.repeat or (2 if opts.quick else 3), warmup=1)
+            t = time_interleaved(fns, repeat=1 if opts.smoke else opts.repeat or (2 if opts.quick else 3), warmup=1)
         for label in CONFIGS:
             row = {"model": block["model"], "batch": block["batch"], "config": label, "fp_ms": t["fp"].best_s * 1e3}
             for kind in ("sim", "int"):
@@ -94,7 +96,11 @@ def run(opts) -> dict:
 
     shared = find_shared()
     out = {"independence": [], "timing": []}
-    if shared is not None and (shared / "models/cifar10/resnet20-12fca82f.th").exists():
+    if opts.smoke:  # the built-in model and 8 of its bundled images: does the section still run?
+        lm = load_model("digits_cnn")
+        data = load_data("digits", lm.spec, limit=8, seed=0)
+        out["independence"] = independence(lm.model, data.images)
+    elif shared is not None and (shared / "models/cifar10/resnet20-12fca82f.th").exists():
         lm = load_model("resnet20", shared_dir=shared)
         n = 64 if opts.quick else 200
         data = load_data(str(shared / "data/cifar10-test"), lm.spec, limit=n, seed=0)

@@ -121,6 +121,8 @@ def measure(before: str | None, n_images: int, rounds: int) -> dict:
 
 def run(opts) -> dict:
     """Section entry of `python -m bench`: BENCH_BEFORE=REV adds the before column."""
+    if opts.smoke:  # one round on 8 images, this revision only: do the pages' computations still run?
+        return measure(None, 8, 1)
     return measure(os.environ.get("BENCH_BEFORE"), 200 if opts.quick else 500, opts.repeat or (1 if opts.quick else 2))
 
 

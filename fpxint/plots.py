@@ -342,7 +342,7 @@ def law_bars(laws: pd.DataFrame) -> go.Figure:
         fig.add_bar(x=df["law"], y=df["rel_diff"].clip(lower=floor), name=level, text=text, textposition="outside",
                     marker={"color": COMPARE_COLORS[k % 2]},
                     hovertemplate=f"{level}<br>%{{x}}<br>relative gap %{{text}}<extra></extra>")
-    _layout(fig, "Group laws on outputs: one layer holds them, a deep network does not",
+    style(fig, "Group laws on outputs: one layer holds them, a deep network does not",
             "law (left side vs right side)", "relative gap ‖lhs − rhs‖ / ‖rhs‖ (log)", log_y=True, height=400)
     fig.update_layout(barmode="group")
     return _tidy_log_axes(fig)

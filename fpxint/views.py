@@ -240,7 +240,7 @@ def basis_laws(q: torch.nn.Module, x: torch.Tensor, layer: str | None = None,
     """
     from .model import expanded_layers
 
-    p = progress or _quiet
+    p = progress or quiet
     layers = dict(expanded_layers(q))
     name = layer if layer in layers else list(layers)[len(layers) // 2]
     captured: dict = {}

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the cache key's type only; loaders imports this module
     from .loaders import ModelRef
 
 __all__ = ["is_language_model", "lm_names", "label", "sidebar_text", "load", "data_of", "expand_page",
-           "residuals_page", "page", "HF_CHOICE", "hf_name"]
+           "residuals_page", "HF_CHOICE", "hf_name"]
 
 HF_CHOICE = HF_PREFIX  # the menu entry "Hugging Face model…"; the name typed beside it completes it
 INTROS = {
