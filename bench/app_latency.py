@@ -65,7 +65,7 @@ def apptest_part(repeat: int, smoke: bool = False) -> list[dict]:
     rows.append({"what": "default view, first run of the process (imports, model, data)", "s": t,
                  "target": TARGET_FIRST, "note": next((k for k in m if k.startswith("Expanded")), "no metric")})
     if smoke:
-        t = _timed(lambda: at.switch_page("pages/2_residuals.py").run())
+        t = _timed(lambda: at.switch_page("fpxint/app/pages/2_residuals.py").run())
         assert not at.exception and at.title[0].value == "Layer residuals", [e.value for e in at.exception]
         rows.append({"what": "switch page (Expand -> Layer residuals), first visit, AppTest", "s": t})
         return rows

@@ -28,7 +28,7 @@ import torch
 
 from fpxint import ExpansionConfig
 from fpxint.analysis import logits_of
-from fpxint.cli import scores
+from fpxint.cli.common import scores
 from fpxint.cost import cost_summary
 from fpxint.model import expand
 

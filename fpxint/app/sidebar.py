@@ -255,10 +255,9 @@ def _lm_sidebar(name: str, sb, errors: list[str]) -> Context:
         st.checkbox("Allow downloading missing pretrained weights", key="allow_download",
                     help="For Hugging Face models by name (needs internet); the two bundled language models and "
                          "local folders need no network.")
-    if name == ui_lm.HF_CHOICE:
-        ctx = Context(name, errors=("Type a Hugging Face model name (e.g. gpt2) or a local folder in the sidebar.",))
-        st.session_state["_ctx"] = ctx
-        return ctx
+    if name == ui_lm.HF_CHOICE:  # nothing typed yet: sidebar() files the error and stores the context
+        errors.append("Type a Hugging Face model name (e.g. gpt2) or a local folder in the sidebar.")
+        return Context(name)
     dref = ui_lm.sidebar_text(sb, name)
     _expansion_widgets(sb)
     ctx = Context(name)
