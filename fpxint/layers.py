@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
-from .intops import (conv_terms, linear_terms, max_abs_int, onednn_conv_scaled, onednn_epilogue_matches, onednn_ok,
-                     reduction_size, resolve_kernel)
+from .intops import (conv_terms, fits_int8, linear_terms, max_abs_int, onednn_conv_scaled, onednn_epilogue_matches,
+                     onednn_ok, reduction_size, resolve_kernel)
 from .series import expand_tensor_fused  # the C kernel, bit-identical to the eager series, one pass per term
 from .quant import group_view
 from .series import centered_term
@@ -148,9 +148,12 @@ class ExpandedLayer(nn.Module):
 
     def _simulate_forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.act_fp:  # exact accumulators, the integer mode's rescale: batch-independent. Every kernel
-            # gives the same bits here, so simulate runs integer mode's (int8 units where exact: 2-4x faster on
-            # this CPU than float ops on the integers, which the "float" kernel still offers)
-            return self._integer_forward(x)
+            # gives the same bits here, so simulate takes the fastest: int8 units where the terms fit int8 (2-4x
+            # faster on this CPU than float ops), else float ops on the integers (float32 below 2**24, where
+            # integer mode's fallback would be float64: asymmetric 8-bit activation terms reach 255)
+            if fits_int8(max_abs_int(self.w_bits, self.w_grid), max_abs_int(self.a_bits, self.a_grid)):
+                return self._integer_forward(x)
+            return self._exact_forward(x, "float")
         # FP activations (level "tensor", weight_only): one float op per distinct row of C, as in FP
         C = self.pairs
         if self.term_parallel:  # level "model": every kept weight term runs on its own
@@ -270,8 +273,8 @@ class ExpandedLayer(nn.Module):
         """y = b + sum_j t_j z_j with z_j = sum_i (C_ij s_i) acc_ij, from exact accumulators.
 
         Shared by every kernel (int8 units, "float" ops on the integers) and both modes, in the order and
-        with the float ops of the oneDNN path's epilogue (`_onednn_forward`: multiply, then add, per weight term; one multiply-add
-        per activation term, the bias on the first), so every kernel gives the same bits. Integers below
+        with the float ops of the oneDNN path's epilogue (`_onednn_forward`: multiply, then add, per weight
+        term; one multiply-add per activation term, the bias on the first), so every kernel gives the same bits. Integers below
         2**24 convert to float32 exactly; larger ones round like any float32 op: the accumulators are
         exact, the rescale is float. Every step is element-wise, so no output depends on its batch mates.
         """
