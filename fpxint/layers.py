@@ -274,9 +274,9 @@ class ExpandedLayer(nn.Module):
 
         Shared by every kernel (int8 units, "float" ops on the integers) and both modes, in the order and
         with the float ops of the oneDNN path's epilogue (`_onednn_forward`: multiply, then add, per weight
-        term; one multiply-add per activation term, the bias on the first), so every kernel gives the same bits. Integers below
-        2**24 convert to float32 exactly; larger ones round like any float32 op: the accumulators are
-        exact, the rescale is float. Every step is element-wise, so no output depends on its batch mates.
+        term; one multiply-add per activation term, the bias on the first), so every kernel gives the same
+        bits. Integers below 2**24 convert to float32 exactly; larger ones round like any float32 op: the
+        accumulators are exact, the rescale is float. Every step is element-wise, so no output depends on its batch mates.
         """
         z: dict[int, torch.Tensor] = {}
         scales = None
