@@ -35,7 +35,7 @@ import torch.nn as nn  # noqa: E402
 
 import fpxint  # noqa: E402
 from fpxint import ExpansionConfig, expand_layer  # noqa: E402
-from fpxint.intops import int64_conv_reference, int64_linear_reference  # noqa: E402
+from fpxint.intref import int64_conv_reference, int64_linear_reference  # noqa: E402
 from fpxint.layers import set_int_kernel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,8 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
-from .intops import (conv_terms, fits_int8, linear_terms, max_abs_int, onednn_conv_scaled, onednn_epilogue_matches,
-                     onednn_ok, reduction_size, resolve_kernel)
+from .intbounds import fits_int8, max_abs_int, reduction_size
+from .intops import conv_terms, linear_terms, resolve_kernel
+from .onednn import onednn_conv_scaled, onednn_epilogue_matches, onednn_ok
 from .series import expand_tensor_fused  # the C kernel, bit-identical to the eager series, one pass per term
 from .quant import group_view
 from .series import centered_term

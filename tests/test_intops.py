@@ -1,5 +1,6 @@
-"""Integer kernels: exact against int64 on adversarial operands, the int32 bound per bit width, every
-kernel path (CPU `_int_mm`, the CUDA path's padded shapes run through the CPU kernel, float64) equal."""
+"""Integer kernels: exact against int64 on adversarial operands up to the int32 bound and past it (split K),
+every kernel path (oneDNN, CPU `_int_mm`, the CUDA path's padded shapes run through the CPU kernel, "float",
+float64) equal."""
 import itertools
 
 import pytest
@@ -7,34 +8,9 @@ import torch
 import torch.nn as nn
 
 from fpxint import ExpansionConfig, expand_layer
-from fpxint.intops import (INT32_MAX, KERNELS, conv_terms, int32_chunk, int64_conv_reference,
-                           int64_linear_reference, int_matmul, linear_terms, max_abs_int, resolve_kernel)
-from fpxint.quant import grid_range
-
-GRIDS_BITS = [(g, b) for g in ("symmetric", "full", "asymmetric") for b in range(1, 9)
-              if not (g == "full" and b == 1)]
-
-
-def _extremes(bits: int, grid: str) -> tuple[int, int]:
-    """Most negative and most positive centered integer a term of this grid can hold."""
-    lo, hi = grid_range(bits, grid)
-    return (-hi, hi) if grid == "asymmetric" else (lo, hi)  # centered asymmetric: q - z in [-(2^b-1), 2^b-1]
-
-
-@pytest.mark.parametrize("grid,bits", GRIDS_BITS)
-def test_max_abs_int_bounds_every_centered_term(grid, bits):
-    lo, hi = _extremes(bits, grid)
-    assert max(-lo, hi) <= max_abs_int(bits, grid)
-
-
-@pytest.mark.parametrize("grid,bits", GRIDS_BITS)
-def test_int32_chunk_is_a_proof_for_every_bit_width(grid, bits):
-    """K * max|w| * max|x| <= 2**31 - 1 for the chunk length, and one more product could overflow."""
-    m = max_abs_int(bits, grid)
-    k = int32_chunk(m, m)
-    assert k * m * m <= INT32_MAX < (k + 1) * m * m
-    if m <= 128:  # int8 operands: the 8-bit chunk is 131071, far above any layer's K but tested below
-        assert k >= 131071
+from fpxint.intbounds import INT32_MAX, int32_chunk
+from fpxint.intops import KERNELS, conv_terms, int_matmul, linear_terms, resolve_kernel
+from fpxint.intref import int64_conv_reference, int64_linear_reference
 
 
 @pytest.mark.parametrize("kernel", ["int_mm", "int_mm_cuda"])
@@ -74,23 +50,6 @@ def test_int_mm_adversarial_patterns_and_odd_shapes(kernel):
         for x in (a, rnd):
             got = int_matmul(x, b, 128, 128, kernel)
             assert got.shape == (m, n) and torch.equal(got.to(torch.int64), int64_linear_reference(x, b.t()))
-
-
-def test_onednn_probe_and_fallback(monkeypatch):
-    """The probe runs (True on a VNNI CPU, where the path is taken); when it fails, 'onednn' falls back
-    to _int_mm with the same integers."""
-    from fpxint import intops
-
-    g = torch.Generator().manual_seed(4)
-    xq = torch.randint(-8, 8, (2, 2, 16, 7, 7), generator=g, dtype=torch.int8)
-    wq = torch.randint(-8, 8, (2, 24, 16, 3, 3), generator=g, dtype=torch.int8)
-    want = conv_terms(xq, wq, 2, 1, 1, 1, 1, 8, 8, "float64")
-    got = conv_terms(xq, wq, 2, 1, 1, 1, 1, 8, 8, "onednn")
-    assert got.dtype == (torch.float32 if intops.onednn_exact() else torch.int32) and torch.equal(got.long(), want)
-    monkeypatch.setattr(intops, "onednn_exact", lambda: False)
-    got = conv_terms(xq, wq, 2, 1, 1, 1, 1, 8, 8, "onednn")
-    assert got.dtype == torch.int32 and torch.equal(got.long(), want)
-    assert not intops.onednn_ok(1024, 128, 128)  # 1024 * 2**14 = 2**24: past float32's exact integers
 
 
 def test_kernel_names_are_checked():

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from fpxint import ExpansionConfig, expand_layer
-from fpxint.intops import int64_conv_reference, int64_linear_reference
+from fpxint.intref import int64_conv_reference, int64_linear_reference
 from fpxint.layers import pair_matrix
 
 torch.manual_seed(0)

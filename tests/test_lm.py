@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from fpxint.config import ExpansionConfig
-from fpxint.intops import int64_linear_reference
+from fpxint.intref import int64_linear_reference
 from fpxint.layers import ExpandedLinear, expand_layer
 from fpxint.lm import (LMData, evaluate_lm, layer_block, layer_kind, layer_report, lm_cost, quality, reference,
                        spearman)
