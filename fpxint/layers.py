@@ -20,7 +20,7 @@ Execution modes (docs/method.md, "Execution modes"):
   FP (level "tensor", truncation "weight_only") run one float op with W_hat = sum_i s_i Qw_i, as the
   FP layer does, with its float summation order. Level "model" is the same function as "layer".
 - integer: each kept pair is an exact integer GEMM / convolution on int8 units (`intops`), then the
-  same rescale.
+  same rescale (`exact_forward`).
 """
 from __future__ import annotations
 
@@ -29,12 +29,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
-from .intbounds import fits_int8, max_abs_int, reduction_size
+from .exact_forward import exact_forward, integer_accumulators, onednn_forward
+from .intbounds import fits_int8, max_abs_int
 from .intops import conv_terms, linear_terms, resolve_kernel
-from .onednn import onednn_conv_scaled, onednn_epilogue_matches, onednn_ok
-from .series import expand_tensor_fused  # the C kernel, bit-identical to the eager series, one pass per term
-from .quant import group_view
-from .series import centered_term
+from .series import centered_term, expand_tensor_fused  # the C kernel: bit-identical to the eager series
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -154,7 +152,7 @@ class ExpandedLayer(nn.Module):
             # integer mode's fallback would be float64: asymmetric 8-bit activation terms reach 255)
             if fits_int8(max_abs_int(self.w_bits, self.w_grid), max_abs_int(self.a_bits, self.a_grid)):
                 return self._integer_forward(x)
-            return self._exact_forward(x, "float")
+            return exact_forward(self, x, "float")
         # FP activations (level "tensor", weight_only): one float op per distinct row of C, as in FP
         C = self.pairs
         if self.term_parallel:  # level "model": every kept weight term runs on its own
@@ -224,30 +222,6 @@ class ExpandedLayer(nn.Module):
             self._pairs_seen = (self.pairs, now, rows)
         return rows
 
-    def _pair_groups(self) -> list[tuple[list[int], list[int]]]:
-        """Kept pairs as (weight terms, activation terms) blocks, one integer GEMM each: the full grid is
-        one block; the total order one block per activation term (its kept weight terms)."""
-        C = self._pairs_py
-        by_rows: dict[tuple[int, ...], list[int]] = {}
-        for j in range(len(C[0])):
-            rows = tuple(i for i in range(len(C)) if C[i][j])
-            if rows:
-                by_rows.setdefault(rows, []).append(j)
-        return [(list(rows), js) for rows, js in by_rows.items()]
-
-    def _int_blocks(self, x: torch.Tensor, kernel: str):
-        """Yields (weight terms, activation terms, accumulators [J, I, *out], act scales [J, ...])."""
-        if self.act_fp:
-            raise ValueError("integer mode needs expanded activations; this layer keeps its input in FP "
-                             "(level='tensor' or truncation='weight_only'): use mode='simulate'")
-        xq, xs = self.activation_int_terms(x)
-        wq = self.w_int_terms()
-        mx, mw = max_abs_int(self.a_bits, self.a_grid), max_abs_int(self.w_bits, self.w_grid)
-        for rows, js in self._pair_groups():
-            xsel = xq[js[0]:js[-1] + 1] if js == list(range(js[0], js[-1] + 1)) else xq[js]
-            wsel = wq[rows[0]:rows[-1] + 1] if rows == list(range(rows[0], rows[-1] + 1)) else wq[rows]
-            yield rows, js, self._int_terms_op(xsel, wsel, mx, mw, kernel, tuple(rows)), xs
-
     def integer_accumulators(self, x: torch.Tensor, kernel: str | None = None
                              ) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
         """{(i, j): (exact integer accumulator C_ij * Qw_i * Qx_j, scale s_i t_j)} for kept pairs.
@@ -256,63 +230,16 @@ class ExpandedLayer(nn.Module):
         integer tensors (int32, int64 past the int32 bound), from the same GEMMs as the forward.
         kernel: see `intops.KERNELS`; None uses the layer's `int_kernel`.
         """
-        out = {}
-        for rows, js, acc, xs in self._int_blocks(x, kernel or self.int_kernel):
-            for a, j in enumerate(js):
-                for b, i in enumerate(rows):
-                    c = self._pairs_py[i][j]
-                    t = acc[a, b] * c if c != 1 else acc[a, b]
-                    out[(i, j)] = (t.to(torch.int64) if t.is_floating_point() else t,
-                                   self._out_scale(self.w_scale_b(i), xs[j], t))
-        return out
+        return integer_accumulators(self, x, kernel or self.int_kernel)
 
     def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
-        fast = self._onednn_forward(x)
-        return fast if fast is not None else self._exact_forward(x, self.int_kernel)
-
-    def _exact_forward(self, x: torch.Tensor, kernel: str) -> torch.Tensor:
-        """y = b + sum_j t_j z_j with z_j = sum_i (C_ij s_i) acc_ij, from exact accumulators.
-
-        Shared by every kernel (int8 units, "float" ops on the integers) and both modes, in the order and
-        with the float ops of the oneDNN path's epilogue (`_onednn_forward`: multiply, then add, per weight
-        term; one multiply-add per activation term, the bias on the first), so every kernel gives the same
-        bits. Integers below 2**24 convert to float32 exactly; larger ones round like any float32 op: the
-        accumulators are exact, the rescale is float. Every step is element-wise, so no output depends on its batch mates.
-        """
-        z: dict[int, torch.Tensor] = {}
-        scales = None
-        for rows, js, acc, xs in self._int_blocks(x, kernel):
-            scales = xs
-            for a, j in enumerate(js):
-                for b, i in enumerate(rows):
-                    t = acc[a, b]
-                    t = t if t.dtype in (torch.int32, x.dtype) else t.to(x.dtype)  # canonical: the compute dtype
-                    t = t * (self._w_out_scale(i, t).to(x.dtype) * self._pairs_py[i][j])
-                    z[j] = t if j not in z else z[j].add_(t)
-        y = None
-        for j in sorted(z):
-            t = self._x_out_scale(scales[j], z[j]).to(x.dtype)
-            if y is not None:
-                y = y.addcmul_(z[j], t)
-            elif self.bias is not None:
-                y = torch.addcmul(self.bias.reshape(self._bias_shape(z[j])).to(x.dtype), z[j], t)
-            else:
-                y = z[j] * t
-        if y is None:
-            y = self._zero_out(x)
-            return y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
-        return self._layout(y.to(x.dtype))
+        return exact_forward(self, x, self.int_kernel)
 
     def _layout(self, y: torch.Tensor) -> torch.Tensor:
         """One memory layout for every kernel and mode (contiguous; channels-last for 2-D convolutions,
         what oneDNN's int8 convolution writes): FP ops downstream (pooling, means) then sum in the same
         order in simulate and integer mode, so equal layer outputs stay equal through them."""
         return y.contiguous()
-
-    def _onednn_forward(self, x: torch.Tensor) -> torch.Tensor | None:
-        """CPU convolutions on oneDNN with the weight scales and the sum over weight terms in its
-        epilogue: z_j = sum_i C_ij s_i acc_ij, then y = b + sum_j t_j z_j. None where it does not apply."""
-        return None
 
     def _zero_out(self, x: torch.Tensor) -> torch.Tensor:
         return self._op(torch.zeros_like(x), torch.zeros(self.w_q.shape[1:], dtype=x.dtype, device=x.device))
@@ -340,15 +267,11 @@ class ExpandedLinear(ExpandedLayer):
     def _bias_shape(self, y):
         return (-1,)
 
-    def _out_scale(self, sw, sx, acc):
-        # sw: [out, 1] per channel -> [out]; sx broadcasts over the last dim already
-        return sw.reshape(-1) * sx if sw.dim() > 1 else sw * sx
-
     def _w_out_scale(self, i, acc):
-        return self.w_scale_b(i).reshape(-1)
+        return self.w_scale_b(i).reshape(-1)  # [out, 1] per channel -> [out]
 
     def _x_out_scale(self, sx, z):
-        return sx
+        return sx  # [..., 1]: broadcasts over the last dim already
 
 
 class _ExpandedConv(ExpandedLayer):
@@ -386,48 +309,18 @@ class _ExpandedConv(ExpandedLayer):
     def _bias_shape(self, y):
         return (1, -1) + (1,) * (y.dim() - 2)
 
-    def _onednn_forward(self, x):
-        mx, mw = max_abs_int(self.a_bits, self.a_grid), max_abs_int(self.w_bits, self.w_grid)
-        if (self.act_fp or x.device.type != "cpu" or resolve_kernel(self.int_kernel, x.device) != "onednn"
-                or not onednn_ok(reduction_size(self.w_q[0]), mw, mx) or not onednn_epilogue_matches()):
-            return None
-        xq, xs = self.activation_int_terms(x)
-        cout = self.w_q.shape[1]
-        sw = [self.w_scale[i].float().expand(cout).contiguous() if self.w_scale[i].numel() == 1
-              else self.w_scale[i].float().contiguous() for i in range(self.w_terms)]
-        C = self._pairs_py
-        scales = [[sw[i] * C[i][j] if C[i][j] else None for i in range(self.w_terms)] for j in range(self.a_terms)]
-        cache = self._w_cache.setdefault(("conv", "all", self.w_q.device), {})
-        zs = onednn_conv_scaled(xq, self.w_int_terms(), self.dim, self.stride, self.padding, self.dilation,
-                                self.groups, scales, cache)
-        y = None
-        for z, t in zip(zs, xs):
-            if z is None:
-                continue
-            t = t.reshape((-1,) + (1,) * (z.dim() - 1)).to(z.dtype)
-            if y is not None:
-                y = y.addcmul_(z, t)
-            elif self.bias is not None:
-                y = torch.addcmul(self.bias.reshape(self._bias_shape(z)).to(z.dtype), z, t)
-            else:
-                y = z * t
-        if y is None:
-            return None
-        return self._layout(y.to(x.dtype))
-
-    def _out_scale(self, sw, sx, acc):
-        # sw: [out, 1, (1)] -> [1, out, 1, (1)]; sx: [N, 1, ...] or scalar-shaped
-        sw = sw.reshape((1, -1) + (1,) * (acc.dim() - 2)) if sw.numel() > 1 else sw.reshape((1,) * acc.dim())
-        return sw * sx.reshape((-1,) + (1,) * (acc.dim() - 1)) if sx.numel() > 1 else sw * sx.reshape((1,) * acc.dim())
+    def _integer_forward(self, x):
+        fast = onednn_forward(self, x)  # CPU: oneDNN's int8 convolution, the rescale in its epilogue
+        return fast if fast is not None else exact_forward(self, x, self.int_kernel)
 
     def _layout(self, y):
         return y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 else y.contiguous()
 
     def _w_out_scale(self, i, acc):
-        sw = self.w_scale_b(i)
+        sw = self.w_scale_b(i)  # [out, 1, (1)] -> [1, out, 1, (1)]
         return sw.reshape((1, -1) + (1,) * (acc.dim() - 2)) if sw.numel() > 1 else sw.reshape((1,) * acc.dim())
 
-    def _x_out_scale(self, sx, z):
+    def _x_out_scale(self, sx, z):  # [N, 1, ...] or scalar-shaped
         return sx.reshape((-1,) + (1,) * (z.dim() - 1)) if sx.numel() > 1 else sx.reshape((1,) * z.dim())
 
     def extra_repr(self) -> str:

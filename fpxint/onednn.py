@@ -60,8 +60,8 @@ def onednn_exact() -> bool:
 @functools.lru_cache(maxsize=1)
 def onednn_epilogue_matches() -> bool:
     """Whether oneDNN's scaled epilogue (per-channel scale on the int32 accumulator, then the "sum"
-    post-op) rounds like the shared rescale of `layers.ExpandedLayer._exact_forward` (a float32 multiply, then
-    an add, per weight term; no fused multiply-add): then integer mode's fast path gives simulate mode's
+    post-op) rounds like the shared rescale of `exact_forward.exact_forward` (a float32 multiply, then an
+    add, per weight term; no fused multiply-add): then integer mode's fast path gives simulate mode's
     bits. Checked once per process with non-power-of-two scales; False sends integer mode through
     `intops.conv_terms` and the shared rescale instead."""
     try:

@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
     ("primitives", ("fpxint.quant", "fpxint.intops"), True),
     ("series kernel", ("fpxint.fused",), False),
     ("tensor series", ("fpxint.series",), False),
+    ("exact forward", ("fpxint.exact_forward",), False),
     ("expanded layers", ("fpxint.layers",), False),
     ("BatchNorm folding", ("fpxint.fold",), False),
     ("model", ("fpxint.model",), False),
