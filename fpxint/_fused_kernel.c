@@ -184,6 +184,18 @@ static inline void* q_row(const Params* p, const Tensor* T, int k, int64_t g, in
     return p->grid == ASYM ? (void*)((uint8_t*)T->q + off) : (void*)((int8_t*)T->q + off);
 }
 
+/* term k of row g: its scale from the residual's range [mn, mx] (or the given scales), stored; *t holds
+ * the previous term on entry and this one on return. Returns the mode of the term's pass. Shared by the
+ * serial and the parallel row so both compute the same scales. */
+static int begin_term(const Params* p, const Tensor* T, int64_t g, int k, float mn, float mx, Term* t,
+                      const float* coeffs) {
+    const float* gs = T->given_s ? T->given_s + g : NULL;
+    const float* gz = T->given_z ? T->given_z + g : NULL;
+    *t = term_scale(p, k, mn, mx, t, gs, gz);
+    store_term(p, T, g, k, t);
+    return pick_mode(T, k, k == p->terms - 1, coeffs);
+}
+
 /* L2 prefetch of x[i0..i1): the next row streams in while this row's passes compute from L1 */
 static void prefetch(const float* x, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i += 16) __builtin_prefetch(x + i, 0, 2);
@@ -202,12 +214,8 @@ static int row_series(const Params* p, const Tensor* T, int64_t g, float* scratc
     if (out && coeffs) memset(out, 0, (size_t)K * sizeof(float));
     Term t = {0, 1, 0};
     for (int k = 0; k < p->terms; k++) {
-        const float* gs = T->given_s ? T->given_s + g : NULL;
-        const float* gz = T->given_z ? T->given_z + g : NULL;
-        t = term_scale(p, k, mn, mx, &t, gs, gz);
-        store_term(p, T, g, k, &t);
         const int last = k == p->terms - 1;
-        const int mode = pick_mode(T, k, last, coeffs);
+        const int mode = begin_term(p, T, g, k, mn, mx, &t, coeffs);
         if (next) prefetch(next, next_k * k / p->terms, next_k * (k + 1) / p->terms);
         mn = INFINITY; mx = -INFINITY;
         term_pass(p, k == 0 ? x : scratch, (mode == 4 && last) ? NULL : scratch, q_row(p, T, k, g, 0), out, x,
@@ -234,12 +242,8 @@ static int row_series_parallel(const Params* p, const Tensor* T, int64_t g, floa
     if (bad) return 1;
     Term t = {0, 1, 0};
     for (int k = 0; k < p->terms; k++) {
-        const float* gs = T->given_s ? T->given_s + g : NULL;
-        const float* gz = T->given_z ? T->given_z + g : NULL;
-        t = term_scale(p, k, mn, mx, &t, gs, gz);
-        store_term(p, T, g, k, &t);
         const int last = k == p->terms - 1;
-        const int mode = pick_mode(T, k, last, coeffs);
+        const int mode = begin_term(p, T, g, k, mn, mx, &t, coeffs);
         const float* src = k == 0 ? x : scratch;
         float* dst = (mode == 4 && last) ? NULL : scratch;
         const float cf = coeffs ? coeffs[k] : 0.0f;
