@@ -59,8 +59,11 @@ def test_mcnemar_exact_p_values():
 def test_every_section_runs_in_smoke_mode(tmp_path, capsys):
     """`python -m bench --smoke`: tiny inputs, built-in model, one round; its correctness checks must hold."""
     out = tmp_path / "bench"
-    assert run.main(["--smoke", "--out", str(out)]) == 0
+    assert run.main(["--smoke", "--out", str(out), "--json", str(tmp_path / "raw" / "r.json")]) == 0
     res = json.loads((out / "latest.json").read_text())
+    assert json.loads((tmp_path / "raw" / "r.json").read_text()) == res  # --json: the same results, atomically
+    assert [p.name for p in (tmp_path / "raw").iterdir()] == ["r.json"]
+    assert all(len(sec["load_average_end"]) == 3 for sec in res["sections"].values())
     assert res["options"]["smoke"] and set(res["sections"]) == set(run.SECTIONS)
     s = res["sections"]
     assert s["expansion"]["rows"] and all(r["identical"] and r["public_same"] for r in s["expansion"]["rows"])
