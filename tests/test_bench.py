@@ -102,3 +102,22 @@ def test_scripts_outside_the_sections_import_and_their_pure_parts_run(capsys):
     rows = matched_memory.compare("digits_cnn", 32, cands)
     assert [r["config"] for r in rows] == [c[0] for c in cands] and all(r["images"] == 32 for r in rows)
     assert all(r["mcnemar_p"] <= 1.0 for r in rows[1:])
+
+
+def test_results_tables_are_the_output_of_bench_table_on_their_raw_files(capsys):
+    """Every RESULTS table marked `<!-- python -m bench --table FILE: section S -->` is, verbatim, what that
+    command prints from the committed FILE: the table cannot drift from its raw data."""
+    import re
+
+    text = (run.ROOT / "docs" / "RESULTS.md").read_text()
+    marked = re.findall(r"<!-- python -m bench --table (\S+): section (\w+) -->", text)
+    assert {f for f, _ in marked} >= {"docs/results/bench_expansion.json", "docs/results/bench_integer_load.json",
+                                      "docs/results/bench_integer.json"}
+    for path in sorted({f for f, _ in marked}):
+        assert run.main(["--table", str(run.ROOT / path)]) == 0
+        printed = capsys.readouterr().out.replace(str(run.ROOT / path), path)
+        blocks = {m.group(1): m.group(0).strip() for m in re.finditer(
+            r"<!-- python -m bench --table \S+: section (\w+) -->.*?(?=\n<!--|\Z)", printed, re.S)}
+        for f, section in marked:
+            if f == path:
+                assert blocks[section] in text, (path, section)
