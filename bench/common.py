@@ -150,6 +150,29 @@ def table(rows: Iterable[dict], columns: list[tuple[str, str, str]]) -> str:
     return "\n".join(out)
 
 
+def markdown(rows: Iterable[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A markdown table of `rows`, columns as in `table`: what `python -m bench --table FILE` prints for
+    RESULTS, so a table there holds exactly the numbers of its committed raw file."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for key, _, spec in columns:
+            v = row.get(key)
+            cells.append("-" if v is None else format(v, spec) if spec else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_label(results: dict, section: str) -> str:
+    """Machine, threads and load of one section of a results file: printed above each of its tables."""
+    m, sec = results["machine"], results["sections"][section]
+    end = sec.get("load_average_end")
+    return (f"{m['cpu']} ({m['cpu_capability']}), {m['usable_cores']} cores, torch {m['torch']}, "
+            f"{m['torch_threads']} thread{'s' if m['torch_threads'] != 1 else ''}; started {results['started']}; "
+            f"load average (1/5/15 min) {m['load_average']} at the run's start"
+            + (f", {end} at the end of this section" if end else "") + f"; {sec['section_s']:.0f} s")
+
+
 def _numeric(s: str) -> bool:
     return s.replace(".", "", 1).replace("-", "", 1).replace("x", "").replace("e", "").replace("+", "").isdigit()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torchvision
 
+from bench.common import markdown as md_table
 from bench.common import cpu_ratio, ratio, table, time_interleaved, verdict
 from fpxint import expand_tensor, fused, series
 from fpxint.model import expandable_layers
@@ -118,3 +119,17 @@ def run(opts) -> dict:
               f"expand_tensor {head['public_x']:.2f}x, expand_weights {head['fused_x']:.2f}x (cpu {head['fused_cpu_x']:.2f}x) "
               f"the read-and-write pass; target <= {TARGET:.0f}x (expand_tensor): {headline['verdict']}")
     return {"kernel": info, "rows": rows, "headline": headline, "rule_limits": RULE_LIMITS}
+
+
+MARKDOWN_TERMS = (1, 2, 4, 8)  # the rows RESULTS shows; the file holds every term count
+
+
+def markdown(res: dict) -> str:
+    """RESULTS' expansion-throughput table from a results file (`python -m bench --table FILE`)."""
+    rows = [r for r in res["rows"] if r["terms"] in MARKDOWN_TERMS]
+    return md_table(rows, [("model", "model", ""), ("rule", "rule", ""), ("terms", "terms", "d"),
+                           ("ref_ms", "reference pass ms", ".1f"), ("fused_ms", "`expand_weights` ms", ".1f"),
+                           ("fused_x", "`expand_weights` x ref", ".2f"), ("public_x", "`expand_tensor` x ref", ".2f"),
+                           ("fused_cpu_x", "`expand_weights` CPU time x ref", ".2f"),
+                           ("eager_ms", "eager ms", ".0f"), ("eager_x", "eager x ref", ".1f"),
+                           ("identical", "fused = eager", "")])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.common import markdown as md_table
 from bench.common import ratio, table, time_interleaved
 
 TITLE = "int8 torch._int_mm and float64 @ vs float32 @ (integer-valued operands)"
@@ -34,3 +35,10 @@ def run(opts) -> dict:
     print(table(rows, [("shape", "M x K x N", ""), ("fp32_ms", "fp32 ms", ".2f"), ("int8_x", "_int_mm / fp32", ".2f"),
                        ("fp64_x", "float64 / fp32", ".2f"), ("exact", "int8 = int64", "")]))
     return {"rows": rows}
+
+
+def markdown(res: dict) -> str:
+    """RESULTS' GEMM table from a results file (`python -m bench --table FILE`)."""
+    return md_table(res["rows"], [("shape", "M x K x N", ""), ("fp32_ms", "fp32 `@` ms", ".2f"),
+                                  ("int8_x", "`_int_mm` / fp32", ".2f"), ("fp64_x", "float64 `@` / fp32", ".2f"),
+                                  ("exact", "`_int_mm` = int64", "")])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 import fpxint
+from bench.common import markdown as md_table
 from bench.common import ratio, table, time_interleaved, verdict
 from bench.forward import loaded_blocks
 from fpxint import ExpansionConfig
@@ -91,3 +92,17 @@ def run(opts) -> dict:
     for s in skipped:
         print(f"skipped: {s}")
     return {"rows": rows, "skipped": skipped, "targets": TARGETS}
+
+
+def markdown(res: dict) -> str:
+    """RESULTS' integer-mode table from a results file (`python -m bench --table FILE`): the measured ratios,
+    with the FP time of the same rounds and the integer time it implies (ratio x FP ms, the best integer call)."""
+    rows = [{**r, "int_ms": r["int_x"] * r["fp_ms"],
+             "target": f"<= {r['target_x']}: {'met' if r['verdict'] == 'MEETS' else 'missed'}" if "target_x" in r else None}
+            for r in res["rows"]]
+    out = md_table(rows, [("model", "model", ""), ("batch", "batch", "d"), ("config", "config", ""),
+                          ("fp_ms", "FP ms", ".1f"), ("int_ms", "integer (int8) ms", ".1f"),
+                          ("int_x", "integer (int8) x FP", ".2f"), ("f64_x", "integer on float64 (before) x FP", ".2f"),
+                          ("speedup", "int8 speedup", ".1f"), ("sim_x", "simulate x FP", ".2f"),
+                          ("same_as_float64", "= float64", ""), ("target", "target", "")])
+    return out + "".join(f"\n\nskipped: {s}" for s in res.get("skipped", []))

@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import format_machine, machine_info, steady_allocator  # noqa: E402
+from bench.common import format_machine, machine_info, run_label, steady_allocator  # noqa: E402
 
 SECTIONS = {  # name -> module; one line per section
     "expansion": "bench.expansion",
@@ -71,6 +71,8 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Options]:
                    help="run bench/gpu_check.py instead (correctness and timings on CUDA; exits cleanly without one)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the JSON results (default artifacts/bench; with --smoke a new temporary folder)")
+    p.add_argument("--table", type=Path, default=None, metavar="FILE",
+                   help="print the markdown tables of a results file (--json's), e.g. for docs/RESULTS.md; runs nothing")
     p.add_argument("--json", type=Path, default=None, metavar="FILE",
                    help="also write the results to FILE, e.g. docs/results/bench_forward.json (the raw data of a "
                         "RESULTS table, committed; artifacts/ is not)")
@@ -86,8 +88,23 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Options]:
                          repeat=args.repeat or (1 if args.smoke else None), threads=args.threads)
 
 
+def print_tables(path: Path) -> int:
+    """The markdown table of every section in a results file that has one (`markdown(result)`), under the
+    machine and load of its run: RESULTS' tables are this output, so their numbers are the file's."""
+    results = json.loads(path.read_text())
+    for name, res in results["sections"].items():
+        module = importlib.import_module(SECTIONS[name])
+        if hasattr(module, "markdown"):
+            print(f"<!-- python -m bench --table {path.as_posix()}: section {name} -->")
+            print(f"*{run_label(results, name)}.*\n")
+            print(module.markdown(res) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args, opts = parse(argv)
+    if args.table:
+        return print_tables(args.table)
     if args.gpu:
         from bench import gpu_check
 
@@ -114,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         res = module.run(opts)
         res["section_s"] = round(time.perf_counter() - t0, 1)
+        # the load at the end too: the one at the start says nothing about what ran beside a long section
+        res["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
         print(f"({name}: {res['section_s']:.0f} s)", flush=True)
         results["sections"][name] = res
     args.out.mkdir(parents=True, exist_ok=True)
@@ -122,10 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"bench-{stamp}.json").write_text(text)
     (args.out / "latest.json").write_text(text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, args.json)  # atomic: a reader never sees half a file
+        from fpxint.atomic import write_files
+
+        write_files([(args.json, text + "\n")], overwrite=True)  # atomic: a reader never sees half a file
         print(f"results: {args.json}")
     print(f"\nresults: {args.out / f'bench-{stamp}.json'}")
     return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .atomic import write_files
 from .config import ExpansionConfig
 from .layers import ExpandedLayer, pair_matrix
 from .quant import grid_range
@@ -71,32 +71,11 @@ def save_expanded(qmodel: nn.Module, model_name: str | None = None, path: str | 
 
 
 def _write_pair(files: list[tuple[Path, bytes]], overwrite: bool) -> None:
-    """Writes every file under a temporary name, then renames them in order; nothing half-written."""
-    if not overwrite:
-        there = [str(f) for f, _ in files if os.path.lexists(f)]
-        if there:
-            raise ExportError(f"{' and '.join(there)} already exist{'s' if len(there) == 1 else ''}; "
-                              "pass overwrite=True (CLI: --force) to replace, or choose another --out")
-    tmps = []
+    """Both files or neither, never half a file (`atomic.write_files`)."""
     try:
-        for final, data in files:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-            tmps.append(tmp)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for (final, _), tmp in zip(files, tmps):
-            if overwrite:
-                os.replace(tmp, final)
-            else:
-                os.link(tmp, final)  # fails if someone created `final` meanwhile: never clobbers
-                os.unlink(tmp)
-    finally:
-        for tmp in tmps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_files(files, overwrite)
+    except FileExistsError as e:
+        raise ExportError(f"{e}; pass overwrite=True (CLI: --force) to replace, or choose another --out") from None
 
 
 def read_meta(config: str | os.PathLike | dict) -> dict:

@@ -21,7 +21,7 @@ case "${1:-}" in
   digits)
     for fl in same 8bit; do for g in symmetric asymmetric auto; do
       $PY -m fpxint sweep digits_cnn --pairs 4:4,3:3,2:2 --terms 1,2,3,4 --a-grid $g --first-last $fl "${FIXED[@]}" \
-        -q --out $R/agrid_digits_${g}_${fl} >/dev/null
+        -q --force --out $R/agrid_digits_${g}_${fl} >/dev/null
     done; done ;;
   item3|item4) nice -n 5 $PY -m bench.queue_sweep "$1" --threads 1 ;;
   # needs optimum-quanto (requirements-bench.txt); run here on 100 stratified images for lack of CPU time

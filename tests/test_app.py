@@ -94,10 +94,12 @@ def test_default_view_computes_on_load():
 def test_start_up_warm_up_computes_what_a_plain_url_asks_for():
     """app.py's lifespan fills the caches under ui.default_refs(): they must be the sidebar's own keys."""
     from fpxint import app as ui
+    from fpxint.app.loaders import DataRef
 
     at = _ok(_app())
     ctx = at.session_state["_ctx"]
     assert (ctx.mref, ctx.cfg_json, ctx.dref) == ui.default_refs()
+    assert isinstance(ctx.dref, DataRef) and ctx.dref.limit == 500  # typed, not a positional tuple
 
 
 def test_w4x3_a4x3_recovers_fp_and_writes_the_url():

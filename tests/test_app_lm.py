@@ -27,6 +27,9 @@ def at():
 
 def test_expand_page_scores_spearman_with_cost(at):
     assert at.selectbox(key="a_granularity").value == "per_token"  # the language-model default
+    from fpxint.app.loaders import TextRef
+
+    assert at.session_state["_ctx"].dref == TextRef("minilm_l6", 8)  # the text key: 8 STS-B pairs, typed
     at.button(key="run_expand_lm").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     m = {x.label: x.value for x in at.metric}

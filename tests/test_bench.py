@@ -59,8 +59,11 @@ def test_mcnemar_exact_p_values():
 def test_every_section_runs_in_smoke_mode(tmp_path, capsys):
     """`python -m bench --smoke`: tiny inputs, built-in model, one round; its correctness checks must hold."""
     out = tmp_path / "bench"
-    assert run.main(["--smoke", "--out", str(out)]) == 0
+    assert run.main(["--smoke", "--out", str(out), "--json", str(tmp_path / "raw" / "r.json")]) == 0
     res = json.loads((out / "latest.json").read_text())
+    assert json.loads((tmp_path / "raw" / "r.json").read_text()) == res  # --json: the same results, atomically
+    assert [p.name for p in (tmp_path / "raw").iterdir()] == ["r.json"]
+    assert all(len(sec["load_average_end"]) == 3 for sec in res["sections"].values())
     assert res["options"]["smoke"] and set(res["sections"]) == set(run.SECTIONS)
     s = res["sections"]
     assert s["expansion"]["rows"] and all(r["identical"] and r["public_same"] for r in s["expansion"]["rows"])
@@ -99,3 +102,22 @@ def test_scripts_outside_the_sections_import_and_their_pure_parts_run(capsys):
     rows = matched_memory.compare("digits_cnn", 32, cands)
     assert [r["config"] for r in rows] == [c[0] for c in cands] and all(r["images"] == 32 for r in rows)
     assert all(r["mcnemar_p"] <= 1.0 for r in rows[1:])
+
+
+def test_results_tables_are_the_output_of_bench_table_on_their_raw_files(capsys):
+    """Every RESULTS table marked `<!-- python -m bench --table FILE: section S -->` is, verbatim, what that
+    command prints from the committed FILE: the table cannot drift from its raw data."""
+    import re
+
+    text = (run.ROOT / "docs" / "RESULTS.md").read_text()
+    marked = re.findall(r"<!-- python -m bench --table (\S+): section (\w+) -->", text)
+    assert {f for f, _ in marked} >= {"docs/results/bench_expansion.json", "docs/results/bench_integer_load.json",
+                                      "docs/results/bench_integer.json"}
+    for path in sorted({f for f, _ in marked}):
+        assert run.main(["--table", str(run.ROOT / path)]) == 0
+        printed = capsys.readouterr().out.replace(str(run.ROOT / path), path)
+        blocks = {m.group(1): m.group(0).strip() for m in re.finditer(
+            r"<!-- python -m bench --table \S+: section (\w+) -->.*?(?=\n<!--|\Z)", printed, re.S)}
+        for f, section in marked:
+            if f == path:
+                assert blocks[section] in text, (path, section)

@@ -237,6 +237,37 @@ def test_expand_refuses_to_overwrite_without_force(capsys, tmp_path):
     assert json.loads(notes.read_text())["format"] == "fpxint-expanded/2"
 
 
+def test_sweep_refuses_to_overwrite_without_force(capsys, tmp_path):
+    prefix = tmp_path / "s"
+    argv = ["sweep", "--bits", "4", "--limit", "20", "--out", str(prefix), "-q"]
+    assert run(capsys, *argv, "--terms", "1")[0] == 0
+    first = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(first) == ["s.csv", "s.json"]
+    code, _, err = run(capsys, *argv, "--terms", "2")
+    assert code == 2 and "s.csv and" in err and "already exist" in err and "--force" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == first  # intact, nothing else written
+    assert run(capsys, *argv, "--terms", "1,2", "--force")[0] == 0
+    assert list(pd.read_csv(f"{prefix}.csv").terms) == [1, 2]  # replaced, every row of the new run
+    assert json.loads((tmp_path / "s.json").read_text())["rows"][1]["terms"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.json"]  # no temporary left
+
+
+def test_allocate_refuses_to_overwrite_without_force(capsys, tmp_path):
+    notes = tmp_path / "notes.json"
+    notes.write_text("my notes")
+    argv = ["allocate", "--bits", "2", "--terms", "2", "--budget-gemms", "0.75x", "--calib", "32", "--max-terms", "3",
+            "--limit", "64", "-q"]
+    for out in (["--out", str(notes)], ["--save", str(tmp_path / "notes")]):  # --save PREFIX writes PREFIX.json
+        code, _, err = run(capsys, *argv, *out)
+        assert code == 2 and "notes.json already exists" in err and "--force" in err and err.count("\n") == 1
+    assert notes.read_text() == "my notes" and [p.name for p in tmp_path.iterdir()] == ["notes.json"]
+    code, _, err = run(capsys, *argv, "--out", str(notes), "--save", str(tmp_path / "r"), "--force")
+    assert code == 0, err
+    cfg = ExpansionConfig.from_json(notes.read_text())
+    assert cfg.overrides and json.loads((tmp_path / "r.json").read_text())["config"] == json.loads(cfg.to_json())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.json", "r.json", "r.layers.csv"]  # no curve: --eval 0
+
+
 def test_eval_expanded_compares_with_the_weights_that_were_expanded(capsys, tmp_path):
     from safetensors.torch import save_file
 

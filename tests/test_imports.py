@@ -22,7 +22,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fpxint"
 # longest pattern that matches its name. independent=True: the layer's modules never import each other.
 LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
     ("data and models", ("fpxint.config", "fpxint.zoo", "fpxint.zoo.*", "fpxint.data", "fpxint.imagefiles",
-                         "fpxint.labelfiles", "fpxint.text", "fpxint.scratch", "fpxint.metrics", "fpxint.progress"),
+                         "fpxint.labelfiles", "fpxint.text", "fpxint.scratch", "fpxint.metrics", "fpxint.progress",
+                         "fpxint.atomic"),
      False),
     ("integer bounds, conv geometry", ("fpxint.intbounds", "fpxint.convgeom"), True),
     ("int64 references", ("fpxint.intref",), False),

@@ -6,8 +6,8 @@
 - `sidebar`: the shared sidebar rendered once per run; it builds ONE `ExpansionConfig` and keeps it in the
   URL (`st.query_params`).
 - `context`: the `Context` every page reads, the settings' defaults and allowed values.
-- `loaders`: cached loaders (`st.cache_resource`, bounded) for models (keyed by `ModelRef`), images and
-  expanded models; uploads in a private folder per session (`fpxint.scratch`), removed when the
+- `loaders`: cached loaders (`st.cache_resource`, bounded) for models (keyed by `ModelRef`), images
+  (`DataRef`) and expanded models; uploads in a private folder per session (`fpxint.scratch`), removed when the
   session ends; `redact`: every message a visitor sees has the server's paths replaced by names.
 - `widgets`: `header`, `run_block` (Run / Stop, progress, results kept in the session so a failed,
   invalid or stopped run never wipes what is on screen), `chart`, `table`.

@@ -11,7 +11,7 @@ from .. import config as C
 from ..config import ExpansionConfig
 from ..data import ImageData
 from ..zoo import DEFAULT_MODEL
-from .loaders import ModelRef, redact
+from .loaders import DataRef, ModelRef, TextRef, redact
 
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("bundled", "random", "upload")
@@ -39,7 +39,7 @@ class Context:
     model_name: str
     mref: ModelRef | None = None       # the model cache key
     loaded: Any = None                 # fpxint.zoo.LoadedModel
-    dref: tuple | None = None          # (name, source, limit): the data description, part of every cache key
+    dref: DataRef | TextRef | None = None  # the images (or a language model's text): part of every cache key
     data: ImageData | None = None
     cfg: ExpansionConfig | None = None
     device: str | None = None

@@ -8,8 +8,6 @@ version from `app/lm_pages.py` (or, for the Explain page, says in one sentence w
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import time
 
 import pandas as pd
@@ -21,9 +19,7 @@ from ..config import ExpansionConfig
 from ..text import STS_TEST, WIKITEXT, read_sts, token_windows
 from ..zoo import cache_dir, find_shared
 from ..zoo.hf import HF_PREFIX, get_lm_spec, is_language_model, lm_names, load_lm
-
-if TYPE_CHECKING:  # the cache key's type only; loaders imports this module
-    from .loaders import ModelRef
+from .loaders import ModelRef, TextRef
 
 __all__ = ["is_language_model", "lm_names", "label", "sidebar_text", "load", "data_of", "expand_page",
            "residuals_page", "HF_CHOICE", "hf_name"]
@@ -67,26 +63,25 @@ def load(name: str, device: str, allow_download: bool):
 
 
 @st.cache_resource(max_entries=4, show_spinner="Tokenizing…")
-def _data(mref: ModelRef, dref: tuple) -> L.LMData:
+def _data(mref: ModelRef, dref: TextRef) -> L.LMData:
     lm, shared = load(*_key(mref)), find_shared()
     if shared is None:
         raise ValueError("the shared folder (WikiText-2, STS-B) is not found: set FPXINT_SHARED")
-    _, n, seq_len = dref
     if lm.spec.task == "causal_lm":
-        return L.LMData(windows=token_windows(lm.tokenizer, shared / WIKITEXT, seq_len, n))
-    return L.LMData.sts(lm.tokenizer, *read_sts(shared / STS_TEST, n), source=STS_TEST.name)
+        return L.LMData(windows=token_windows(lm.tokenizer, shared / WIKITEXT, dref.seq_len, dref.count))
+    return L.LMData.sts(lm.tokenizer, *read_sts(shared / STS_TEST, dref.count), source=STS_TEST.name)
 
 
 def _key(mref) -> tuple:
     return mref.name, mref.device, mref.allow_download  # a ModelRef without its (image-only) weights upload
 
 
-def data_of(mref: ModelRef, dref: tuple) -> L.LMData:
+def data_of(mref: ModelRef, dref: TextRef) -> L.LMData:
     return _data(mref, dref)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Running the FP model once (the reference)…")
-def _reference(mref: ModelRef, dref: tuple):
+def _reference(mref: ModelRef, dref: TextRef):
     return L.reference(load(*_key(mref)).model, data_of(mref, dref))
 
 
@@ -100,8 +95,8 @@ def hf_name(sb) -> str | None:
     return HF_PREFIX + typed if typed else None
 
 
-def sidebar_text(sb, name: str) -> tuple:
-    """The text widgets of a language model; returns the data description (name, count, seq_len)."""
+def sidebar_text(sb, name: str) -> TextRef:
+    """The text widgets of a language model; returns the data description."""
     for k, v in DEFAULTS.items():
         st.session_state.setdefault(k, v)
     spec = get_lm_spec(name)
@@ -112,14 +107,14 @@ def sidebar_text(sb, name: str) -> tuple:
         n = sb.number_input("Windows of WikiText-2 test", *WINDOWS, key="lm_windows",
                             help="Consecutive windows from the start of wiki.test.raw; perplexity over all of them.")
         seq_len = sb.number_input("Tokens per window", *SEQ_LEN, key="lm_seq_len", step=64)
-        return name, int(n), int(seq_len)
+        return TextRef(name, int(n), int(seq_len))
     n = sb.number_input("STS-B test pairs (evenly spaced)", *PAIRS, key="lm_pairs", step=64)
-    return name, int(n), 0
+    return TextRef(name, int(n))
 
 
 # ----- cached computations -------------------------------------------------------------------------
 @st.cache_data(max_entries=64, show_spinner=False)
-def metrics(mref: ModelRef, cfg_json: str, dref: tuple) -> dict:
+def metrics(mref: ModelRef, cfg_json: str, dref: TextRef) -> dict:
     model, data = load(*_key(mref)).model, data_of(mref, dref)
     cfg = ExpansionConfig.from_json(cfg_json)
     ref = _reference(mref, dref)
@@ -132,7 +127,7 @@ def metrics(mref: ModelRef, cfg_json: str, dref: tuple) -> dict:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def layers(mref: ModelRef, cfg_json: str, dref: tuple, terms: tuple[int, ...], tokens: int) -> pd.DataFrame:
+def layers(mref: ModelRef, cfg_json: str, dref: TextRef, terms: tuple[int, ...], tokens: int) -> pd.DataFrame:
     model, data = load(*_key(mref)).model, data_of(mref, dref)
     slot = st.empty()
     df = L.layer_report(model, ExpansionConfig.from_json(cfg_json), data.probe(tokens), terms,

@@ -8,8 +8,6 @@ calibrates on text windows after the scored ones. Every configuration is scored 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 import streamlit as st
 from . import lm as ui_lm
@@ -21,9 +19,7 @@ from ..layers import expand_layer
 from ..model import expand, expandable_layers
 from ..text import WIKITEXT, token_windows
 from ..zoo import find_shared
-
-if TYPE_CHECKING:  # the cache key's type only; loaders imports this module
-    from .loaders import ModelRef
+from .loaders import ModelRef, TextRef
 
 EXPLAIN = ("**{page}** walks one image through an image classifier (pixels, convolution terms, top-1): its five "
            "screens are drawn on image shapes. For {model}, the same story is told by **Expand** (perplexity by "
@@ -176,7 +172,7 @@ def export_page(ctx, run_block) -> None:
 
 # ----- Convergence -----------------------------------------------------------------------------------
 @st.cache_data(max_entries=8, show_spinner=False)
-def _convergence(mref: ModelRef, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int, tokens: int):
+def _convergence(mref: ModelRef, cfg_json: str, dref: TextRef, bits: tuple[int, ...], max_terms: int, tokens: int):
     lm, x = ui_lm.load(*ui_lm._key(mref)), ui_lm.data_of(mref, dref).probe(tokens)
     cfg = L.lm_config(ExpansionConfig.from_json(cfg_json))
     bar, wdf, odf = st.progress(0.0), [], []
@@ -252,7 +248,7 @@ def basis_page(ctx, run_block) -> None:
 
 
 @st.cache_data(max_entries=4, show_spinner="Summing the basis models…")
-def _basis_demo(mref: ModelRef, cfg_json: str, dref: tuple, seed: int) -> dict:
+def _basis_demo(mref: ModelRef, cfg_json: str, dref: TextRef, seed: int) -> dict:
     lm = ui_lm.load(*ui_lm._key(mref))
     q = expand(lm.model, L.lm_config(ExpansionConfig.from_json(cfg_json)), device=mref.device)
     return views.basis_demo(q, ui_lm.data_of(mref, dref).probe(32).to(mref.device), seed)
@@ -260,7 +256,7 @@ def _basis_demo(mref: ModelRef, cfg_json: str, dref: tuple, seed: int) -> dict:
 
 # ----- Allocate terms ---------------------------------------------------------------------------------
 @st.cache_data(max_entries=4, show_spinner=False)
-def _allocate(mref: ModelRef, cfg_json: str, dref: tuple, gemms: float, max_terms: int, calib_tokens: int,
+def _allocate(mref: ModelRef, cfg_json: str, dref: TextRef, gemms: float, max_terms: int, calib_tokens: int,
               mode: str) -> dict:
     lm, data = ui_lm.load(*ui_lm._key(mref)), ui_lm.data_of(mref, dref)
     calib = L.LMData(windows=token_windows(lm.tokenizer, find_shared() / WIKITEXT, calib_tokens, 1,

@@ -2,8 +2,8 @@
 may see of the server's paths.
 
 `st.cache_resource` holds one copy per process, shared by every session (read only: never mutated), and
-bounded (`max_entries`). Its keys are typed, frozen values: `ModelRef` for a model, the data description
-`dref` (name, source, limit) for images.
+bounded (`max_entries`). Its keys are typed, frozen values: `ModelRef` for a model, `DataRef` for images,
+`TextRef` for a language model's text (the `dref` of every cache key).
 """
 from __future__ import annotations
 
@@ -41,6 +41,24 @@ class ModelRef:
     allow_download: bool = False       # may fetch missing published checkpoints
 
 
+@dataclass(frozen=True)
+class DataRef:
+    """Which images the sidebar chose: the cache key of the loaded images (with `ModelRef`, of every result)."""
+
+    name: str     # registry name of the model: it fixes the input size and the class order
+    source: str   # "random", a folder or file on the server (bundled data), or an upload's path
+    limit: int    # at most this many images (a stratified subset)
+
+
+@dataclass(frozen=True)
+class TextRef:
+    """Which text a language model is scored on (app/lm.py's `sidebar_text`): the data key of its results."""
+
+    name: str         # the language model's name (its tokenizer tokenizes the text)
+    count: int        # WikiText-2 windows (causal LM) or STS-B test pairs (encoder)
+    seq_len: int = 0  # tokens per window; 0 for STS-B pairs
+
+
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
 def model_of(ref: ModelRef):
     """The loaded model (fpxint.zoo.LoadedModel) of a reference; shared, read only."""
@@ -53,19 +71,15 @@ def _random_cap(spec) -> int:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading images…")
-def _load_images(name: str, source: str, limit: int) -> ImageData:
-    spec = get_spec(name)
-    if source == "random":
-        n = min(limit, _random_cap(spec))
+def images_of(dref: DataRef) -> ImageData:
+    """The images of a data description; shared, read only."""
+    spec = get_spec(dref.name)
+    if dref.source == "random":
+        n = min(dref.limit, _random_cap(spec))
         images = random_images(n, spec.input_size)
         return ImageData(images, None, None, f"random probe inputs: {n} Gaussian images (seed 0), unlabeled", 0)
-    upload = Path(source).parent.name.startswith(scratch.PREFIX)  # its decoded copy dies with the session
-    return load_data(source, spec, limit=limit, cache_dir=None if upload else cache_dir())
-
-
-def images_of(dref: tuple) -> ImageData:
-    """The images of a data description (model name, source, limit)."""
-    return _load_images(*dref)
+    upload = Path(dref.source).parent.name.startswith(scratch.PREFIX)  # its decoded copy dies with the session
+    return load_data(dref.source, spec, limit=dref.limit, cache_dir=None if upload else cache_dir())
 
 
 @st.cache_resource(max_entries=2, show_spinner="Expanding…")

@@ -10,12 +10,12 @@ from .. import analysis, views
 from ..allocation import Budget, allocate, calibration_split, cost_accuracy_curve
 from ..config import ExpansionConfig
 from ..model import expanded_layers
-from .loaders import ModelRef, expanded_model, images_of, model_of
+from .loaders import DataRef, ModelRef, expanded_model, images_of, model_of
 from .widgets import _Progress
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def expansion_metrics(mref: ModelRef, cfg_json: str, dref: tuple) -> dict:
+def expansion_metrics(mref: ModelRef, cfg_json: str, dref: DataRef) -> dict:
     """FP and expanded top-1 / fidelity, timing and cost of one configuration."""
     cfg = ExpansionConfig.from_json(cfg_json)
     bar = _Progress(f"Evaluating {cfg.label()}")
@@ -25,7 +25,7 @@ def expansion_metrics(mref: ModelRef, cfg_json: str, dref: tuple) -> dict:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def residuals(mref: ModelRef, cfg_json: str, dref: tuple, space: str) -> pd.DataFrame:
+def residuals(mref: ModelRef, cfg_json: str, dref: DataRef, space: str) -> pd.DataFrame:
     """Per layer x term errors: weight space (weight_residuals) or output space on the probe batch."""
     lm, cfg = model_of(mref), ExpansionConfig.from_json(cfg_json)
     if space == "weight":
@@ -37,7 +37,7 @@ def residuals(mref: ModelRef, cfg_json: str, dref: tuple, space: str) -> pd.Data
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def convergence(mref: ModelRef, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int) -> tuple:
+def convergence(mref: ModelRef, cfg_json: str, dref: DataRef, bits: tuple[int, ...], max_terms: int) -> tuple:
     """(weight residuals, model output errors) for each bit width, 1..max_terms terms."""
     bar = _Progress("Convergence")
     out = views.convergence(model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json), bits, max_terms,
@@ -47,7 +47,7 @@ def convergence(mref: ModelRef, cfg_json: str, dref: tuple, bits: tuple[int, ...
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def accuracy(mref: ModelRef, cfg_json: str, dref: tuple, bits: tuple[int, ...], max_terms: int) -> dict:
+def accuracy(mref: ModelRef, cfg_json: str, dref: DataRef, bits: tuple[int, ...], max_terms: int) -> dict:
     """Top-1 (or agreement) over bits x terms with cost columns, and the equal-budget comparison."""
     bar = _Progress("Accuracy grid")
     out = views.accuracy(model_of(mref), images_of(dref), ExpansionConfig.from_json(cfg_json), bits, max_terms,
@@ -57,7 +57,7 @@ def accuracy(mref: ModelRef, cfg_json: str, dref: tuple, bits: tuple[int, ...], 
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def basis_demo(mref: ModelRef, cfg_json: str, dref: tuple, seed: int, layer: str | None = None) -> dict:
+def basis_demo(mref: ModelRef, cfg_json: str, dref: DataRef, seed: int, layer: str | None = None) -> dict:
     """Sums the basis models in a shuffled order (AbelianAdd) and as separate networks; the group laws
     on the network and on `layer` alone."""
     probe = views.probe(model_of(mref).spec, images_of(dref))[:32].to(mref.device)
@@ -68,7 +68,7 @@ def basis_demo(mref: ModelRef, cfg_json: str, dref: tuple, seed: int, layer: str
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def compare(mref: ModelRef, cfg_a: str, cfg_b: str, dref: tuple) -> dict:
+def compare(mref: ModelRef, cfg_a: str, cfg_b: str, dref: DataRef) -> dict:
     """Metrics, output-error curves and per-layer weight errors of two configurations."""
     lm, data = model_of(mref), images_of(dref)
     return {tag: {"metrics": expansion_metrics(mref, cj, dref),
@@ -93,7 +93,7 @@ def expanded_layer_names(mref: ModelRef, cfg_json: str) -> list[str]:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def allocation(mref: ModelRef, cfg_json: str, dref: tuple, budget: str, mode: str, n_calib: int, max_terms: int,
+def allocation(mref: ModelRef, cfg_json: str, dref: DataRef, budget: str, mode: str, n_calib: int, max_terms: int,
                solver: str) -> dict:
     """Per-layer terms chosen on `n_calib` stratified images of the data (seed 0) under `budget`, and the
     cost / accuracy curve of uniform and allocated configs on the other images."""

@@ -16,7 +16,7 @@ from ..zoo.paths import shared_dataset
 from . import lm as ui_lm
 from .context import (ALLOCATION_KEY, CFG_KEYS, CHOICES, DATA_SOURCES, DEFAULTS, DEVICES, FAMILY, INT_RANGES,
                       MAX_PARAM_CHARS, PAGE_PARAMS, Context)
-from .loaders import ModelRef, _first_line, _save_upload, _swept, images_of, model_of, redact
+from .loaders import DataRef, ModelRef, _first_line, _save_upload, _swept, images_of, model_of, redact
 
 
 def _read_query_params(names: list[str]) -> list[str]:
@@ -56,7 +56,7 @@ def _default_source(name: str) -> str:
     return "random" if model_family(name) == "torchvision" else "bundled"  # torchvision's are untrained offline
 
 
-def default_refs() -> tuple[ModelRef, str, tuple]:
+def default_refs() -> tuple[ModelRef, str, DataRef]:
     """(mref, cfg_json, dref) that `sidebar()` builds from DEFAULTS for a visitor with a plain URL."""
     name = DEFAULTS["model"]
     where, why = _bundled_source(get_spec(name))
@@ -64,7 +64,7 @@ def default_refs() -> tuple[ModelRef, str, tuple]:
         raise DataError(why)
     cfg = ExpansionConfig(**{k: DEFAULTS[k] for k in CFG_KEYS})
     return ModelRef(name, None, resolve_device(DEFAULTS["device"]).type, False), cfg.to_json(), \
-        (name, where, int(DEFAULTS["n_images"]))
+        DataRef(name, where, int(DEFAULTS["n_images"]))
 
 
 def prewarm() -> float:
@@ -186,7 +186,7 @@ def _image_sidebar(name: str, sb, errors: list[str]) -> Context:
         except Exception as e:  # noqa: BLE001 - ModelLoadError explains itself; anything else still must not crash
             errors.append(f"Model {name} is unavailable: {_first_line(e)}")
     try:
-        ctx.dref = (name, _image_source(spec, source, zip_up), int(limit))
+        ctx.dref = DataRef(name, _image_source(spec, source, zip_up), int(limit))
         ctx.data = images_of(ctx.dref)
         sb.caption(redact(ctx.data.source))
     except Exception as e:  # noqa: BLE001 - DataError explains itself

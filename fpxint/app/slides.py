@@ -9,7 +9,7 @@ import streamlit as st
 from .. import views
 from ..config import ExpansionConfig
 from .context import Context
-from .loaders import _first_line, images_of, model_of
+from .loaders import DataRef, ModelRef, _first_line, images_of, model_of
 from .widgets import _Progress
 
 
@@ -27,7 +27,7 @@ def page_step(n: int, key: str = "explain_step") -> int:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _explain(mref: tuple, cfg_json: str, dref: tuple | None, part: str, layer: str | None) -> Any:
+def _explain(mref: ModelRef, cfg_json: str, dref: DataRef | None, part: str, layer: str | None) -> Any:
     from .. import explain
 
     lm = model_of(mref)

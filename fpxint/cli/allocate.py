@@ -23,8 +23,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .args import UsageError, add_config_options, add_run_options, check_run_args, config_from_args, dumps
-from .common import data_from_args, model_from_args
+from .args import (UsageError, add_config_options, add_force_option, add_run_options, check_run_args, config_from_args,
+                   dumps)
+from .common import (allocation_paths, claim_outputs, data_from_args, model_from_args, write_allocation,
+                     write_outputs)
 
 _BUDGETS = (("gemms", "int_gemms", "max integer GEMMs: N, or a multiple of the uniform config's, e.g. 0.75x"),
             ("bops", "bops", "max bit-operations: N or e.g. 0.75x"),
@@ -59,6 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="uniform term counts for the comparison (default 1,2,3,4)")
     e.add_argument("--out", metavar="PATH", help="write the allocated ExpansionConfig as JSON")
     e.add_argument("--save", metavar="PREFIX", help="write PREFIX.layers.csv, PREFIX.curve.csv and PREFIX.json")
+    add_force_option(e, "the --out / --save files")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     add_config_options(p)
     add_run_options(p)
@@ -138,6 +141,7 @@ def run(args) -> int:
     from ..model import resolve_device
 
     from . import lm as cli_lm
+    claim_outputs(args, allocation_paths(args), "--out / --save")  # before any work, for images and text alike
     if cli_lm.wants(args):
         return cli_lm.run_allocate(args, _budget)
     _check(args)
@@ -154,7 +158,7 @@ def run(args) -> int:
     if progress:
         print(file=sys.stderr)
     if sens_path and sens is None:
-        a.sensitivity.to_csv(sens_path, index=False)
+        write_outputs(args, [(sens_path, a.sensitivity.to_csv(index=False))], flag="--sensitivity")
     curve = None
     if len(ex) and lm.trained:
         curve = cost_accuracy_curve(lm.model, cfg, ex, ey, [(f"allocated ({budget.describe()})", a.config)],
@@ -166,13 +170,7 @@ def run(args) -> int:
                **{f"{k}": a.cost[k] for k in ("int_gemms", "bops", "weight_bits")},
                **{f"uniform_{k}": a.uniform_cost[k] for k in ("int_gemms", "bops", "weight_bits")},
                "config": json.loads(a.config.to_json())}
-    if args.out:
-        Path(args.out).write_text(a.config.to_json(indent=2) + "\n")
-    if args.save:
-        a.layers.to_csv(f"{args.save}.layers.csv", index=False)
-        if curve is not None:
-            curve.to_csv(f"{args.save}.curve.csv", index=False)
-        Path(f"{args.save}.json").write_text(dumps(summary, indent=2, default=str) + "\n")
+    write_allocation(args, a.config.to_json(indent=2), a.layers, curve, summary)
     if args.json:
         summary["layers"] = a.layers.to_dict(orient="records")
         summary["curve"] = None if curve is None else curve.drop(columns="config").to_dict(orient="records")

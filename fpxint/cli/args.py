@@ -135,6 +135,11 @@ def add_run_options(p: argparse.ArgumentParser, limit_default: int | None = None
                    "default none for the CLI)")
 
 
+def add_force_option(p, files: str) -> None:
+    """--force: the one way to replace files a command writes (without it the command refuses before any work)."""
+    p.add_argument("--force", action="store_true", help=f"replace {files} if they exist (written atomically either way)")
+
+
 # ----- the config the options describe ------------------------------------------------------
 def _read_config(text: str) -> ExpansionConfig:
     if not text.lstrip().startswith("{"):

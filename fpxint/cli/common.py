@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..atomic import existing, refusal, write_files
 from ..config import ExpansionConfig
 from .args import UsageError, dumps
 
@@ -148,11 +149,48 @@ def sweep_configs(args, base: ExpansionConfig) -> list[ExpansionConfig]:
     return configs
 
 
-def write_sweep(prefix: str, doc: dict) -> None:
-    """PREFIX.csv (the rows) and PREFIX.json (the whole document)."""
+def claim_outputs(args, paths, flag: str = "--out") -> None:
+    """Before any work: the files a command will write must not exist, unless --force (one-line UsageError)."""
+    there = existing(paths)
+    if there and not args.force:
+        raise UsageError(f"{refusal(there)}; pass --force to replace, or choose another {flag}")
+
+
+def write_outputs(args, files, again: bool = False, flag: str = "--out") -> None:
+    """Writes (path, text) pairs atomically (`fpxint.atomic`): all or none, never half a file, no temporary
+    left; a file that exists is replaced only with --force, or `again` (this run wrote it already)."""
+    try:
+        write_files(files, overwrite=args.force or again)
+    except FileExistsError as e:  # appeared since claim_outputs, or never claimed
+        raise UsageError(f"{e}; pass --force to replace, or choose another {flag}") from None
+
+
+def sweep_paths(prefix: str) -> list[str]:
+    return [f"{prefix}.csv", f"{prefix}.json"]
+
+
+def write_sweep(args, doc: dict, again: bool = False) -> None:
+    """--out PREFIX: PREFIX.csv (the rows) and PREFIX.json (the whole document)."""
     import pandas as pd
 
-    out = Path(prefix)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(doc["rows"]).to_csv(f"{out}.csv", index=False, float_format="%.6g")
-    Path(f"{out}.json").write_text(dumps(doc, indent=2) + "\n")
+    csv = pd.DataFrame(doc["rows"]).to_csv(index=False, float_format="%.6g")
+    write_outputs(args, zip(sweep_paths(args.out), (csv, dumps(doc, indent=2) + "\n")), again)
+
+
+def allocation_paths(args) -> list[str]:
+    """What `allocate --out PATH --save PREFIX` writes (the curve only with --eval; claimed all the same)."""
+    saved = [f"{args.save}.{ext}" for ext in ("layers.csv", "curve.csv", "json")] if args.save else []
+    return ([args.out] if args.out else []) + saved
+
+
+def write_allocation(args, config_json: str, layers, curve, summary: dict) -> None:
+    """--out: the allocated ExpansionConfig; --save: PREFIX.layers.csv, PREFIX.curve.csv (when evaluated),
+    PREFIX.json (the summary). One atomic write for all of them."""
+    files = [(args.out, config_json + "\n")] if args.out else []
+    if args.save:
+        files.append((f"{args.save}.layers.csv", layers.to_csv(index=False)))
+        if curve is not None:
+            files.append((f"{args.save}.curve.csv", curve.to_csv(index=False)))
+        files.append((f"{args.save}.json", dumps(summary, indent=2, default=str) + "\n"))
+    if files:
+        write_outputs(args, files, flag="--out / --save")

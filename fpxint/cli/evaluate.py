@@ -11,10 +11,10 @@ from pathlib import Path
 
 from ..config import LEVELS, TRUNCATIONS, ExpansionConfig
 from . import lm as cli_lm
-from .args import (UsageError, add_config_options, add_run_options, admit_run, check_run_args, choice_list,
-                   config_from_args, config_given, dumps, int_list, pairs)
-from .common import (cost_of, data_from_args, environment, expanded_paths, fmt, model_from_args, run_logits, scores,
-                     sweep_configs, write_sweep)
+from .args import (UsageError, add_config_options, add_force_option, add_run_options, admit_run, check_run_args,
+                   choice_list, config_from_args, config_given, dumps, int_list, pairs)
+from .common import (claim_outputs, cost_of, data_from_args, environment, expanded_paths, fmt, model_from_args,
+                     run_logits, scores, sweep_configs, sweep_paths, write_sweep)
 
 
 def add_parsers(sub) -> None:
@@ -42,6 +42,7 @@ def add_parsers(sub) -> None:
     add_run_options(p)
     cli_lm.add_text_options(p)
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv and PREFIX.json (updated after each row)")
+    add_force_option(p, "PREFIX.csv / PREFIX.json")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run_sweep)
 
@@ -146,6 +147,8 @@ def run_sweep(args) -> int:
     from ..model import check_overrides, expand, resolve_device
 
     check_run_args(args)
+    if args.out:
+        claim_outputs(args, sweep_paths(args.out))  # before any work
     if cli_lm.wants(args):
         return cli_lm.run_sweep(args)
     configs = sweep_configs(args, config_from_args(args))  # validates every config before any work
@@ -185,7 +188,7 @@ def run_sweep(args) -> int:
             "effective_bits": c.get("effective_bits"), "int_gemms": c.get("int_gemms"),
             "bops_vs_fp": c.get("bops_vs_fp"), "seconds": time.perf_counter() - t0, "config": cfg.to_json()})
         if args.out:
-            write_sweep(args.out, doc)
+            write_sweep(args, doc, again=len(doc["rows"]) > 1)  # later rows rewrite this run's own files
     if args.json:
         print(dumps(doc, indent=2))
         return 0

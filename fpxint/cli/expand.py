@@ -2,20 +2,20 @@
 back and checked for identical logits."""
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
 
-from .args import UsageError, add_config_options, add_run_options, admit_run, check_run_args, config_from_args, dumps
-from .common import cost_of, data_from_args, expanded_paths, fmt, model_from_args, run_logits, scores
+from .args import (add_config_options, add_force_option, add_run_options, admit_run, check_run_args, config_from_args,
+                   dumps)
+from .common import claim_outputs, cost_of, data_from_args, expanded_paths, fmt, model_from_args, run_logits, scores
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("expand", help="write an expanded model (safetensors + JSON config)")
     p.add_argument("model", nargs="?", help="registry name (default: digits_cnn)")
     p.add_argument("--out", metavar="PREFIX", required=True, help="writes PREFIX.safetensors and PREFIX.json")
-    p.add_argument("--force", action="store_true", help="replace PREFIX.safetensors / PREFIX.json if they exist")
+    add_force_option(p, "PREFIX.safetensors / PREFIX.json")
     p.add_argument("--check", action="store_true",
                    help="load the files back and assert identical logits on --limit images of the data")
     add_config_options(p)
@@ -32,9 +32,7 @@ def run(args) -> int:
     cfg = config_from_args(args)
     device = resolve_device(args.device)
     st_path, js_path = expanded_paths(args.out)
-    there = [str(p) for p in (st_path, js_path) if os.path.lexists(p)]
-    if there and not args.force:  # before the work; save_expanded checks again when it writes
-        raise UsageError(f"{' and '.join(there)} already exist(s); pass --force to replace, or choose another --out")
+    claim_outputs(args, (st_path, js_path))  # before the work; save_expanded checks again when it writes
     lm, shared = model_from_args(args, args.model)
     admit_run(args, lm.spec, cfg, args.limit if args.check else 1)
     qmodel = expand(lm.model, cfg, device="cpu")

@@ -139,7 +139,7 @@ def run_sweep(args) -> int:
     for cfg, row in zip(configs, df.to_dict("records")):
         doc["rows"].append({**row, "label": row["config"], "terms": cfg.w_terms, "config": cfg.to_json()})
     if args.out:
-        write_sweep(args.out, doc)
+        write_sweep(args, doc)
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -171,6 +171,7 @@ def run_allocate(args, parse_budget) -> int:
     import pandas as pd
 
     from .args import check_run_args, dumps
+    from .common import write_allocation, write_outputs
     from ..lm import LMData, allocate_lm, evaluate_lm, reference
     from ..model import resolve_device
     from ..text import TextError, token_windows
@@ -209,7 +210,7 @@ def run_allocate(args, parse_budget) -> int:
     if progress and progress.tty:
         print(file=sys.stderr)
     if sens_path and sens is None:
-        a.sensitivity.to_csv(sens_path, index=False)
+        write_outputs(args, [(sens_path, a.sensitivity.to_csv(index=False))], flag="--sensitivity")
     seconds = time.perf_counter() - t0
     curve = None
     if args.eval != "0":  # perplexity on the evaluation windows: FP, uniform k terms, the allocation
@@ -230,13 +231,7 @@ def run_allocate(args, parse_budget) -> int:
                **{k: a.cost[k] for k in ("int_gemms", "bops", "weight_bits")},
                **{f"uniform_{k}": a.uniform_cost[k] for k in ("int_gemms", "bops", "weight_bits")},
                "candidates": a.candidates.to_dict(orient="records"), "config": json.loads(a.config.to_json())}
-    if args.out:
-        Path(args.out).write_text(a.config.to_json(indent=2) + "\n")
-    if args.save:
-        a.layers.to_csv(f"{args.save}.layers.csv", index=False)
-        if curve is not None:
-            curve.to_csv(f"{args.save}.curve.csv", index=False)
-        Path(f"{args.save}.json").write_text(dumps(summary, indent=2, default=str) + "\n")
+    write_allocation(args, a.config.to_json(indent=2), a.layers, curve, summary)
     if args.json:
         summary["layers"] = a.layers.to_dict(orient="records")
         summary["curve"] = None if curve is None else curve.to_dict(orient="records")
