@@ -11,7 +11,6 @@ from streamlit.testing.v1 import AppTest
 
 from fpxint.text import WIKITEXT, token_windows
 from tests.test_lm import _need
-from tests.test_lm_allocate import gpt2_dir  # noqa: F401 - the tiny local GPT-2 fixture
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
