@@ -284,16 +284,16 @@ def _count(n: float) -> str:
 
 
 def check_model(name: str, params: int, nbytes: int, limits: Limits) -> None:
-    """Refuses (AdmissionError, one line with the numbers) a model whose weights alone exceed the memory
+    """Refuses (AdmissionError, one line with the numbers) a model whose loading alone exceeds the memory
     of one run, or whose parameter count exceeds `limits.max_params`; called before it is loaded.
 
     Args:
         name: The model as the user typed it (shown in the message).
-        params: Its parameter count; nbytes: its memory as loaded (e.g. `fpxint.zoo.hf_files.HFSize`).
+        params: Its parameter count; nbytes: the peak memory of loading it (`fpxint.zoo.hf_files.HFSize`).
     """
     over = []
     if limits.max_run_mb is not None and nbytes > limits.max_run_mb * MB:
-        over.append(f"its weights alone need about {_size(nbytes)} of memory (limit {_size(limits.max_run_mb * MB)} "
+        over.append(f"loading it needs about {_size(nbytes)} of memory (limit {_size(limits.max_run_mb * MB)} "
                     "per run, FPXINT_MAX_RUN_MB)")
     if limits.max_params is not None and params > limits.max_params:
         over.append(f"it is over this server's limit of {_count(limits.max_params)} parameters (FPXINT_MAX_PARAMS)")

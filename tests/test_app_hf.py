@@ -90,7 +90,7 @@ def test_oversized_config_is_refused_before_loading(room, tmp_path, monkeypatch)
     (tmp_path / "llama70b").mkdir()
     (tmp_path / "llama70b" / "config.json").write_text(json.dumps(LLAMA_70B))  # no weights at all
     errors = _typed(_app({"model": "hf:"}), f"{tmp_path.name}/llama70b")
-    assert any("70.55 B parameters: its weights alone need about 262.8 GB of memory (limit 4.0 GB per run" in e
+    assert any("70.55 B parameters: loading it needs about 525.7 GB of memory (limit 4.0 GB per run" in e
                and "No weights were downloaded or read" in e for e in errors), errors
 
 

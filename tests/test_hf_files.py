@@ -153,7 +153,8 @@ def test_size_from_config_is_the_loaded_parameter_count(gpt2_dir):
     lm = load_lm(f"hf:{gpt2_dir}", admit=seen.append)
     size = size_from_config(AutoConfig.from_pretrained(gpt2_dir), AutoModelForCausalLM)
     assert seen == [size] and size.params == lm.spec.params == sum(p.numel() for p in lm.model.parameters())
-    assert size.bytes >= 4 * size.params and size.layers == 2
+    buffers = sum(b.numel() for b in lm.model.buffers())
+    assert size.bytes == 8 * size.params + 4 * buffers and size.layers == 2
     assert torch.empty(1).device.type == "cpu"  # the meta build left no device mode behind
 
 
@@ -178,7 +179,8 @@ def test_oversized_config_is_refused_from_the_estimate(huge_folder):
     with pytest.raises(AdmissionError) as e:  # a folder without weights: only the estimate can refuse it
         load_lm(f"hf:{huge_folder.name}", local_root=huge_folder.parent, confine=True, admit=admit)
     assert seen[0].params == _llama_params(LLAMA_70B) == 70_553_706_496
-    assert str(e.value) == ("hf:llama-70b-config-only has 70.55 B parameters: its weights alone need about 262.8 GB "
+    assert seen[0].bytes == 8 * seen[0].params + 4 * 64  # float32 + loading's extra 4 B/param; 64 rotary inv_freq
+    assert str(e.value) == ("hf:llama-70b-config-only has 70.55 B parameters: loading it needs about 525.7 GB "
                             "of memory (limit 16.0 GB per run, FPXINT_MAX_RUN_MB); choose a smaller model. No "
                             "weights were downloaded or read.")
     with pytest.raises(AdmissionError, match="over this server's limit of 1.0 M parameters .FPXINT_MAX_PARAMS."):

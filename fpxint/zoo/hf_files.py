@@ -7,8 +7,8 @@
   ``hf:`` loader passes ``use_safetensors=True``); a folder whose only weights are pickles (``*.bin``,
   ``*.pt``) is refused in one line before transformers opens anything, because unpickling runs code.
 - `size_from_config`: the parameter count of the model a config describes, from a build on the meta
-  device (shapes only: no memory, no weights), so that a caller can refuse an oversized model before its
-  weights are downloaded or read.
+  device (shapes only: no memory, no weights), and the memory loading it takes, so that a caller can
+  refuse an oversized model before its weights are downloaded or read.
 """
 from __future__ import annotations
 
@@ -42,10 +42,17 @@ class HFSource:
     local: bool
 
 
+# Loading holds more than the float32 model: the checkpoint's mapped pages and dtype conversions. Peak
+# RSS above the baseline, loading a random 124M GPT-2 here (python -m bench.hf_load_memory): 5.82
+# bytes/param from a float32 safetensors file, 7.08 from a bfloat16 one; 4 (the model) + 4 covers both
+# (estimate / measured 1.44 and 1.19), conservative like admission's other estimates.
+_LOAD_EXTRA_PER_PARAM = 4
+
+
 @dataclass(frozen=True)
 class HFSize:
-    """A model's size from its config: parameters (tied ones once) and bytes as fpxint loads it (float32
-    parameters and buffers)."""
+    """A model's size from its config: parameters (tied ones once) and the peak bytes of loading it as
+    fpxint does (float32 parameters and buffers, plus `_LOAD_EXTRA_PER_PARAM` per parameter meanwhile)."""
 
     params: int
     bytes: int
@@ -119,10 +126,11 @@ def refuse_pickle_only(folder: str | os.PathLike, ref: str) -> None:
 
 
 def size_from_config(config, model_class, ref: str = "") -> HFSize:
-    """Parameters and float32 bytes of ``model_class.from_config(config)``, built on the meta device.
+    """Parameters and loading memory of ``model_class.from_config(config)``, built on the meta device.
 
-    Counts what fpxint would load (parameters, tied ones once, and buffers), as float32. Refuses a config
-    declaring more than `MAX_LAYERS` blocks before building anything.
+    Counts what fpxint would load (parameters, tied ones once, and buffers) as float32, plus the
+    transient memory of loading (`HFSize`). Refuses a config declaring more than `MAX_LAYERS` blocks
+    before building anything.
 
     Example:
         >>> size_from_config(GPT2Config(), AutoModelForCausalLM).params   # 124,439,808
@@ -139,4 +147,5 @@ def size_from_config(config, model_class, ref: str = "") -> HFSize:
         raise ModelLoadError(f"hf:{ref}: cannot build the model its config describes ({why})") from None
     params = sum(p.numel() for p in net.parameters())
     buffers = sum(b.numel() for b in net.buffers())
-    return HFSize(int(params), int(4 * (params + buffers)), layers if isinstance(layers, int) else None)
+    return HFSize(int(params), int(4 * (params + buffers) + _LOAD_EXTRA_PER_PARAM * params),
+                  layers if isinstance(layers, int) else None)
