@@ -3,9 +3,11 @@ confined to a root on a server, weights from safetensors only, and the size from
 weights are read. Real transformers parts, no network."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -211,3 +213,19 @@ def test_limits_read_max_params():
     assert Limits.from_env({"FPXINT_MAX_PARAMS": "off"}).max_params == float("inf")
     with pytest.raises(ValueError, match="FPXINT_MAX_PARAMS"):
         Limits.from_env({"FPXINT_MAX_PARAMS": "7B"})
+
+
+def test_every_from_pretrained_call_is_the_safe_one():
+    """The package calls transformers' from_pretrained in one place, `zoo.hf._pretrained` (safetensors only);
+    a new call elsewhere would bypass it (the brief's `grep -rn from_pretrained fpxint`, kept as a test)."""
+    package = Path(__file__).resolve().parents[1] / "fpxint"
+    calls, safe = [], None
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(package).as_posix()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "from_pretrained":
+                calls.append((where, node.lineno))
+            if where == "zoo/hf.py" and isinstance(node, ast.FunctionDef) and node.name == "_pretrained":
+                safe = range(node.lineno, node.end_lineno + 1)
+    assert safe is not None and len(calls) == 1 and calls[0][0] == "zoo/hf.py" and calls[0][1] in safe, calls
