@@ -6,6 +6,7 @@
   that expands the model and evaluates it on `n_images`, repeated `passes` times (sweeps, grids).
 - `Limits` and `check()`: refuse a run over the memory or time limit with one line saying what to
   reduce; `admit()` is both in one call. The app, the CLI and `fpxint.views` use the same ones.
+  `check_model()`: the same memory limit (and an optional parameter cap) on a model before it is loaded.
 - `RunGate`: first come first served slots for concurrent heavy runs (threads of one process: the
   Streamlit server), with the visitor's place in the queue, cancellation, and release on any exit.
 
@@ -34,7 +35,7 @@ from .config import ExpansionConfig
 from .layers import pair_matrix
 
 __all__ = ["LayerShape", "Profile", "Estimate", "Limits", "AdmissionError", "Cancelled", "profile", "estimate",
-           "check", "admit", "RunGate"]
+           "check", "check_model", "admit", "RunGate"]
 
 MB = 1 << 20
 # Calibration constants (see the module docstring; re-run bench.admission after changing the layers).
@@ -223,11 +224,13 @@ class Limits:
         allowed at once, so that all of them together leave the other half to the server).
     max_run_seconds: estimated time one run may take.
     max_concurrent: heavy runs at once (the app's queue; default one per two CPU cores).
+    max_params: parameters of a model loaded by name (`check_model`; default: only the memory limit).
     """
 
     max_run_mb: float | None = None
     max_run_seconds: float | None = 120.0  # a demo: one visitor never holds a slot for minutes
     max_concurrent: int = 0
+    max_params: float | None = None
 
     def __post_init__(self):
         if self.max_concurrent < 1:
@@ -236,12 +239,13 @@ class Limits:
             object.__setattr__(self, "max_run_mb", _mem_total() / 2 / self.max_concurrent / MB)
 
     ENV = {"max_run_mb": "FPXINT_MAX_RUN_MB", "max_run_seconds": "FPXINT_MAX_RUN_SECONDS",
-           "max_concurrent": "FPXINT_MAX_CONCURRENT"}
+           "max_concurrent": "FPXINT_MAX_CONCURRENT", "max_params": "FPXINT_MAX_PARAMS"}
 
     @classmethod
     def from_env(cls, env: Mapping[str, object], **defaults) -> "Limits":
-        """Limits from a mapping (os.environ or st.secrets): FPXINT_MAX_RUN_MB, FPXINT_MAX_RUN_SECONDS
-        ("off" or 0 disables), FPXINT_MAX_CONCURRENT. Bad values raise ValueError naming the variable."""
+        """Limits from a mapping (os.environ or st.secrets): FPXINT_MAX_RUN_MB, FPXINT_MAX_RUN_SECONDS,
+        FPXINT_MAX_PARAMS ("off" or 0 disables), FPXINT_MAX_CONCURRENT. Bad values raise ValueError naming
+        the variable."""
         kw = dict(defaults)
         for name, var in cls.ENV.items():
             raw = env.get(var)
@@ -273,6 +277,29 @@ def check(est: Estimate, limits: Limits, reduce: str = "images, terms or batch s
         hint = " Each kept term pair holds one accumulator per output: fewer terms, or the total_order " \
                "truncation, need less memory."
         raise AdmissionError(f"this run would need {what}: reduce the {reduce}.{hint}")
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
+
+
+def check_model(name: str, params: int, nbytes: int, limits: Limits) -> None:
+    """Refuses (AdmissionError, one line with the numbers) a model whose loading alone exceeds the memory
+    of one run, or whose parameter count exceeds `limits.max_params`; called before it is loaded.
+
+    Args:
+        name: The model as the user typed it (shown in the message).
+        params: Its parameter count; nbytes: the peak memory of loading it (`fpxint.zoo.hf_files.HFSize`).
+    """
+    over = []
+    if limits.max_run_mb is not None and nbytes > limits.max_run_mb * MB:
+        over.append(f"loading it needs about {_size(nbytes)} of memory (limit {_size(limits.max_run_mb * MB)} "
+                    "per run, FPXINT_MAX_RUN_MB)")
+    if limits.max_params is not None and params > limits.max_params:
+        over.append(f"it is over this server's limit of {_count(limits.max_params)} parameters (FPXINT_MAX_PARAMS)")
+    if over:
+        raise AdmissionError(f"{name} has {_count(params)} parameters: {' and '.join(over)}; choose a smaller "
+                             "model. No weights were downloaded or read.")
 
 
 def admit(model, cfg: ExpansionConfig, n_images: int, batch: int = 256, *, passes: int = 1,

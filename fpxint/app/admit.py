@@ -13,7 +13,7 @@ from ..zoo import get_spec
 from .context import Context
 
 
-def _settings() -> dict:
+def settings() -> dict:
     """FPXINT_* settings: st.secrets (top level, or a [fpxint] table), then the environment, which wins."""
     merged: dict = {}
     try:
@@ -30,7 +30,7 @@ def _settings() -> dict:
 def limits() -> tuple[admission.Limits, str | None]:
     """The server's limits and, when a setting is malformed, why the defaults are used instead."""
     try:
-        return admission.Limits.from_env(_settings()), None
+        return admission.Limits.from_env(settings()), None
     except ValueError as e:
         return admission.Limits(), f"{e}; the default limits apply"
 

@@ -4,27 +4,38 @@ When the sidebar's model is a language model, `sidebar_text()` replaces the imag
 text ones (token windows of WikiText-2, or STS-B pairs), and the Expand and Layer residuals pages render
 through `expand_page` / `residuals_page`; every other page through `page()`, which runs its language-model
 version from `app/lm_pages.py` (or, for the Explain page, says in one sentence why it is image-only).
-"Hugging Face model…" in the model menu (`HF_CHOICE`) opens a text input for `hf:<name or path>`.
+"Hugging Face model…" in the model menu (`HF_CHOICE`) opens a text input for `hf:<name or path>`, which the
+URL keeps. On this server (every visitor is a thread of one process) such a model is a local folder only
+inside the operator's FPXINT_HF_ROOT (none when unset), comes from the hub only when the operator sets
+FPXINT_HF_DOWNLOAD=1 and the visitor ticks the box, and is sized from its config before any weights are
+read: over FPXINT_MAX_RUN_MB (or FPXINT_MAX_PARAMS) it is refused (`hf_policy`, `load`).
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from .. import admission
 from .. import lm as L
 from .. import plots_lm
 from ..config import ExpansionConfig
 from ..text import STS_TEST, WIKITEXT, read_sts, token_windows
 from ..zoo import cache_dir, find_shared
 from ..zoo.hf import HF_PREFIX, get_lm_spec, is_language_model, lm_names, load_lm
+from ..zoo.hf_files import ROOT_VAR
+from .admit import limits, settings
 from .loaders import ModelRef, TextRef
 
 __all__ = ["is_language_model", "lm_names", "label", "sidebar_text", "load", "data_of", "expand_page",
-           "residuals_page", "HF_CHOICE", "hf_name"]
+           "residuals_page", "HF_CHOICE", "hf_name", "HFPolicy", "hf_policy", "download_option", "url_name"]
 
 HF_CHOICE = HF_PREFIX  # the menu entry "Hugging Face model…"; the name typed beside it completes it
+DOWNLOAD_VAR = "FPXINT_HF_DOWNLOAD"
+MAX_NAME_CHARS = 256  # a hub id is at most 193 characters; a folder name under the root, a little more
 INTROS = {
     "Accuracy recovery": "Perplexity on the sidebar's text windows (STS-B Spearman for an encoder) as terms are "
                          "added, for several bit widths (weights and activations alike), against the FP model on "
@@ -55,11 +66,65 @@ def label(name: str) -> str:
     return f"{name} (language model: {'perplexity' if spec.task == 'causal_lm' else 'STS-B Spearman'})"
 
 
+# ----- the operator's rules for "hf:" models ------------------------------------------------------
+@dataclass(frozen=True)
+class HFPolicy:
+    """What this server lets a visitor load by name: local folders under `root` (None: none), hub downloads."""
+
+    root: str | None
+    download: bool
+    problems: tuple[str, ...] = ()  # malformed settings, shown as warnings (the safe choice applies)
+
+
+def hf_policy() -> HFPolicy:
+    """FPXINT_HF_ROOT and FPXINT_HF_DOWNLOAD from st.secrets or the environment (`admit.settings`)."""
+    s, problems, root = settings(), [], None
+    raw_root = str(s.get(ROOT_VAR) or "").strip()
+    if raw_root:
+        folder = Path(raw_root).expanduser()
+        if folder.is_dir():
+            root = str(folder.resolve())
+        else:  # never echo the server's path to visitors
+            problems.append(f"{ROOT_VAR} is not an existing folder, so no local folders load")
+    raw = str(s.get(DOWNLOAD_VAR, "")).strip().lower()
+    download = raw in ("1", "true", "yes", "on")
+    if raw and not download and raw not in ("0", "false", "no", "off"):
+        problems.append(f"{DOWNLOAD_VAR}={raw[:20]!r} is not 1 or 0, so downloads stay off")
+    return HFPolicy(root, download, tuple(problems))
+
+
+def download_option(sb, policy: HFPolicy) -> bool:
+    """The visitor's download box, live only where the operator allows downloads; True when both agree."""
+    help_on = ("For Hugging Face models by name (needs internet); the size is checked from the config before "
+               "any weights are downloaded. The two bundled language models and local folders need no network.")
+    help_off = (f"This server downloads no language models (its operator allows it with {DOWNLOAD_VAR}=1); "
+                "models already in its Hugging Face cache and the bundled ones still load.")
+    ticked = st.checkbox("Allow downloading missing pretrained weights", key="allow_download",
+                         disabled=not policy.download, help=help_on if policy.download else help_off)
+    for p in policy.problems:
+        sb.warning(f"Server settings: {p}.")
+    return policy.download and bool(ticked)
+
+
+def url_name(raw: str) -> str | None:
+    """The name after ``hf:`` in a link's model parameter, or None when it cannot be one."""
+    name = raw[len(HF_PREFIX):].strip() if raw.startswith(HF_PREFIX) else ""
+    return name if name and len(name) <= MAX_NAME_CHARS and name.isprintable() else None
+
+
+def _admit(name: str):
+    lim, _ = limits()  # a malformed limit is reported by the page's run block; the defaults apply here
+    return lambda size: admission.check_model(name, size.params, size.bytes, lim)
+
+
 # ----- cached loaders ------------------------------------------------------------------------------
 @st.cache_resource(max_entries=2, show_spinner="Loading the language model (SmolLM2's first load converts its "
                    "GGUF file: about 1.5 min; later loads read the float copy)…")
-def load(name: str, device: str, allow_download: bool):
-    return load_lm(name, cache_dir=cache_dir(), allow_download=allow_download, device=device)
+def load(name: str, device: str, allow_download: bool, root: str | None):
+    """One language model per (name, device, download, root); an `hf:` one is confined to `root` and sized
+    against the server's limits before its weights are read (a refusal raises and is not cached)."""
+    return load_lm(name, cache_dir=cache_dir(), allow_download=allow_download, device=device, local_root=root,
+                   confine=True, admit=_admit(name))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Tokenizing…")
@@ -72,8 +137,8 @@ def _data(mref: ModelRef, dref: TextRef) -> L.LMData:
     return L.LMData.sts(lm.tokenizer, *read_sts(shared / STS_TEST, dref.count), source=STS_TEST.name)
 
 
-def _key(mref) -> tuple:
-    return mref.name, mref.device, mref.allow_download  # a ModelRef without its (image-only) weights upload
+def _key(mref) -> tuple:  # a ModelRef without its (image-only) weights upload, with the server's model folder
+    return mref.name, mref.device, mref.allow_download, hf_policy().root
 
 
 def data_of(mref: ModelRef, dref: TextRef) -> L.LMData:
@@ -89,8 +154,10 @@ def _reference(mref: ModelRef, dref: TextRef):
 def hf_name(sb) -> str | None:
     """The text input shown when "Hugging Face model…" is chosen; the full `hf:<name>`, or None while empty."""
     typed = sb.text_input("Hugging Face model name or local folder", key="hf_name", placeholder="e.g. gpt2",
-                          help="A causal LM or an encoder loaded with transformers. Without 'Allow downloading' "
-                               "(below) only local folders and models already in the Hugging Face cache load.")
+                          max_chars=MAX_NAME_CHARS,
+                          help="A causal LM or an encoder with safetensors weights, loaded with transformers. "
+                               f"Local folders: only inside the server's model folder ({ROOT_VAR}), by name. "
+                               "Without downloads (below) only models in the server's Hugging Face cache load.")
     typed = (typed or "").strip()
     return HF_PREFIX + typed if typed else None
 

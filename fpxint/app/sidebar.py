@@ -28,6 +28,13 @@ def _read_query_params(names: list[str]) -> list[str]:
             continue
         raw = str(st.query_params[key])
         shown = repr(raw if len(raw) <= 24 else raw[:20] + "…")
+        if key == "model" and raw.startswith(ui_lm.HF_CHOICE) and raw != ui_lm.HF_CHOICE:
+            typed = ui_lm.url_name(raw)  # "hf:<name>": the entry and its text box; loading applies the rules
+            if typed is None:
+                bad.append(f"model={shown} (hf: and a model name of at most {ui_lm.MAX_NAME_CHARS} characters)")
+            else:
+                st.session_state["model"], st.session_state["hf_name"] = ui_lm.HF_CHOICE, typed
+            continue
         if len(raw) > MAX_PARAM_CHARS:
             bad.append(f"{key}={shown} (too long)")
         elif key in INT_RANGES:
@@ -47,6 +54,9 @@ def _read_query_params(names: list[str]) -> list[str]:
 def _write_query_params() -> None:
     """The URL holds every setting that differs from the default, so a link reproduces the view."""
     want = {k: str(st.session_state[k]) for k in DEFAULTS if st.session_state.get(k) != DEFAULTS[k]}
+    typed = str(st.session_state.get("hf_name") or "").strip()
+    if want.get("model") == ui_lm.HF_CHOICE and typed:
+        want["model"] = ui_lm.HF_CHOICE + typed  # the typed name, so that a reload or a shared link keeps it
     want.update({k: st.query_params[k] for k in PAGE_PARAMS if k in st.query_params})  # a page's own, kept
     if want != {k: st.query_params[k] for k in st.query_params}:
         st.query_params.from_dict(want)
@@ -252,9 +262,7 @@ def _lm_sidebar(name: str, sb, errors: list[str]) -> Context:
     if name == ui_lm.HF_CHOICE:
         name = ui_lm.hf_name(sb) or name
     with sb.expander("Model options", expanded=name.startswith(ui_lm.HF_CHOICE)):
-        st.checkbox("Allow downloading missing pretrained weights", key="allow_download",
-                    help="For Hugging Face models by name (needs internet); the two bundled language models and "
-                         "local folders need no network.")
+        download = ui_lm.download_option(sb, ui_lm.hf_policy())
     if name == ui_lm.HF_CHOICE:  # nothing typed yet: sidebar() files the error and stores the context
         errors.append("Type a Hugging Face model name (e.g. gpt2) or a local folder in the sidebar.")
         return Context(name)
@@ -264,7 +272,7 @@ def _lm_sidebar(name: str, sb, errors: list[str]) -> Context:
     _device_and_config(ctx, sb, errors)
     if ctx.device is not None:
         try:
-            ctx.mref = ModelRef(name, None, ctx.device, bool(st.session_state.get("allow_download")))
+            ctx.mref = ModelRef(name, None, ctx.device, download)
             ctx.loaded = ui_lm.load(*ui_lm._key(ctx.mref))
             ctx.dref = dref
             ctx.data = ui_lm.data_of(ctx.mref, dref)

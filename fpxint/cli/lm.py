@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -47,6 +48,28 @@ def _text_path(args, shared):
     return path
 
 
+def _size_check(args):
+    """`load_lm`'s admit for an hf: model: its float32 weights against the CLI's memory limit
+    (FPXINT_MAX_RUN_MB, default half of RAM; FPXINT_MAX_PARAMS), checked from the config before any
+    weights are downloaded or read; None with --no-limits."""
+    from ..admission import AdmissionError, Limits, check_model
+
+    if getattr(args, "no_limits", False):
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "FPXINT_MAX_CONCURRENT"}  # the app's queue, not ours
+    try:
+        limits = Limits.from_env(env, max_run_seconds=None, max_concurrent=1)
+    except ValueError as e:  # a malformed FPXINT_* variable
+        raise UsageError(str(e)) from None
+
+    def admit(size) -> None:
+        try:
+            check_model(args.model, size.params, size.bytes, limits)
+        except AdmissionError as e:
+            raise UsageError(f"{e} Or pass --no-limits to load it anyway.") from None
+    return admit
+
+
 def _load(args):
     from ..lm import LMData
     from ..text import STS_TEST, TextError, read_sts, token_windows
@@ -58,7 +81,8 @@ def _load(args):
     if args.windows < 1 or args.seq_len < 2:
         raise UsageError(f"--windows {args.windows} --seq-len {args.seq_len}: need >= 1 window of >= 2 tokens")
     shared = find_shared(args.shared)
-    lm = load_lm(args.model, cache_dir=None if args.no_cache else cache_dir(), allow_download=args.download)
+    lm = load_lm(args.model, cache_dir=None if args.no_cache else cache_dir(), allow_download=args.download,
+                 admit=_size_check(args))
     try:
         if lm.spec.task == "causal_lm":
             path = _text_path(args, shared)

