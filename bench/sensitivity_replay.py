@@ -4,11 +4,12 @@ outputs), interleaved in one run, on the calibration window the `allocate` comma
 2 x 256 evaluation windows). The two tables must be equal number for number (checked here as well).
 
 A sample of layers keeps it to minutes: one layer per sampled block, spread evenly over the 30 blocks and
-cycling through the kinds, plus the LM head (every other layer stays FP for this run); both sides, `terms`
-term counts. The replay saves on average the blocks before a layer's block, so an even spread over the
-blocks stands for the whole model.
+cycling through the kinds (every other layer stays FP for this run); both sides, `terms` term counts. The
+replay saves on average the blocks before a layer's block, so an even spread over the blocks stands for
+the 210 block layers; the LM head (1 of 211 layers, no block before it to skip: the same cost in both) is
+left out, with `--head` in.
 
-    python -m bench.sensitivity_replay [blocks=6] [terms=1] [--threads N] [--json FILE]
+    python -m bench.sensitivity_replay [blocks=10] [terms=1] [--head] [--threads N] [--json FILE]
 
 On a loaded machine take --threads 1: with 2 threads on 2 busy cores every small op waits for a
 descheduled thread (an FP pass of SmolLM2 on 64 tokens took 25-32 s with 2 threads, 3.0-3.2 s with 1,
@@ -42,10 +43,11 @@ def main(argv: list[str]) -> int:
         if flag in argv:
             i = argv.index(flag)
             opts[flag], argv = argv[i + 1], argv[:i] + argv[i + 2:]
-    out = opts.get("--json")
+    out, head = opts.get("--json"), "--head" in argv
+    argv = [a for a in argv if a != "--head"]
     if "--threads" in opts:
         torch.set_num_threads(int(opts["--threads"]))
-    n_blocks, n_terms = (int(argv[0]) if argv else 6), (int(argv[1]) if len(argv) > 1 else 1)
+    n_blocks, n_terms = (int(argv[0]) if argv else 10), (int(argv[1]) if len(argv) > 1 else 1)
     info = machine_info()
     print(format_machine(info))
     lm = load_lm("smollm2_135m", cache_dir=cache_dir())
@@ -54,7 +56,7 @@ def main(argv: list[str]) -> int:
     probe = token_windows(lm.tokenizer, path, 64, 1, start=ev.end).ids
     names = [n for n, _ in expandable_layers(lm.model)]
     blocks = [round(i * 29 / (n_blocks - 1)) for i in range(n_blocks)]
-    keep = [f"lm.model.layers.{b}.{KINDS[i % len(KINDS)]}" for i, b in enumerate(blocks)] + ["lm.lm_head"]
+    keep = [f"lm.model.layers.{b}.{KINDS[i % len(KINDS)]}" for i, b in enumerate(blocks)] + ["lm.lm_head"] * head
     cfg = ExpansionConfig(w_bits=4, a_bits=4, w_terms=2, a_terms=2, a_granularity="per_token", fold_bn=False,
                           overrides=tuple((n, LayerOverride(fp=True)) for n in names if n not in keep))
     tables: dict[str, pd.DataFrame] = {}
