@@ -97,3 +97,24 @@ def test_blocks_run_out_of_order_are_not_replayed():
     assert r.prefix == "blocks"
     r.capture(lambda: fm(torch.randn(3, 8)))
     assert r.outs is None and r.start("blocks.1.0") == 0
+
+
+def test_a_table_row_is_the_plain_measurement_of_that_layer():
+    """Independent of `layer_sensitivity`'s loop (replay, cached reference power): expand one layer of
+    block 2 by hand, run the whole model, measure with the plain `rel_noise`."""
+    from fpxint.allocation.sensitivity import _side_spec, rel_noise
+    from fpxint.layers import expand_layer
+
+    model = _tiny("llama")
+    ids = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(2))
+    name = "lm.model.layers.2.mlp.down_proj"
+    table = layer_sensitivity(model, CFG, ids, terms=[1], sides=["activation"])
+    fm, plan = plan_layers(model, CFG)
+    spec = next(p[3] for p in plan if p[1] == name)
+    with torch.no_grad():
+        ref = fm(ids)
+        c = CFG.replace(truncation="full", level="layer", mode="simulate")
+        fm.set_submodule(name, expand_layer(fm.get_submodule(name), c, _side_spec(spec, "activation", 1)))
+        y = fm(ids)
+    assert table.set_index("layer").noise[name] == rel_noise(ref, y)
+    assert rel_noise(ref.double(), y, ref.double().square().sum().item()) == rel_noise(ref, y)
