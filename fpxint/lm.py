@@ -185,9 +185,11 @@ def allocate_lm(model: nn.Module, cfg: ExpansionConfig, budget, calib: LMData, *
     The noise is measured on the model's output, the next-token logits of every token (or the sentence
     embeddings of an encoder), with one layer expanded at a time; costs count MACs per token. `calib`
     chooses the allocation: keep it disjoint from the text it is evaluated on (`TextWindows.end`).
-    `mode="weights"` skips the forward passes (2 x max_terms per layer, each a whole-model pass: hours on a
-    CPU for SmolLM2's 211 layers) and predicts each layer's noise from its weights and a Gaussian stand-in
-    input, which knows nothing of the activation outliers; the choice is then not measured before use.
+    The measured noise takes 2 x max_terms forward passes per layer; in a transformer each runs only from
+    the layer's block on (the blocks before it replay the FP pass, `allocation.sensitivity.BlockReplay`).
+    `mode="weights"` skips the forward passes and predicts each layer's noise from its weights and a
+    Gaussian stand-in input, which knows nothing of the activation outliers; the choice is then not
+    measured before use (on SmolLM2 it chose badly: docs/RESULTS.md).
 
     Returns:
         `fpxint.allocation.Allocation`; its config's costs are per token.

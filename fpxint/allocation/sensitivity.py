@@ -2,7 +2,10 @@
 
 `layer_sensitivity` expands ONE layer (one side, or both) with k terms, leaves every other layer in
 FP, and measures the model output against FP on probe inputs: real images, unlabeled images or
-Gaussian inputs. `weights_only_sensitivity` is the calibration-free proxy that runs no forward pass.
+Gaussian inputs. In a model built as a list of blocks (a transformer's `nn.ModuleList` of layers), a layer
+of block b cannot change what blocks 0..b-1 compute, so those blocks replay their outputs of the one FP
+pass instead of running again (`BlockReplay`): the same numbers, about half the blocks' work on average.
+`weights_only_sensitivity` is the calibration-free proxy that runs no forward pass.
 Both return the same tidy table, which `fpxint.allocation.allocator` turns into per-layer term counts.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 import torch.nn as nn
+from torch.utils._pytree import tree_map
 
 from .. import metrics
 from ..config import ExpansionConfig, LayerSpec
@@ -31,10 +35,14 @@ def to_db(noise: float) -> float:
     return -10 * math.log10(max(noise, FLOOR))
 
 
-def rel_noise(ref: torch.Tensor, out: torch.Tensor) -> float:
-    """Noise power of `out` against `ref`, relative to the power of `ref` (floored)."""
+def rel_noise(ref: torch.Tensor, out: torch.Tensor, ref_power: float | None = None) -> float:
+    """Noise power of `out` against `ref`, relative to the power of `ref` (floored).
+
+    `ref_power`: `ref.double().square().sum().item()` when already known (a sweep against one reference
+    passes it, and `ref` in float64, once: on an LM's logits that is a third of each measurement)."""
     ref, out = ref.double(), out.double()
-    return max((out - ref).square().sum().item() / max(ref.square().sum().item(), 1e-300), FLOOR)
+    power = ref.square().sum().item() if ref_power is None else ref_power
+    return max((out - ref).square().sum().item() / max(power, 1e-300), FLOOR)
 
 
 def plan_layers(model: nn.Module, cfg: ExpansionConfig,
@@ -56,11 +64,84 @@ def _side_spec(spec: LayerSpec, side: str, k: int) -> LayerSpec:
     return LayerSpec(spec.w_bits, k, spec.a_bits, k)
 
 
+def _copy(out):
+    return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, out)
+
+
+class _Replay(nn.Module):
+    """Stands in for a block whose input is unchanged: returns (a copy of) its output of the FP pass.
+    A copy, so an in-place op downstream cannot alter the cache."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, *args, **kwargs):
+        return _copy(self.out)
+
+
+class BlockReplay:
+    """The block list of a model (the `nn.ModuleList` whose children hold the most of the planned layers)
+    and the block each planned layer sits in; `capture` records each block's output in the FP pass.
+
+    Exact by construction once `capture` has verified that the blocks ran once each, in list order: a
+    layer of block b runs after blocks 0..b-1, so their inputs and outputs are those of the FP pass. Models
+    without such a list (CNNs: nn.Sequential stages, in-place ReLUs) get no replay and run whole.
+    """
+
+    def __init__(self, fm: nn.Module, plan):
+        self.fm, self.prefix, self.block, self.outs = fm, None, {}, None
+        for name, m in fm.named_modules():
+            if not isinstance(m, nn.ModuleList) or len(m) < 2:
+                continue
+            pre = f"{name}." if name else ""
+            where = {n: int(n[len(pre):].split(".", 1)[0]) for _, n, _, _ in plan
+                     if n.startswith(pre) and n[len(pre):].split(".", 1)[0].isdigit()}
+            if len(set(where.values())) >= 2 and len(where) > len(self.block):
+                self.prefix, self.block, self.blocks = name, where, m
+
+    @torch.no_grad()
+    def capture(self, run):
+        """`run()` (the FP pass) with every block's output recorded; returns what `run()` returns."""
+        if self.prefix is None:
+            return run()
+        order, outs = [], {}
+
+        def record(i, out) -> None:  # a forward hook that returned something would replace the output
+            order.append(i)
+            outs[i] = _copy(out)
+
+        hooks = [b.register_forward_hook(lambda m, a, o, i=i: record(i, o)) for i, b in enumerate(self.blocks)]
+        try:
+            y = run()
+        finally:
+            for h in hooks:
+                h.remove()
+        if order == list(range(len(self.blocks))):
+            self.outs = [outs[i] for i in order]
+        return y
+
+    def start(self, name: str) -> int:
+        """How many leading blocks replay when layer `name` is the one expanded (0: the whole model runs)."""
+        return self.block.get(name, 0) if self.outs is not None else 0
+
+    def swap(self, n: int) -> list[nn.Module]:
+        """Replaces blocks 0..n-1 by their replays; returns the originals for `restore`."""
+        orig = [self.blocks[i] for i in range(n)]
+        for i in range(n):
+            self.blocks[i] = _Replay(self.outs[i])
+        return orig
+
+    def restore(self, orig: list[nn.Module]) -> None:
+        for i, b in enumerate(orig):
+            self.blocks[i] = b
+
+
 @torch.no_grad()
 def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tensor, labels: torch.Tensor | None = None,
                       terms: Sequence[int] = (1, 2, 3, 4), sides: Sequence[str] = ("both",),
                       stop_db: float | None = None, device: str | None = None,
-                      progress: Progress | None = None) -> pd.DataFrame:
+                      progress: Progress | None = None, replay: bool = True) -> pd.DataFrame:
     """Model-output error when only one layer is expanded (every other layer stays FP).
 
     Args:
@@ -71,6 +152,8 @@ def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tenso
             "activation" (weights near exact: 8 bits x 3 terms).
         stop_db: once a layer and side reach this SQNR, larger k are not run but extrapolated
             geometrically from the last two measured k (the series shrinks by a fixed factor per term).
+        replay: in a model made of a block list, replay the blocks before the expanded layer's block
+            from the FP pass (`BlockReplay`; the same numbers). False: run the whole model every time.
 
     Returns:
         Columns: layer, index, side, terms, noise (output noise power / FP output power), sqnr_db,
@@ -86,7 +169,10 @@ def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tenso
     dev = target_device(model, device)
     fm, plan = plan_layers(model, cfg)
     fm, probe = fm.to(dev), probe.to(dev)
-    ref = fm(probe)
+    blocks = BlockReplay(fm, plan if replay else [])
+    ref = blocks.capture(lambda: fm(probe))
+    ref64 = ref.double()  # once: every measurement below compares with it
+    ref_power = ref64.square().sum().item()
     fp_top1 = metrics.top1(ref, labels)
     jobs = [(p, s, k) for p in plan for s in sides for k in sorted(terms)]
     rows, last = [], {}
@@ -103,11 +189,13 @@ def layer_sensitivity(model: nn.Module, cfg: ExpansionConfig, probe: torch.Tenso
         # Only activations in FP: the engine's weight-only truncation; otherwise full pairs.
         c = cfg.replace(truncation="weight_only" if side == "weight" else "full", level="layer", mode="simulate")
         fm.set_submodule(name, expand_layer(layer, c, _side_spec(spec, side, k)), strict=True)
+        orig = blocks.swap(blocks.start(name))
         try:
             y = fm(probe)
         finally:
+            blocks.restore(orig)
             fm.set_submodule(name, layer, strict=True)  # `layer` is the module the plan took from fm
-        noise = rel_noise(ref, y)
+        noise = rel_noise(ref64, y, ref_power)
         hist.append((k, noise))
         row = {"layer": name, "index": idx, "side": side, "terms": k, "noise": noise, "sqnr_db": to_db(noise),
                "measured": True}

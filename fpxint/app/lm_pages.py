@@ -286,9 +286,10 @@ def allocate_page(ctx, run_block) -> None:
     calib_tokens = c3.segmented_control("Calibration tokens", [32, 64, 128], default=64, key="lm_alloc_tokens",
                                         required=True)
     n = len(expandable_layers(ctx.loaded.model)) if ctx.loaded is not None else 0
-    st.caption(f"Measured on the logits, the sensitivity pass runs the whole model {2 * max_terms * n:,} times (every "
-               f"layer, both sides, 1..{max_terms} terms) on one calibration window. From the weights it runs none, "
-               "but its Gaussian stand-in input has none of the activation outliers that make LMs hard.")
+    st.caption(f"Measured on the logits, the sensitivity pass runs the model {2 * max_terms * n:,} times (every "
+               f"layer, both sides, 1..{max_terms} terms) on one calibration window, each time from the layer's "
+               "block on (the blocks before it replay the FP pass: on average half the blocks). From the weights "
+               "it runs none, but its Gaussian stand-in input has none of the activation outliers that make LMs hard.")
     res = run_block("allocate_lm", ctx, lambda: _allocate(ctx.mref, ctx.cfg_json, ctx.dref, float(gemms),
                                                           int(max_terms), int(calib_tokens), mode),
                     extra=f"{gemms}|{max_terms}|{calib_tokens}|{mode}", label="Allocate")
