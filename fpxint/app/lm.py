@@ -76,8 +76,8 @@ def label(name: str) -> str:
 
 
 # ----- cached loaders ------------------------------------------------------------------------------
-@st.cache_resource(max_entries=2, show_spinner="Loading the language model (SmolLM2's first load converts its "
-                   "GGUF file: about 1.5 min; later loads read the float copy)…")
+@st.cache_resource(max_entries=2, show_spinner="Loading the language model (SmolLM2's first load on a machine "
+                   "converts its GGUF file and keeps a float copy; later loads read the copy)…")
 def load(name: str, device: str, allow_download: bool):
     return load_lm(name, cache_dir=cache_dir(), allow_download=allow_download, device=device)
 

@@ -62,9 +62,13 @@ def metrics_table(results: dict[str, dict]) -> pd.DataFrame:
 
 def _score(ctx, cfgs: list[ExpansionConfig], dref: tuple | None = None) -> pd.DataFrame:
     """Scores each config through the cached `lm.metrics` on `dref` (default: the sidebar's text; one progress
-    bar over all), one row each."""
-    bar, rows = st.progress(0.0, text="scoring"), []
+    bar over all), one row each. Rows show as they come (cheapest config first on the pages), so the first
+    number is on screen after one expansion, not after all of them."""
+    bar, partial, rows = st.progress(0.0, text="scoring"), st.empty(), []
     for i, c in enumerate(cfgs):
+        if rows:
+            partial.dataframe(pd.DataFrame(rows)[["config", *[k for k in ("fp_ppl", "ppl", "fp_spearman", "spearman")
+                                                              if k in rows[0]]]], hide_index=True)
         bar.progress(i / len(cfgs), text=f"{c.label()} ({i + 1}/{len(cfgs)})")
         r = ui_lm.metrics(ctx.mref, c.to_json(), dref or ctx.dref)
         cost = r["cost"]
@@ -73,6 +77,7 @@ def _score(ctx, cfgs: list[ExpansionConfig], dref: tuple | None = None) -> pd.Da
                      "effective_bits": cost["effective_bits"], "int_gemms": cost["int_gemms"],
                      "bops_vs_fp": cost["bops_vs_fp"]})
     bar.empty()
+    partial.empty()
     return pd.DataFrame(rows)
 
 
