@@ -40,6 +40,7 @@ SECTIONS = {  # name -> module; one line per section
     "page_compute": "bench.page_compute",
     "batch": "bench.batch",
     "basis": "bench.basis",
+    "lm_first": "bench.lm_first",
 }
 ROOT = Path(__file__).resolve().parents[1]
 

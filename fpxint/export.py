@@ -29,7 +29,7 @@ from safetensors.torch import save as st_save
 from .atomic import write_files
 from .config import ExpansionConfig
 from .layers import ExpandedLayer, pair_matrix
-from .quant import grid_range
+from .quant import all_finite, grid_range
 
 FORMAT = "fpxint-expanded/2"  # /2: records hashes; /1 files (no hashes) are refused with a hint
 MAX_JSON_BYTES = 16 << 20  # a config with per-layer overrides of a large model is well under 1 MB
@@ -124,7 +124,7 @@ def _check_pairs(qmodel: nn.Module, cfg: ExpansionConfig, what: str) -> None:
 def _check_values(qmodel: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Integers inside each layer's grid, finite non-negative scales, finite FP parts."""
     for key, t in state.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
+        if not all_finite(t):
             raise ExportError(f"the saved expansion holds NaN or Inf in {key}")
     for name, m in qmodel.named_modules():
         if not isinstance(m, ExpandedLayer):

@@ -104,44 +104,21 @@ def _compile(cc: str, out: Path, openmp: bool) -> None:
             os.unlink(tmp)
 
 
-class _Untrusted(OSError):
-    """The cache folder or a library in it could have been written by someone else."""
-
-
-def _private_folder(folder: Path, uid: int) -> Path:
-    """Creates `folder` (mode 0700) if needed and checks it is a real folder of `uid` that nobody
-    else can write: a library another user could plant there would run as this user."""
-    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        folder.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    for path, private in ((folder.parent, False), (folder, True)):
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            raise _Untrusted(f"{path} is not a folder (a link or a file)")
-        if st.st_uid not in ((uid,) if private else (uid, 0)):
-            raise _Untrusted(f"{path} belongs to uid {st.st_uid}, not {uid}")
-        bad = st.st_mode & (0o077 if private else 0o022)
-        if bad and not (not private and st.st_mode & stat.S_ISVTX):  # a sticky parent (like /tmp) is fine
-            raise _Untrusted(f"{path} has mode {stat.S_IMODE(st.st_mode):o}; group / others must not "
-                             f"{'access' if private else 'write'} it")
-    return folder
-
-
 def _open_library(path: Path, uid: int) -> ctypes.CDLL:
     """Loads the library through a descriptor opened without following links and checked with
     fstat, so the file checked is the file loaded (no swap between the check and dlopen)."""
+    from .zoo.paths import UntrustedFolder  # zoo's package imports the engine: deferred, like cache_dir
+
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise _Untrusted(f"{path} is a link, not the library built here") from None
+            raise UntrustedFolder(f"{path} is a link, not the library built here") from None
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
-            raise _Untrusted(f"{path} is not a regular file of uid {uid} writable only by it "
+            raise UntrustedFolder(f"{path} is not a regular file of uid {uid} writable only by it "
                              f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
         proc = Path(f"/proc/self/fd/{fd}")
         return ctypes.CDLL(str(proc) if proc.exists() else str(path))
@@ -186,6 +163,8 @@ def _fallback(info: dict, reason: str) -> dict:
 
 def _load_from(folder: Path, uid: int) -> tuple[ctypes.CDLL | None, dict]:
     """Compiles (once per machine and user) into `folder` and loads the kernel; never raises."""
+    from .zoo.paths import UntrustedFolder, private_folder
+
     info: dict = _fallback({}, "")
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
@@ -194,7 +173,7 @@ def _load_from(folder: Path, uid: int) -> tuple[ctypes.CDLL | None, dict]:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
         key = hashlib.sha256("\0".join([_SOURCE.read_text(), " ".join(_FLAGS), version, _cpu_signature(),
                                         platform.machine()]).encode()).hexdigest()[:16]
-        _private_folder(folder, uid)
+        private_folder(folder, uid)
         lib, err = None, ""
         for openmp in (True, False):  # without OpenMP the kernel runs on one thread, same results
             path = folder / f"kernel-{key}{'-omp' if openmp else ''}.so"
@@ -208,14 +187,14 @@ def _load_from(folder: Path, uid: int) -> tuple[ctypes.CDLL | None, dict]:
                 lib = _open_library(path, uid)
                 info.update(path=str(path), openmp=openmp)
                 break
-            except _Untrusted:
+            except UntrustedFolder:
                 raise
             except (OSError, subprocess.SubprocessError) as e:
                 err = getattr(e, "stderr", b"") or str(e)
                 err = err.decode(errors="replace") if isinstance(err, bytes) else err
         if lib is None:
             return None, _fallback(info, f"kernel did not build: {err.strip()[:300]}")
-    except _Untrusted as e:
+    except UntrustedFolder as e:
         return None, _fallback(info, f"kernel cache refused: {e}")
     except (OSError, subprocess.SubprocessError) as e:
         return None, _fallback(info, f"kernel did not build: {e}")

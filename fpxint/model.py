@@ -18,6 +18,7 @@ import torch.nn as nn
 from .config import ExpansionConfig, LayerSpec
 from .fold import fold_batchnorm_
 from .layers import LAYER_REGISTRY, ExpandedLayer, expand_layer
+from .quant import all_finite
 
 T = TypeVar("T")
 
@@ -142,7 +143,7 @@ def expand(model: nn.Module, cfg: ExpansionConfig | None = None, device: str | t
         raise ValueError(f"cfg must be an ExpansionConfig, got {type(cfg).__name__}")
     dev = model_device(model) if device is None else resolve_device(device)
     for name, p in list(model.named_parameters()) + list(model.named_buffers()):
-        if p.is_floating_point() and not torch.isfinite(p).all():
+        if not all_finite(p):
             raise ValueError(f"{name} holds NaN or Inf values; a series expansion needs finite weights")
     m = copy.deepcopy(model).eval()
     n_folded = fold_batchnorm_(m, example_input) if cfg.fold_bn else 0

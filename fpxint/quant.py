@@ -33,6 +33,19 @@ from .config import check_bits
 MSE_CANDIDATES = tuple(0.8**i for i in range(16))  # clip ratios 1.0 .. 0.035 searched by "mse"
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """True when a float tensor holds no NaN or Inf (non-float and empty tensors: True).
+
+    One min/max reduction (NaN propagates through both, +-Inf reaches one of them) instead of
+    `isfinite(t).all()`, which writes a bool tensor as large as `t`: ~10x faster on this CPU, and
+    `expand` checks every weight of the model (135 M values for SmolLM2) before it starts.
+    """
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t.detach())
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+
+
 def grid_range(bits: int, grid: str) -> tuple[int, int]:
     """The integer range [qmin, qmax] of one term."""
     check_bits(bits)

@@ -20,7 +20,7 @@ import torch
 from . import fused
 from .config import GRIDS, SCALE_RULES, check_bits, check_terms
 from .metrics import sqnr_from_powers
-from .quant import (contraction, dequantize, group_view, max_rule_scale, mse_scale, quantize,
+from .quant import (all_finite, contraction, dequantize, group_view, max_rule_scale, mse_scale, quantize,
                     term_dtype)
 
 
@@ -32,7 +32,7 @@ def check_tensor(t: torch.Tensor, what: str = "tensor") -> torch.Tensor:
         raise ValueError(f"{what} is empty (shape {tuple(t.shape)}); nothing to expand")
     if not t.is_floating_point():
         t = t.float()
-    if not torch.isfinite(t).all():
+    if not all_finite(t):
         raise ValueError(f"{what} holds NaN or Inf values; a series expansion needs finite numbers")
     return t
 

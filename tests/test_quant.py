@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from fpxint.quant import (MSE_CANDIDATES, contraction, dequantize, grid_range, group_view, max_rule_scale,
+from fpxint.quant import (MSE_CANDIDATES, all_finite, contraction, dequantize, grid_range, group_view, max_rule_scale,
                           mse_scale, quantize, term_dtype)
 
 GRID_BITS = [(g, b) for g in ("symmetric", "full", "asymmetric", "auto") for b in range(1, 9)
@@ -104,3 +104,23 @@ def test_mse_scale_is_never_worse_than_the_max_rule(grid_bits, seed):
         return (r - dequantize(quantize(r, s, z, bits, grid), s, z)).square().sum(dim=1)
 
     assert (sse(*mse_scale(r, bits, grid)) <= sse(*max_rule_scale(r, bits, grid))).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]),
+       st.integers(1, 5000), st.integers(0, 3), st.integers(0, 2**31 - 1))
+def test_all_finite_agrees_with_isfinite_everywhere(dtype, n, n_bad, seed):
+    """The min/max shortcut against the element-wise definition, with NaN / +Inf / -Inf anywhere
+    (also in vectorized tails and alone among finite values)."""
+    g = torch.Generator().manual_seed(seed)
+    t = (torch.randn(n, generator=g) * 100).to(dtype)
+    bad = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
+    for _ in range(n_bad):
+        t[int(torch.randint(n, (1,), generator=g))] = bad[int(torch.randint(3, (1,), generator=g))]
+    assert all_finite(t) == bool(torch.isfinite(t).all())
+    assert all_finite(t.reshape(1, -1, 1).expand(2, -1, 3)) == bool(torch.isfinite(t).all())  # strided views
+
+
+def test_all_finite_on_edge_cases():
+    assert all_finite(torch.empty(0)) and all_finite(torch.arange(5))  # nothing to check / integers
+    assert not all_finite(torch.tensor([float("nan")])) and not all_finite(torch.tensor([1.0, -float("inf")]))

@@ -57,6 +57,22 @@ INTROS = {
 }
 WINDOWS, SEQ_LEN, PAIRS = (1, 64), (16, 2048), (8, 1379)
 DEFAULTS = {"lm_windows": 2, "lm_seq_len": 256, "lm_pairs": 64}
+FIRST = (1, 128)  # (windows, tokens) of a causal LM's automatic first result: a quarter of the default text
+
+
+def first_dref(dref: tuple) -> tuple | None:
+    """The text of a causal LM's automatic first result: the sidebar's first window, cut to 128 tokens (the
+    same tokens the full run starts with). None for an encoder (its pairs are few and fast)."""
+    name, n, seq_len = dref
+    return (name, min(n, FIRST[0]), min(seq_len, FIRST[1])) if seq_len else None
+
+
+def first_note(ctx, dref: tuple) -> str:
+    """What the page says beside the automatic first result."""
+    if dref == ctx.dref:
+        return "Computed on opening, on the sidebar's text."
+    return (f"**First result, on less text**: {_data(ctx.mref, dref).describe()}, computed on opening. Press **Run** "
+            f"for the sidebar's {ctx.data.describe()}.")
 
 
 def label(name: str) -> str:
@@ -118,8 +134,8 @@ def _admit(name: str):
 
 
 # ----- cached loaders ------------------------------------------------------------------------------
-@st.cache_resource(max_entries=2, show_spinner="Loading the language model (SmolLM2's first load converts its "
-                   "GGUF file: about 1.5 min; later loads read the float copy)…")
+@st.cache_resource(max_entries=2, show_spinner="Loading the language model (SmolLM2's first load on a machine "
+                   "converts its GGUF file and keeps a float copy; later loads read the copy)…")
 def load(name: str, device: str, allow_download: bool, root: str | None):
     """One language model per (name, device, download, root); an `hf:` one is confined to `root` and sized
     against the server's limits before its weights are read (a refusal raises and is not cached)."""
@@ -212,7 +228,9 @@ def _caveat(ctx) -> None:
 def expand_page(ctx, run_block) -> None:
     """Expand for a language model: perplexity (or Spearman) against FP, agreement, KL, and cost per token."""
     _caveat(ctx)
-    r = run_block("expand_lm", ctx, lambda: metrics(ctx.mref, ctx.cfg_json, ctx.dref))
+    fd = first_dref(ctx.dref) if ctx.ready else None
+    first = (lambda: metrics(ctx.mref, ctx.cfg_json, fd), first_note(ctx, fd)) if fd else None
+    r = run_block("expand_lm", ctx, lambda: metrics(ctx.mref, ctx.cfg_json, ctx.dref), first=first)
     if r is None:
         return
     c = r["cost"]

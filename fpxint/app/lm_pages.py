@@ -56,18 +56,24 @@ def metrics_table(results: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _score(ctx, cfgs: list[ExpansionConfig]) -> pd.DataFrame:
-    """Scores each config through the cached `lm.metrics` (one progress bar over all), one row each."""
-    bar, rows = st.progress(0.0, text="scoring"), []
+def _score(ctx, cfgs: list[ExpansionConfig], dref: tuple | None = None) -> pd.DataFrame:
+    """Scores each config through the cached `lm.metrics` on `dref` (default: the sidebar's text; one progress
+    bar over all), one row each. Rows show as they come (cheapest config first on the pages), so the first
+    number is on screen after one expansion, not after all of them."""
+    bar, partial, rows = st.progress(0.0, text="scoring"), st.empty(), []
     for i, c in enumerate(cfgs):
+        if rows:
+            partial.dataframe(pd.DataFrame(rows)[["config", *[k for k in ("fp_ppl", "ppl", "fp_spearman", "spearman")
+                                                              if k in rows[0]]]], hide_index=True)
         bar.progress(i / len(cfgs), text=f"{c.label()} ({i + 1}/{len(cfgs)})")
-        r = ui_lm.metrics(ctx.mref, c.to_json(), ctx.dref)
+        r = ui_lm.metrics(ctx.mref, c.to_json(), dref or ctx.dref)
         cost = r["cost"]
         rows.append({"config": c.label(), "w_bits": c.w_bits, "a_bits": c.a_bits, "terms": c.w_terms,
                      **{k: v for k, v in r.items() if k not in ("cost", "label", "data")},
                      "effective_bits": cost["effective_bits"], "int_gemms": cost["int_gemms"],
                      "bops_vs_fp": cost["bops_vs_fp"]})
     bar.empty()
+    partial.empty()
     return pd.DataFrame(rows)
 
 
@@ -87,7 +93,9 @@ def accuracy_page(ctx, run_block) -> None:
     cfgs = [base.replace(w_bits=b, a_bits=b, overrides={}).with_terms(k) for b in bits_t for k in range(1, max_terms + 1)]
     st.caption(f"{len(cfgs)} configurations, each one expansion and one pass over the text; each is cached, so "
                "Expand and Compare reuse them.")
-    df = run_block("accuracy_lm", ctx, lambda: _score(ctx, cfgs), extra=f"{bits_t}|{max_terms}")
+    fd = ui_lm.first_dref(ctx.dref) if ctx.ready else None
+    first = (lambda: _score(ctx, cfgs, fd), ui_lm.first_note(ctx, fd)) if fd else None
+    df = run_block("accuracy_lm", ctx, lambda: _score(ctx, cfgs), extra=f"{bits_t}|{max_terms}", first=first)
     if df is None:
         return
     metric = "ppl" if "ppl" in df else "spearman"

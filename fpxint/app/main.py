@@ -20,7 +20,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from .sidebar import prewarm, sidebar
+from .sidebar import prewarm, prewarm_lm, sidebar
 
 PAGE_DIR = Path(__file__).resolve().parent / "pages"
 # (file in PAGE_DIR, title, icon, url_path). The url_path equals the name Streamlit derives from the file
@@ -64,7 +64,12 @@ async def warm_at_start(_app):
 
     Imports, the built-in model, its expansion and metrics: the first visitor's first result then does
     not wait for torch to import. FPXINT_NO_WARMUP=1 skips it (read here: the app is an edge).
+    FPXINT_WARM_LM=<language model> (or 1: smollm2_135m) also loads that model and computes its first results:
+    opt-in, as it holds the model in memory from the start and delays serving by its load.
     """
+    lm = os.environ.get("FPXINT_WARM_LM", "").strip()
+    lm = "smollm2_135m" if lm == "1" else "" if lm == "0" else lm
+
     def work():
         # The cached functions run here outside any session: silence Streamlit's per-call warning about it
         # while the server is not serving yet, and restore it after.
@@ -76,6 +81,11 @@ async def warm_at_start(_app):
             print(f"  fpxint: default view computed at start-up in {time.perf_counter() - t0:.1f} s", flush=True)
         except Exception as e:  # noqa: BLE001 - only costs the first visitor time; the page reports real errors
             print(f"  fpxint: start-up warm-up skipped ({type(e).__name__}: {e})", flush=True)
+        try:
+            if lm:
+                print(f"  fpxint: {lm}'s first results computed at start-up in {prewarm_lm(lm):.1f} s", flush=True)
+        except Exception as e:  # noqa: BLE001 - as above
+            print(f"  fpxint: start-up warm-up of {lm} skipped ({type(e).__name__}: {e})", flush=True)
         finally:
             quiet.setLevel(level)
 

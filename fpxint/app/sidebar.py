@@ -87,6 +87,29 @@ def prewarm() -> float:
     expansion_metrics(*default_refs())
     return time.perf_counter() - t0
 
+def lm_default_refs(name: str) -> tuple[ModelRef, str, tuple]:
+    """(mref, cfg_json, dref) that `sidebar()` builds for a visitor who picks language model `name`."""
+    cfg = ExpansionConfig(**{k: DEFAULTS[k] for k in CFG_KEYS}).replace(a_granularity="per_token")  # _on_model_change
+    spec = ui_lm.get_lm_spec(name)
+    d = ui_lm.DEFAULTS
+    dref = (name, d["lm_windows"], d["lm_seq_len"]) if spec.task == "causal_lm" else (name, d["lm_pairs"], 0)
+    return ModelRef(name, None, resolve_device(DEFAULTS["device"]).type, False), cfg.to_json(), dref
+
+
+def prewarm_lm(name: str) -> float:
+    """Loads language model `name` and computes the first results of its Expand and Accuracy recovery pages
+    (their defaults) into the app's caches, at server start when the operator asks (FPXINT_WARM_LM).
+    Returns seconds."""
+    t0 = time.perf_counter()
+    mref, cfg_json, dref = lm_default_refs(name)
+    fd = ui_lm.first_dref(dref) or dref
+    base = ExpansionConfig.from_json(cfg_json)
+    for k in range(1, 4):  # the Accuracy recovery page's default: 4 bits, 1..3 terms (the Expand page's among them)
+        ui_lm.metrics(mref, base.replace(w_bits=4, a_bits=4, overrides={}).with_terms(k).to_json(), fd)
+    ui_lm.metrics(mref, cfg_json, fd)
+    return time.perf_counter() - t0
+
+
 def _on_model_change() -> None:
     if ui_lm.is_language_model(st.session_state["model"]):
         st.session_state["a_granularity"] = "per_token"  # one scale per token: what LLM quantization uses

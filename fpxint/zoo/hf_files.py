@@ -21,7 +21,7 @@ import torch
 
 from fpxint.zoo.registry import ModelLoadError
 
-__all__ = ["HFSource", "HFSize", "resolve_ref", "refuse_pickle_only", "size_from_config", "MAX_LAYERS"]
+__all__ = ["HFSource", "HFSize", "resolve_ref", "refuse_pickle_only", "size_from_config", "MAX_LAYERS", "pretrained"]
 
 # A hub id: "name" or "org/name" (huggingface_hub's rule, which also forbids ".." and "--"). Anything
 # else is a path. A hub id that is also a folder relative to the working directory is a path too
@@ -149,3 +149,12 @@ def size_from_config(config, model_class, ref: str = "") -> HFSize:
     buffers = sum(b.numel() for b in net.buffers())
     return HFSize(int(params), int(4 * (params + buffers) + _LOAD_EXTRA_PER_PARAM * params),
                   layers if isinstance(layers, int) else None)
+
+
+def pretrained(cls, src, weights: bool = True, **kw):
+    """`cls.from_pretrained`, the one call site: a model's weights come from safetensors, never a pickle
+    (GGUF files are parsed by the gguf package, which unpickles nothing); configs and tokenizers
+    (`weights=False`) are JSON and vocabulary files."""
+    if weights and "gguf_file" not in kw:
+        kw["use_safetensors"] = True
+    return cls.from_pretrained(src, **kw)

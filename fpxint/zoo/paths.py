@@ -7,10 +7,12 @@ the engine receives plain paths as arguments.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from pathlib import Path
 
-__all__ = ["find_shared", "checkout_root", "cache_dir", "hub_checkpoint_dir", "shared_dataset"]
+__all__ = ["find_shared", "checkout_root", "cache_dir", "hub_checkpoint_dir", "shared_dataset", "private_folder",
+           "UntrustedFolder"]
 
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # a checkout's root, or site-packages when installed
 # A registry dataset -> its evaluation images in the shared folder (labels from folders or labels.csv).
@@ -54,6 +56,37 @@ def find_shared(explicit: str | os.PathLike | None = None) -> Path | None:
 def cache_dir() -> Path:
     """Returns fpxint's cache folder (decoded images): ``$FPXINT_CACHE`` or ``~/.cache/fpxint``."""
     return Path(os.environ.get("FPXINT_CACHE") or Path.home() / ".cache" / "fpxint").expanduser()
+
+
+class UntrustedFolder(OSError):
+    """A cache folder (or a file in it) that could have been written by someone else."""
+
+
+def private_folder(folder: Path, uid: int) -> Path:
+    """Creates `folder` (mode 0700) if needed and checks it is a real folder of `uid` that nobody
+    else can write: a library (the C kernel) or weights (a converted language model) that another
+    user could plant there would be run or served as this user's. The parent may also belong to root
+    and may be others-writable only when sticky (like /tmp).
+
+    Raises:
+        UntrustedFolder: a link or a file in its place, another owner, or group / others access.
+    """
+    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    for path, private in ((folder.parent, False), (folder, True)):
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise UntrustedFolder(f"{path} is not a folder (a link or a file)")
+        if st.st_uid not in ((uid,) if private else (uid, 0)):
+            raise UntrustedFolder(f"{path} belongs to uid {st.st_uid}, not {uid}")
+        bad = st.st_mode & (0o077 if private else 0o022)
+        if bad and not (not private and st.st_mode & stat.S_ISVTX):  # a sticky parent (like /tmp) is fine
+            raise UntrustedFolder(f"{path} has mode {stat.S_IMODE(st.st_mode):o}; group / others must not "
+                                  f"{'access' if private else 'write'} it")
+    return folder
 
 
 def hub_checkpoint_dir(explicit: str | os.PathLike | None = None) -> Path:
