@@ -143,7 +143,9 @@ def tables() -> None:
         if t is None:
             continue
         t = t.sort_values(["w_bits", "a_bits", "terms"], ascending=[False, False, True])
-        print(f"\nEfficientNet-Lite0, first/last {fl}: FP top-1 {t.fp_top1.iloc[0]:.2f} % on {t.n_images.iloc[0]} images\n")
+        grids = "/".join(sorted(set(t.a_grid)))  # every row says its grid; these files hold one
+        print(f"\nEfficientNet-Lite0, first/last {fl}, activation grid {grids}: FP top-1 {t.fp_top1.iloc[0]:.2f} % "
+              f"on {t.n_images.iloc[0]} images\n")
         print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
         for r in t.itertuples():
             sq = "-" if pd.isna(r.logit_sqnr_db) else f"{r.logit_sqnr_db:.1f}"
@@ -177,6 +179,29 @@ def tables() -> None:
             print(f"| {k} | " + " | ".join(cells) + " |")
 
 
+def lite0_extras() -> None:
+    """Markdown: the Lite0 peers on all 1,300 images and the 0.75x-GEMMs allocation against uniform."""
+    peers = RESULTS / "peers_lite0_1300.csv"
+    if peers.is_file():
+        t = pd.read_csv(peers)
+        print(f"\nPeers on Lite0, {len(t) - 1} run (python -m bench.peers efficientnet_lite0 1300 ... lite1300)\n")
+        print("| peer | W bits stored | activations | top-1 % | Δ pts | agree w/ FP % |\n|---|---|---|---|---|---|")
+        for r in t.itertuples():
+            if isinstance(getattr(r, "error", None), str):
+                print(f"| {r.peer} | {r.w_bits} | {r.acts} | error: {r.error} | | |")
+            else:
+                print(f"| {r.peer} | {r.w_bits} | {r.acts} | {r.top1:.2f} | {r.delta:+.2f} | {r.agree:.2f} |")
+    curve = RESULTS / "alloc_lite0_w4a4x3_gemms075.curve.csv"
+    if curve.is_file():
+        t = pd.read_csv(curve)
+        print(f"\nAllocation on Lite0: {int(t.n_images.iloc[0])} evaluation images, FP measured on them\n")
+        print("| config | int GEMMs | BOPs % of FP | top-1 % | Δ pts | agree % | logit SQNR dB |\n|---|---|---|---|---|---|---|")
+        for r in t.itertuples():
+            sq = "-" if r.kind == "fp" else f"{r.sqnr_db:.1f}"
+            print(f"| {r.label} | {r.int_gemms} | {100 * r.bops_vs_fp:.2f} | {r.top1:.2f} | {r.top1 - r.fp_top1:+.2f} | "
+                  f"{r.agreement:.2f} | {sq} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     from fpxint.data import load_data
     from fpxint.zoo import cache_dir, find_shared, load_model
@@ -188,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
     if args.plan == "tables":
-        return tables()
+        tables()
+        return lite0_extras()
     if args.threads:
         torch.set_num_threads(args.threads)
     shared, out_dir = find_shared(), Path(args.out_dir)
