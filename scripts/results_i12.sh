@@ -29,7 +29,7 @@ case "${1:-}" in
   i12) for p in i12-w8 i12-8bit i12-agrid; do nice -n 5 $PY -m bench.queue_sweep $p --threads 1; done ;;
   # data-free (weights-only) allocation; the CLI still holds out --calib images, so 1 here: 1,299 evaluated
   alloc) nice -n 5 $PY -m fpxint allocate --threads 1 efficientnet_lite0 --w-bits 4 --a-bits 4 --terms 3 \
-           --budget-gemms 0.75x --calibration weights --calib 1 --eval all --max-terms 4 --uniform-terms 2,3 \
+           --budget-gemms 0.75x --calibration weights --calib 1 --eval all --max-terms 4 --uniform-terms 2 \
            --a-grid symmetric --first-last same "${FIXED[@]}" --batch-size 100 \
            --save $R/alloc_lite0_w4a4x3_gemms075 --out $R/alloc_lite0_w4a4x3_gemms075.config.json ;;
   # needs optimum-quanto (requirements-bench.txt; PYTHONPATH to a --target install); the CSV grows row by row
