@@ -117,6 +117,12 @@ PEERS = [
 MATCHED = {"rtn W8 (A FP)", "rtn W8A8", "rtn W4 (A FP)", "rtn W4A8", "rtn W4A4", "quanto qint8 weights",
            "quanto qint4 weights", "quanto W8A8, uncalibrated", "fpxint W8x1 (A FP)", "fpxint W4x2 (A FP)",
            "fpxint W8x1 A8x1", "fpxint W4x2 A8x1", "fpxint W4x2 A4x2", "fpxint W4x1 (A FP)"}
+# all 1,300 ImageNet images: one forward each is ~8 min on this shared CPU, so the storage points
+# in the order that decides the comparison (int8 then int4; fpxint's W8x1 A8x1 and W4x2 A4x2 are
+# rows of the bench.queue_sweep table, the same configs on the same images)
+LITE_1300 = ["rtn W8A8", "quanto qint4 weights", "fpxint W4x2 (A FP)", "rtn W4 (A FP)", "quanto qint8 weights",
+             "fpxint W8x1 (A FP)", "rtn W8 (A FP)", "quanto W8A8, uncalibrated", "fpxint W4x1 (A FP)",
+             "rtn W4A8", "rtn W4A4", "fpxint W4x2 A8x1"]
 SMOKE = {"rtn W4A8", "quanto qint8 weights", "torchao Int8WeightOnly", "fpxint W4x2 (A FP)", "fpxint W4x2 A4x2"}
 QUICK = {"rtn W8A8", "rtn W4 (A FP)", "quanto qint8 weights", "quanto qint4 weights",
          "torchao Int8WeightOnly", "fpxint W4x2 (A FP)", "fpxint W4x2 A8x1", "fpxint W4x1 (A FP)"}
@@ -168,7 +174,7 @@ def model_and_images(name: str, n_images: int):
 
 
 def evaluate_model(name: str, n_images: int, peers=PEERS, repeat: int = 2, timing: bool = True,
-                   strict: bool = False) -> dict:
+                   strict: bool = False, on_row=None) -> dict:
     """Every peer on one model: quantize time, top-1 on `n_images` stratified images, forward ratio.
 
     A peer that fails is reported in its row and the others go on; with `strict` (the smoke run) only a
@@ -183,6 +189,8 @@ def evaluate_model(name: str, n_images: int, peers=PEERS, repeat: int = 2, timin
     rows = [{"model": name, "peer": "FP (float32)", "w_bits": 32, "acts": "FP", "quantized": "-", "quant_s": 0.0,
              "top1": fp_top1, "delta": 0.0, "agree": 100.0, "fwd_ratio": 1.0}]
     batch = images[:250]
+    if on_row:
+        on_row(rows)
     for label, w_bits, acts, quantize in peers:
         row = {"model": name, "peer": label, "w_bits": w_bits, "acts": acts}
         try:
@@ -206,6 +214,8 @@ def evaluate_model(name: str, n_images: int, peers=PEERS, repeat: int = 2, timin
                 raise
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
         rows.append(row)
+        if on_row:  # e.g. rewrite the CSV: a stopped run keeps the rows that finished
+            on_row(rows)
         print(f"  {label}: " + (row.get("error") or f"top-1 {row['top1']:.2f} ({row['delta']:+.2f}), "
               f"quantized {row['quantized']}, {row['quant_s']:.3f} s"
               + (f", forward x{row['fwd_ratio']:.2f}" if "fwd_ratio" in row else "")), flush=True)
@@ -224,11 +234,23 @@ def run(opts) -> dict:
 
 
 if __name__ == "__main__":  # one model, accuracy and quantize time only: python -m bench.peers resnet32 1000 out.csv
-    import sys  # [matched]: only the MATCHED peers (python -m bench.peers efficientnet_lite0 1300 out.csv matched)
+    # [matched]: only the MATCHED peers (python -m bench.peers efficientnet_lite0 1300 out.csv matched);
+    # [lite1300]: the LITE_1300 peers in that order. The CSV is rewritten (atomically) after every row.
+    import os
+    import sys
+    from pathlib import Path
 
     import pandas as pd
 
-    chosen = [p for p in PEERS if p[0] in MATCHED] if sys.argv[4:5] == ["matched"] else PEERS
-    res = evaluate_model(sys.argv[1], int(sys.argv[2]), chosen, timing=False)
-    if len(sys.argv) > 3:
-        pd.DataFrame(res["rows"]).to_csv(sys.argv[3], index=False, float_format="%.4g")
+    by_name = {p[0]: p for p in PEERS}
+    which = sys.argv[4:5]
+    chosen = ([p for p in PEERS if p[0] in MATCHED] if which == ["matched"] else
+              [by_name[n] for n in LITE_1300] if which == ["lite1300"] else PEERS)
+
+    def write(rows, out=Path(sys.argv[3]) if len(sys.argv) > 3 else None):
+        if out is not None:
+            tmp = out.with_name(f".{out.name}.tmp")
+            pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4g")
+            os.replace(tmp, out)
+
+    evaluate_model(sys.argv[1], int(sys.argv[2]), chosen, timing=False, on_row=write)

@@ -74,13 +74,47 @@ def plan(name: str) -> list[tuple[str, int | None, str, ExpansionConfig]]:
         for w, a, k in [(4, 4, 1), (4, 4, 2), (3, 3, 2), (3, 3, 3), (2, 4, 3), (2, 4, 4)]:
             for g in ("asymmetric", "auto"):
                 q.append(("efficientnet_lite0", None, f"agrid_lite0_1300_{g}_same", _cfg(w, a, k, g, "same")))
+    elif name == "i12-w8":  # issue 12's first grid row: W8A8 x1-4 (x1 with 8-bit ends is the same model)
+        for k in (1, 2, 3, 4):
+            q.append(("efficientnet_lite0", None, "imagenet_lite0_1300_same", _cfg(8, 8, k, "symmetric", "same")))
+    elif name == "i12-8bit":  # the 8-bit-ends rows item3 did not reach
+        for w, a, k, fl in LITE_ROWS:
+            if fl == "8bit" and (w, a, k) != (8, 8, 1):
+                q.append(("efficientnet_lite0", None, "imagenet_lite0_1300_8bit", _cfg(w, a, k, "symmetric", fl)))
+    elif name == "i12-agrid":  # the rows that decide Lite0's activation grid, asymmetric (the default) first
+        for w, a, k in [(4, 4, 1), (4, 4, 2), (3, 3, 2), (3, 3, 3), (2, 4, 4), (2, 4, 3)]:
+            for g in ("asymmetric", "auto"):
+                q.append(("efficientnet_lite0", None, f"agrid_lite0_1300_{g}_same", _cfg(w, a, k, g, "same")))
     elif name == "item3-8bit":  # a second process for the 8-bit-ends rows (its own FP forward)
         for w, a, k, fl in LITE_ROWS:
             if fl == "8bit":
                 q.append(("efficientnet_lite0", None, "imagenet_lite0_1300_8bit", _cfg(w, a, k, "symmetric", fl)))
     else:
-        raise SystemExit(f"unknown plan {name!r}; choose item3, item3-8bit or item4")
+        raise SystemExit(f"unknown plan {name!r}; choose one of {', '.join(PLANS)}")
     return q
+
+
+PLANS = ("item3", "item3-8bit", "item4", "i12-w8", "i12-8bit", "i12-agrid")
+
+
+def _resume(prefix: Path, n_images: int, fp_top1: float) -> dict | None:
+    """The finished rows of an earlier run into the same file, if it measured the same FP on the same images
+    (a stopped run resumes instead of overwriting them); None if there is no such file."""
+    f = prefix.with_name(prefix.name + ".json")
+    if not f.is_file():
+        return None
+    doc = json.loads(f.read_text())
+    if doc["n_images"] != n_images or abs(doc["fp_top1"] - fp_top1) > 1e-9:
+        raise SystemExit(f"{f}: FP top-1 {doc['fp_top1']} on {doc['n_images']} images, not {fp_top1} on "
+                         f"{n_images}; move it aside rather than mix two runs in one table")
+    return doc
+
+
+def _done(prefix: Path, cfg: ExpansionConfig, doc: dict | None) -> bool:
+    f = prefix.with_name(prefix.name + ".json")
+    if doc is None and f.is_file():
+        doc = json.loads(f.read_text())
+    return doc is not None and any(r.get("config") == cfg.to_json() for r in doc["rows"])
 
 
 def _write(prefix: Path, doc: dict) -> None:
@@ -109,7 +143,9 @@ def tables() -> None:
         if t is None:
             continue
         t = t.sort_values(["w_bits", "a_bits", "terms"], ascending=[False, False, True])
-        print(f"\nEfficientNet-Lite0, first/last {fl}: FP top-1 {t.fp_top1.iloc[0]:.2f} % on {t.n_images.iloc[0]} images\n")
+        grids = "/".join(sorted(set(t.a_grid)))  # every row says its grid; these files hold one
+        print(f"\nEfficientNet-Lite0, first/last {fl}, activation grid {grids}: FP top-1 {t.fp_top1.iloc[0]:.2f} % "
+              f"on {t.n_images.iloc[0]} images\n")
         print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
         for r in t.itertuples():
             sq = "-" if pd.isna(r.logit_sqnr_db) else f"{r.logit_sqnr_db:.1f}"
@@ -143,24 +179,51 @@ def tables() -> None:
             print(f"| {k} | " + " | ".join(cells) + " |")
 
 
+def lite0_extras() -> None:
+    """Markdown: the Lite0 peers on all 1,300 images and the 0.75x-GEMMs allocation against uniform."""
+    peers = RESULTS / "peers_lite0_1300.csv"
+    if peers.is_file():
+        t = pd.read_csv(peers)
+        print(f"\nPeers on Lite0, {len(t) - 1} run (python -m bench.peers efficientnet_lite0 1300 ... lite1300)\n")
+        print("| peer | W bits stored | activations | top-1 % | Δ pts | agree w/ FP % |\n|---|---|---|---|---|---|")
+        for r in t.itertuples():
+            if isinstance(getattr(r, "error", None), str):
+                print(f"| {r.peer} | {r.w_bits} | {r.acts} | error: {r.error} | | |")
+            else:
+                print(f"| {r.peer} | {r.w_bits} | {r.acts} | {r.top1:.2f} | {r.delta:+.2f} | {r.agree:.2f} |")
+    curve = RESULTS / "alloc_lite0_w4a4x3_gemms075.curve.csv"
+    if curve.is_file():
+        t = pd.read_csv(curve)
+        print(f"\nAllocation on Lite0: {int(t.n_images.iloc[0])} evaluation images, FP measured on them\n")
+        print("| config | int GEMMs | BOPs % of FP | top-1 % | Δ pts | agree % | logit SQNR dB |\n|---|---|---|---|---|---|---|")
+        for r in t.itertuples():
+            sq = "-" if r.kind == "fp" else f"{r.sqnr_db:.1f}"
+            print(f"| {r.label} | {r.int_gemms} | {100 * r.bops_vs_fp:.2f} | {r.top1:.2f} | {r.top1 - r.fp_top1:+.2f} | "
+                  f"{r.agreement:.2f} | {sq} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     from fpxint.data import load_data
     from fpxint.zoo import cache_dir, find_shared, load_model
     from fpxint.zoo.paths import shared_dataset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("plan", choices=("item3", "item3-8bit", "item4", "tables"))
+    p.add_argument("plan", choices=PLANS + ("tables",))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
     if args.plan == "tables":
-        return tables()
+        tables()
+        return lite0_extras()
     if args.threads:
         torch.set_num_threads(args.threads)
     shared, out_dir = find_shared(), Path(args.out_dir)
     loaded: dict = {}  # model -> (lm, data, fp_logits, fp_top1, fp_seconds): FP once per model
     docs: dict[str, dict] = {}
     for model, limit, prefix, cfg in plan(args.plan):
+        if _done(out_dir / prefix, cfg, docs.get(prefix)):  # before the FP forward, which costs a row
+            print(f"{prefix} {cfg.label()}: done already", flush=True)
+            continue
         if model not in loaded:
             lm = load_model(model, shared_dir=shared)
             data = load_data(shared_dataset(lm.spec.dataset, shared), lm.spec, limit=limit, cache_dir=cache_dir())
@@ -169,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
             loaded[model] = (lm, data, fp_logits, scores(fp_logits, data.labels)["top1"], time.perf_counter() - t0)
             print(f"{model}: {data.source}; FP top-1 {loaded[model][3]:.2f} %", flush=True)
         lm, data, fp_logits, fp_top1, fp_seconds = loaded[model]
+        if prefix not in docs and (old := _resume(out_dir / prefix, len(data), fp_top1)) is not None:
+            old["command"] += f"; then python -m bench.queue_sweep {args.plan} (resumed)"
+            docs[prefix] = old
         doc = docs.setdefault(prefix, {
             "model": model, "weights": lm.weights_source, "trained": lm.trained, "data": data.source,
             "n_images": len(data), "fp_top1": fp_top1, "fp_seconds": fp_seconds,

@@ -123,3 +123,22 @@ def test_results_tables_are_the_output_of_bench_table_on_their_raw_files(capsys)
         for f, section in marked:
             if f == path:
                 assert blocks[section] in text, (path, section)
+
+
+def test_queue_sweep_resumes_instead_of_overwriting(tmp_path):
+    """A second queue run into the same file skips the rows it holds and keeps them; a file measured on other
+    images (another FP) is refused rather than mixed into one table."""
+    from bench import queue_sweep as q
+
+    plan = q.plan("i12-w8")
+    assert [c.label() for *_, c in plan] == [f"W8x{k} A8x{k} layer" for k in (1, 2, 3, 4)]
+    assert all(c.a_grid == "symmetric" and c.first_last == "same" for *_, c in plan)
+    prefix, cfg = tmp_path / plan[0][2], plan[0][3]
+    assert not q._done(prefix, cfg, None) and q._resume(prefix, 1300, 82.0) is None
+    q._write(prefix, {"n_images": 1300, "fp_top1": 82.0, "rows": [{"label": cfg.label(), "config": cfg.to_json()}]})
+    assert q._done(prefix, cfg, None) and not q._done(prefix, plan[1][3], None)
+    assert q._resume(prefix, 1300, 82.0)["rows"][0]["label"] == cfg.label()
+    with pytest.raises(SystemExit, match="move it aside"):
+        q._resume(prefix, 1299, 82.0)
+    with pytest.raises(SystemExit, match="move it aside"):
+        q._resume(prefix, 1300, 81.9)
