@@ -108,7 +108,8 @@ def onednn_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     z_j = sum_i C_ij s_i acc_ij, then `rescale`. None where it does not apply."""
     mx, mw = max_abs_int(layer.a_bits, layer.a_grid), max_abs_int(layer.w_bits, layer.w_grid)
     if (layer.act_fp or x.device.type != "cpu" or resolve_kernel(layer.int_kernel, x.device) != "onednn"
-            or not onednn_ok(reduction_size(layer.w_q[0]), mw, mx) or not onednn_epilogue_matches()):
+            or not onednn_ok(reduction_size(layer.w_q[0]), mw, mx, layer.groups, layer.w_q.shape[2])
+            or not onednn_epilogue_matches()):
         return None
     xq, xs = layer.activation_int_terms(x)
     cout = layer.w_q.shape[1]

@@ -145,9 +145,9 @@ def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, di
     k = math.prod(wq.shape[2:])
     cache = {} if cache is None else cache
     if kernel == "onednn":
-        if onednn_ok(k, max_w, max_x):
+        if onednn_ok(k, max_w, max_x, groups, wq.shape[2]):
             return onednn_conv(xq, wq, dim, stride, padding, dilation, groups, cache)
-        kernel = "int_mm"  # past oneDNN's exact range (8-bit terms over long reductions): _int_mm's split-K
+        kernel = "int_mm"  # past oneDNN's exact range (8-bit terms over long reductions, grouped): _int_mm's split-K
     if groups > 1 or kernel in ("float", "float64") or not fits_int8(max_w, max_x):
         dtype = _float_exact_dtype(k, max_w, max_x, xq.device, kernel)
         if dtype == torch.float64:
