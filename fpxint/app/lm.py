@@ -60,14 +60,15 @@ DEFAULTS = {"lm_windows": 2, "lm_seq_len": 256, "lm_pairs": 64}
 FIRST = (1, 128)  # (windows, tokens) of a causal LM's automatic first result: a quarter of the default text
 
 
-def first_dref(dref: tuple) -> tuple | None:
+def first_dref(dref: TextRef) -> TextRef | None:
     """The text of a causal LM's automatic first result: the sidebar's first window, cut to 128 tokens (the
     same tokens the full run starts with). None for an encoder (its pairs are few and fast)."""
-    name, n, seq_len = dref
-    return (name, min(n, FIRST[0]), min(seq_len, FIRST[1])) if seq_len else None
+    if not dref.seq_len:
+        return None
+    return TextRef(dref.name, min(dref.count, FIRST[0]), min(dref.seq_len, FIRST[1]))
 
 
-def first_note(ctx, dref: tuple) -> str:
+def first_note(ctx, dref: TextRef) -> str:
     """What the page says beside the automatic first result."""
     if dref == ctx.dref:
         return "Computed on opening, on the sidebar's text."

@@ -56,7 +56,7 @@ def metrics_table(results: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _score(ctx, cfgs: list[ExpansionConfig], dref: tuple | None = None) -> pd.DataFrame:
+def _score(ctx, cfgs: list[ExpansionConfig], dref: TextRef | None = None) -> pd.DataFrame:
     """Scores each config through the cached `lm.metrics` on `dref` (default: the sidebar's text; one progress
     bar over all), one row each. Rows show as they come (cheapest config first on the pages), so the first
     number is on screen after one expansion, not after all of them."""
