@@ -81,6 +81,10 @@ def plan(name: str) -> list[tuple[str, int | None, str, ExpansionConfig]]:
         for w, a, k, fl in LITE_ROWS:
             if fl == "8bit" and (w, a, k) != (8, 8, 1):
                 q.append(("efficientnet_lite0", None, "imagenet_lite0_1300_8bit", _cfg(w, a, k, "symmetric", fl)))
+    elif name == "i12-same":  # the every-layer-alike rows item3 did not reach (its 8-bit rows: i12-8bit)
+        for w, a, k, fl in LITE_ROWS:
+            if fl == "same" and w != 8:
+                q.append(("efficientnet_lite0", None, "imagenet_lite0_1300_same", _cfg(w, a, k, "symmetric", fl)))
     elif name == "i12-agrid":  # the rows that decide Lite0's activation grid, asymmetric (the default) first
         for w, a, k in [(4, 4, 1), (4, 4, 2), (3, 3, 2), (3, 3, 3), (2, 4, 4), (2, 4, 3)]:
             for g in ("asymmetric", "auto"):
@@ -94,7 +98,7 @@ def plan(name: str) -> list[tuple[str, int | None, str, ExpansionConfig]]:
     return q
 
 
-PLANS = ("item3", "item3-8bit", "item4", "i12-w8", "i12-8bit", "i12-agrid")
+PLANS = ("item3", "item3-8bit", "item4", "i12-w8", "i12-8bit", "i12-same", "i12-agrid")
 
 
 def _resume(prefix: Path, n_images: int, fp_top1: float) -> dict | None:

@@ -7,7 +7,7 @@
 #   bash scripts/results_i12.sh digits   # item 4 on the digits CNN (seconds)
 #   bash scripts/results_i12.sh item4    # item 4 on ResNet-20/32, all 10,000 CIFAR-10 test JPEGs (hours on 2 cores)
 #   bash scripts/results_i12.sh item3    # item 3: EfficientNet-Lite0 on all 1,300 images (hours on 2 cores)
-#   bash scripts/results_i12.sh i12      # item 3 rows item3 did not reach: W8A8, 8-bit ends, Lite0 grids (resumes)
+#   bash scripts/results_i12.sh i12      # item 3 rows item3 did not reach: W8A8, 8-bit ends, same ends, Lite0 grids (resumes)
 #   bash scripts/results_i12.sh alloc    # item 3: Lite0 allocation at 0.75x the integer GEMMs of W4A4 x3
 #   bash scripts/results_i12.sh peers    # item 3: RTN / optimum-quanto at matched storage on Lite0 (all 1,300)
 #   bash scripts/results_i12.sh tables   # the markdown tables from docs/results/
@@ -26,7 +26,7 @@ case "${1:-}" in
         -q --force --out $R/agrid_digits_${g}_${fl} >/dev/null
     done; done ;;
   item3|item4) nice -n 5 $PY -m bench.queue_sweep "$1" --threads 1 ;;
-  i12) for p in i12-w8 i12-8bit i12-agrid; do nice -n 5 $PY -m bench.queue_sweep $p --threads 1; done ;;
+  i12) for p in i12-w8 i12-8bit i12-same i12-agrid; do nice -n 5 $PY -m bench.queue_sweep $p --threads 1; done ;;
   # data-free (weights-only) allocation; the CLI still holds out --calib images, so 1 here: 1,299 evaluated
   alloc) nice -n 5 $PY -m fpxint allocate --threads 1 efficientnet_lite0 --w-bits 4 --a-bits 4 --terms 3 \
            --budget-gemms 0.75x --calibration weights --calib 1 --eval all --max-terms 4 --uniform-terms 2 \
