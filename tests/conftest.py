@@ -73,3 +73,20 @@ def gpt2_dir(tmp_path_factory):
     GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=tok.vocab_size)).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def fail_writes_to(monkeypatch, marker: str) -> None:
+    """Simulates a full disk for the one temporary file whose name contains `marker` (the atomic writers
+    open their temporary files with os.fdopen): its write raises ENOSPC after the others succeeded."""
+    import os
+
+    real = os.fdopen
+
+    def full_disk(fd, *args, **kw):
+        f = real(fd, *args, **kw)
+        if marker in os.readlink(f"/proc/self/fd/{fd}"):
+            f.close()
+            raise OSError(28, "No space left on device")
+        return f
+
+    monkeypatch.setattr(os, "fdopen", full_disk)

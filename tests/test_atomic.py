@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import fail_writes_to
 
 from fpxint import atomic
 
@@ -44,16 +45,7 @@ def test_a_file_that_appears_while_writing_is_never_clobbered(tmp_path, monkeypa
 def test_a_failed_write_keeps_the_old_files_and_leaves_no_temporary(tmp_path, monkeypatch):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     atomic.write_files([(a, "old a"), (b, "old b")])
-    real = os.fdopen
-
-    def full_disk(fd, *args, **kw):  # the second file's write fails after the first was written
-        f = real(fd, *args, **kw)
-        if ".b.txt." in os.readlink(f"/proc/self/fd/{fd}"):
-            f.close()
-            raise OSError(28, "No space left on device")
-        return f
-
-    monkeypatch.setattr(os, "fdopen", full_disk)
+    fail_writes_to(monkeypatch, ".b.txt.")  # the second file's write fails after the first was written
     with pytest.raises(OSError, match="No space"):
         atomic.write_files([(a, "new a"), (b, "new b")], overwrite=True)
     monkeypatch.undo()

@@ -1,9 +1,9 @@
 """Save / load round trip of an expanded model: identical outputs, clear errors on bad files."""
 import hashlib
 import json
-import os
 
 import pytest
+from conftest import fail_writes_to
 import torch
 import torch.nn as nn
 
@@ -150,16 +150,7 @@ def test_writes_are_atomic_and_never_overwrite_unasked(tmp_path, monkeypatch):
         save_expanded(expand(net(), ExpansionConfig(w_terms=3)), "toy", path=prefix)
     assert (tmp_path / "toy.safetensors").read_bytes() == blob and (tmp_path / "toy.json").read_text() == text
 
-    real = os.fdopen
-
-    def failing_json(fd, *a, **k):  # the JSON write fails after the tensors were written
-        f = real(fd, *a, **k)
-        if ".toy.json." in os.readlink(f"/proc/self/fd/{fd}"):
-            f.close()
-            raise OSError(28, "No space left on device")
-        return f
-
-    monkeypatch.setattr(os, "fdopen", failing_json)
+    fail_writes_to(monkeypatch, ".toy.json.")  # the JSON write fails after the tensors were written
     with pytest.raises(OSError, match="No space"):
         save_expanded(expand(net(), ExpansionConfig(w_terms=3)), "toy", path=prefix, overwrite=True)
     monkeypatch.undo()
