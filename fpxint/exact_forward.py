@@ -38,13 +38,17 @@ def int_blocks(layer: nn.Module, x: torch.Tensor, kernel: str) -> Iterator:
     if layer.act_fp:
         raise ValueError("integer mode needs expanded activations; this layer keeps its input in FP "
                          "(level='tensor' or truncation='weight_only'): use mode='simulate'")
-    xq, xs = layer.activation_int_terms(x)
+    xq, xoff, xs = layer.activation_int_terms(x)
     wq = layer.w_int_terms()
-    mx, mw = max_abs_int(layer.a_bits, layer.a_grid), max_abs_int(layer.w_bits, layer.w_grid)
+    # with offsets (8-bit asymmetric / auto) the op sees the int8 part u, |u| <= 128
+    mx = 128 if xoff is not None else max_abs_int(layer.a_bits, layer.a_grid)
+    mw = max_abs_int(layer.w_bits, layer.w_grid)
     for rows, js in pair_groups(layer._pairs_py):
-        xsel = xq[js[0]:js[-1] + 1] if js == list(range(js[0], js[-1] + 1)) else xq[js]
+        run = js == list(range(js[0], js[-1] + 1))
+        xsel = xq[js[0]:js[-1] + 1] if run else xq[js]
+        osel = None if xoff is None else xoff[js[0]:js[-1] + 1] if run else xoff[js]
         wsel = wq[rows[0]:rows[-1] + 1] if rows == list(range(rows[0], rows[-1] + 1)) else wq[rows]
-        yield rows, js, layer._int_terms_op(xsel, wsel, mx, mw, kernel, tuple(rows)), xs
+        yield rows, js, layer._int_terms_op(xsel, wsel, mx, mw, kernel, tuple(rows), osel), xs
 
 
 def integer_accumulators(layer: nn.Module, x: torch.Tensor, kernel: str
@@ -105,13 +109,15 @@ def exact_forward(layer: nn.Module, x: torch.Tensor, kernel: str) -> torch.Tenso
 
 def onednn_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """A CPU convolution on oneDNN with the weight scales and the sum over weight terms in its epilogue:
-    z_j = sum_i C_ij s_i acc_ij, then `rescale`. None where it does not apply."""
+    z_j = sum_i C_ij s_i acc_ij, then `rescale`. None where it does not apply. 8-bit asymmetric / auto
+    terms go in as oneDNN's u8 input with their zero point (exact in int32, the same epilogue)."""
     mx, mw = max_abs_int(layer.a_bits, layer.a_grid), max_abs_int(layer.w_bits, layer.w_grid)
+    mx = 128 if 128 < mx <= 255 else mx  # 8-bit asymmetric / auto: int8 terms plus offsets (zero points here)
     if (layer.act_fp or x.device.type != "cpu" or resolve_kernel(layer.int_kernel, x.device) != "onednn"
             or not onednn_ok(reduction_size(layer.w_q[0]), mw, mx, layer.groups, layer.w_q.shape[2])
             or not onednn_epilogue_matches()):
         return None
-    xq, xs = layer.activation_int_terms(x)
+    xq, xoff, xs = layer.activation_int_terms(x)
     cout = layer.w_q.shape[1]
     sw = [layer.w_scale[i].float().expand(cout).contiguous() if layer.w_scale[i].numel() == 1
           else layer.w_scale[i].float().contiguous() for i in range(layer.w_terms)]
@@ -119,6 +125,6 @@ def onednn_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     scales = [[sw[i] * C[i][j] if C[i][j] else None for i in range(layer.w_terms)] for j in range(layer.a_terms)]
     cache = layer._w_cache.setdefault(("conv", "all", layer.w_q.device), {})
     zs = onednn_conv_scaled(xq, layer.w_int_terms(), layer.dim, layer.stride, layer.padding, layer.dilation,
-                            layer.groups, scales, cache)
+                            layer.groups, scales, cache, xoff)
     y = rescale(layer, [(z, t) for z, t in zip(zs, xs) if z is not None])
     return None if y is None else layer._layout(y.to(x.dtype))

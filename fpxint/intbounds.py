@@ -3,6 +3,7 @@
 
 - operands are int8 when every |term| <= 127 (all grids up to 8 bits except asymmetric 8-bit,
   whose centered terms reach 255, and the full grid's -128 which int8 holds too): `fits_int8`;
+  8-bit asymmetric / auto activation terms run on int8 as q - 128 plus an offset (`intops`): `int8_units_apply`;
 - the int32 accumulator cannot overflow while K * max|w| * max|x| <= 2**31 - 1; longer reductions
   are split along K into chunks that satisfy it, summed in int64: `int32_chunk`;
 - float64 on integer-valued operands is exact while every partial sum stays below 2**53: `check_exact`.
@@ -35,6 +36,12 @@ def fits_int8(max_w: int, max_x: int) -> bool:
     A bound of 128 comes only from the full grid's -128 (`max_abs_int`), which int8 holds.
     """
     return max_w <= 128 and max_x <= 128
+
+
+def int8_units_apply(max_w: int, max_x: int) -> bool:
+    """Whether integer mode's int8 kernels take a layer's terms: weights that fit int8, and activations
+    that fit int8 directly or as q - 128 plus an offset (8-bit asymmetric / auto, |t| <= 255)."""
+    return max_w <= 128 and max_x <= 255
 
 
 def int32_chunk(max_w: int, max_x: int) -> int:

@@ -7,8 +7,12 @@ im2col view for convolutions (`convgeom`), or oneDNN's int8 convolution (`onednn
 (docs/method.md, "Integer mode"): the bounds of `intbounds`, from the bit widths; the CPU kernel does
 not saturate in a 16-bit intermediate (VPMADDUBSW): tested with adversarial operands (all +-127 / -128
 patterns at the int32 limit) in tests/test_intops.py against the int64 references (`intref`).
-Where int8 does not apply (asymmetric 8-bit terms, grouped convolutions) the op runs in float64 on
-integer-valued operands: every partial sum is an integer below 2**53, exact (`intbounds.check_exact`).
+Asymmetric 8-bit activation terms t = q - z (|t| up to 255, one bit past int8) come as int8 u = q - 128
+plus an offset c = 128 - z that is constant along each reduction (`x_offset`): acc(t) = acc(u) + c S, with
+S the sum of the weights each output sees (a row sum; for convolutions, the weights over the window's
+non-padded positions, one small float64 convolution of ones per input shape). Where int8 does not apply
+(8-bit asymmetric weights, grouped convolutions off oneDNN) the op runs in float64 on integer-valued
+operands: every partial sum is an integer below 2**53, exact (`intbounds.check_exact`).
 
 `kernel` chooses the path and is a parameter, not a device test buried inside: "auto" is "onednn"
 on the CPU and "int_mm_cuda" on CUDA; "float" (simulate mode's path) runs float GEMMs / convolutions
@@ -25,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .convgeom import conv_geometry, conv_weight_matrix, im2col_nhwc
-from .intbounds import check_exact, fits_int8, int32_chunk
+from .intbounds import INT32_MAX, check_exact, fits_int8, int32_chunk
 from .onednn import onednn_conv, onednn_ok
 
 KERNELS = ("auto", "onednn", "int_mm", "int_mm_cuda", "float", "float64")
@@ -90,7 +94,20 @@ def _float_exact_dtype(k: int, max_w: int, max_x: int, device: torch.device, ker
     return torch.float64  # cuDNN may pick FFT / Winograd / TF32 for float32: not exact
 
 
-def linear_terms(xq: torch.Tensor, wq: torch.Tensor, max_x: int, max_w: int, kernel: str = "auto") -> torch.Tensor:
+def with_offset(acc: torch.Tensor, c: torch.Tensor, sums: torch.Tensor, k: int, max_x: int, max_w: int
+                ) -> torch.Tensor:
+    """acc(u) + c S as exact integers (float accumulators hold integers; c and S broadcast to acc's shape).
+    With B = K (max|u| + 128) max|w|, the bound on |acc(t)| for |c| <= 128: float32 accumulators stay
+    float32 while B < 2**24 (every sum exact, no conversion pass), else int32 while B fits, else int64."""
+    bound = k * (max_x + 128) * max_w
+    if acc.dtype == torch.float32 and bound < 2**24:
+        return acc.addcmul_(c.to(acc.dtype), sums.to(acc.dtype))
+    dtype = torch.int32 if bound <= INT32_MAX else torch.int64
+    return acc.to(dtype).addcmul_(c.to(dtype), sums.to(dtype))
+
+
+def linear_terms(xq: torch.Tensor, wq: torch.Tensor, max_x: int, max_w: int, kernel: str = "auto",
+                 x_offset: torch.Tensor | None = None) -> torch.Tensor:
     """Every cross term of a linear layer in one integer GEMM: activation terms stacked along M, weight
     terms along N.
 
@@ -98,9 +115,12 @@ def linear_terms(xq: torch.Tensor, wq: torch.Tensor, max_x: int, max_w: int, ker
         xq: [J, ..., K] centered integer activation terms (int8 when they fit, else int16).
         wq: [I, N, K] centered integer weight terms.
         max_x, max_w: bounds on |values| from the bit widths (`max_abs_int`), not from the data.
+        x_offset: None, or integers c broadcastable to [J, ..., 1] with |c| <= 128: the terms are then
+            xq + c (asymmetric 8-bit: xq = q - 128, c = 128 - z; see the module doc).
     Returns:
         [J, I, ..., N] exact integer accumulators (int32, int64 past the int32 bound, or float64 on the
-        float64 path; float32 / float64 on the "float" path), a strided view of one [J * M, I * N] result.
+        float64 path; float32 / float64 on the "float" path; int32 / int64 with an offset), a strided
+        view of one [J * M, I * N] result.
     """
     kernel = resolve_kernel(kernel, xq.device)
     j, i, n, k = xq.shape[0], wq.shape[0], wq.shape[1], wq.shape[-1]
@@ -114,12 +134,16 @@ def linear_terms(xq: torch.Tensor, wq: torch.Tensor, max_x: int, max_w: int, ker
         if dtype == torch.float64:
             check_exact(k, max_w, max_x)
         out = a.to(dtype) @ b.to(dtype).t()
-    out = out.reshape(j, *batch, i, n)
-    return out.movedim(-2, 1)
+    out = out.reshape(j, *batch, i, n).movedim(-2, 1)
+    if x_offset is None:
+        return out
+    rowsum = wq.sum(-1, dtype=torch.int64).reshape(1, i, *(1,) * len(batch), n)  # S: [1, I, 1.., N]
+    return with_offset(out, x_offset.unsqueeze(1), rowsum, k, max_x, max_w)
 
 
 def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, dilation, groups: int,
-               max_x: int, max_w: int, kernel: str = "auto", cache: dict | None = None) -> torch.Tensor:
+               max_x: int, max_w: int, kernel: str = "auto", cache: dict | None = None,
+               x_offset: torch.Tensor | None = None) -> torch.Tensor:
     """Every cross term of a convolution, batched: activation terms as one batch of J * N images.
 
     Paths: "onednn" (CPU): oneDNN's int8 convolution (VNNI, no im2col), weight terms stacked along
@@ -134,16 +158,35 @@ def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, di
             padding already applied for non-zero padding modes; `padding` here is numeric or 'same' / 'valid'.
         wq: [I, Cout, C / groups, *kernel] centered integer weight terms.
         cache: a dict the caller keeps per layer: prepared weights (packed / im2col order) go there.
+        x_offset: None, or integers c broadcastable to [J, N, 1, ...] with |c| <= 128, one per term and
+            image: the terms are then xq + c on every real (not padded) position; see the module doc.
     Returns:
         [J, I, N, Cout, *spatial_out] exact integer accumulators (int32 / int64, or float32 holding
         integers below 2**24 on the oneDNN path, float32 / float64 holding integers on the "float"
-        path), a strided view of one batched result.
+        path; int32 / int64 with an offset), a strided view of one batched result.
     """
+    cache = {} if cache is None else cache
+    out = _conv_terms(xq, wq, dim, stride, padding, dilation, groups, max_x, max_w, kernel, cache)
+    if x_offset is None:
+        return out
+    # S [I, Cout, *spatial_out]: each output's weights over the input's real positions (zero padding adds
+    # no c there), exact in float64; kept for the last input shape only
+    key = (tuple(xq.shape[3:]), xq.device)
+    if cache.get("window_sums", (None,))[0] != key:
+        ones = torch.ones((1, *xq.shape[2:]), dtype=torch.float64, device=xq.device)
+        w = wq.reshape(-1, *wq.shape[2:]).to(torch.float64)
+        sums = (F.conv1d if dim == 1 else F.conv2d)(ones, w, None, stride, padding, dilation, groups)
+        cache["window_sums"] = (key, sums.reshape(wq.shape[0], wq.shape[1], *sums.shape[2:]).to(torch.int64))
+    sums = cache["window_sums"][1]
+    c = x_offset.reshape(x_offset.shape[0], 1, x_offset.shape[1], *(1,) * (sums.dim() - 1))
+    return with_offset(out, c, sums.unsqueeze(1), math.prod(wq.shape[2:]), max_x, max_w)
+
+
+def _conv_terms(xq, wq, dim, stride, padding, dilation, groups, max_x, max_w, kernel, cache):
     kernel = resolve_kernel(kernel, xq.device)
     j, nb = xq.shape[:2]
     i, cout = wq.shape[:2]
     k = math.prod(wq.shape[2:])
-    cache = {} if cache is None else cache
     if kernel == "onednn":
         if onednn_ok(k, max_w, max_x, groups, wq.shape[2]):
             return onednn_conv(xq, wq, dim, stride, padding, dilation, groups, cache)

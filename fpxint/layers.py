@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
 from .exact_forward import exact_forward, integer_accumulators, onednn_forward
-from .intbounds import fits_int8, max_abs_int
+from .intbounds import int8_units_apply, max_abs_int
 from .intops import conv_terms, linear_terms, resolve_kernel
 from .series import centered_term, expand_tensor_fused  # the C kernel: bit-identical to the eager series
 
@@ -147,10 +147,10 @@ class ExpandedLayer(nn.Module):
 
     def _simulate_forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.act_fp:  # exact accumulators, the integer mode's rescale: batch-independent. Every kernel
-            # gives the same bits here, so simulate takes the fastest: int8 units where the terms fit int8 (2-4x
-            # faster on this CPU than float ops), else float ops on the integers (float32 below 2**24, where
-            # integer mode's fallback would be float64: asymmetric 8-bit activation terms reach 255)
-            if fits_int8(max_abs_int(self.w_bits, self.w_grid), max_abs_int(self.a_bits, self.a_grid)):
+            # gives the same bits here, so simulate takes the fastest: int8 units wherever the terms fit int8,
+            # directly or as two halves (asymmetric 8-bit; 2-4x faster on this CPU than float ops), else
+            # float ops on the integers (float32 below 2**24)
+            if int8_units_apply(max_abs_int(self.w_bits, self.w_grid), max_abs_int(self.a_bits, self.a_grid)):
                 return self._integer_forward(x)
             return exact_forward(self, x, "float")
         # FP activations (level "tensor", weight_only): one float op per distinct row of C, as in FP
@@ -180,13 +180,16 @@ class ExpandedLayer(nn.Module):
             y = y + self.bias.reshape(self._bias_shape(y)) if self.bias is not None else y
         return y
 
-    def activation_int_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The input's series as integers: (centered terms [J, *x.shape], scales [J, *scale shape]).
+    def activation_int_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The input's series as integers: (terms [J, *x.shape], offsets or None, scales [J, *scale shape]).
 
         The same terms as `activation_terms` (the fused kernel is bit-identical to the eager series),
-        as int8 when the grid fits it (int16 for asymmetric 8-bit). A channels-last convolution input
-        is expanded in its memory order (max / fixed rules: per-element results do not depend on
-        it), so the terms come out channels-last, the layout im2col reads.
+        centered, as int8. 8-bit asymmetric / auto terms reach 255, one bit past int8: they come as
+        u = q - 128 (int8) with per-row offsets c (int16, the scales' shape), the term being u + c
+        (asymmetric: c = 128 - z; auto: c = 128 on unsigned rows that use the top half, else 0), which
+        `intops` turns into acc(u) + c S on the int8 units. A channels-last convolution input is expanded
+        in its memory order (max / fixed rules: per-element results do not depend on it), so the terms
+        come out channels-last, the layout im2col reads.
         """
         g = self._a_granularity()
         nhwc = (x.dim() == 4 and self.scale_rule != "mse" and isinstance(self, _ExpandedConv)
@@ -194,14 +197,24 @@ class ExpandedLayer(nn.Module):
         view = x.permute(0, 2, 3, 1) if nhwc else x.contiguous()
         ts = expand_tensor_fused(view, self.a_bits, self.a_terms, g, self.a_grid, self.scale_rule)
         bshape = (self.a_terms, *self._a_scale_shape(view))
-        q = ts.q
-        if ts.zero_points is not None:
-            q = q.to(torch.int16) - ts.zero_points.reshape(bshape).to(torch.int16)
-        if max_abs_int(self.a_bits, self.a_grid) <= 128:
+        wide = max_abs_int(self.a_bits, self.a_grid)
+        z = None if ts.zero_points is None else ts.zero_points.reshape(bshape).to(torch.int16)
+        shift, offset = z, None  # term = (q - shift) + offset
+        if 128 < wide <= 255 and z is not None:  # 8-bit asymmetric: q - 128 fits int8; offset 128 - z
+            shift, offset = 128, 128 - z
+        elif 128 < wide <= 255:  # 8-bit auto: rows with a level above 127 are unsigned; shift them by 128
+            dims = [d for d in range(1, ts.q.dim()) if bshape[d] == 1]
+            shift = offset = torch.where(ts.q.amax(dim=dims, keepdim=True) > 127, 128, 0).to(torch.int16)
+        if isinstance(shift, int) and ts.q.dtype == torch.uint8:  # q - 128 in one pass: flip the top bit
+            q = ts.q.bitwise_xor(128).view(torch.int8)
+        else:
+            q = ts.q if shift is None else ts.q.to(torch.int16) - shift
+        if wide <= 255:
             q = q.to(torch.int8)
         if nhwc:
             q = q.permute(0, 1, 4, 2, 3)
-        return q, ts.scales.reshape((self.a_terms, *self._a_scale_shape(x)))
+        scale_shape = (self.a_terms, *self._a_scale_shape(x))
+        return q, None if offset is None else offset.reshape(scale_shape), ts.scales.reshape(scale_shape)
 
     def w_int_terms(self) -> torch.Tensor:
         """All weight terms, centered: [I, *weight shape], int8 when the grid fits it (cached)."""
@@ -261,8 +274,8 @@ class ExpandedLinear(ExpandedLayer):
     def _op(self, x, w, b=None):
         return F.linear(x, w, b)
 
-    def _int_terms_op(self, xq, wq, max_x, max_w, kernel, rows):
-        return linear_terms(xq, wq, max_x, max_w, kernel)
+    def _int_terms_op(self, xq, wq, max_x, max_w, kernel, rows, x_offset=None):
+        return linear_terms(xq, wq, max_x, max_w, kernel, x_offset)
 
     def _bias_shape(self, y):
         return (-1,)
@@ -300,11 +313,11 @@ class _ExpandedConv(ExpandedLayer):
         conv = F.conv1d if self.dim == 1 else F.conv2d
         return conv(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
-    def _int_terms_op(self, xq, wq, max_x, max_w, kernel, rows):
+    def _int_terms_op(self, xq, wq, max_x, max_w, kernel, rows, x_offset=None):
         # prepared weights (packed for oneDNN, im2col order for _int_mm) are built once per term set
         cache = self._w_cache.setdefault(("conv", rows, self.w_q.device), {})
         return conv_terms(xq, wq, self.dim, self.stride, self.padding, self.dilation, self.groups, max_x, max_w,
-                          kernel, cache)
+                          kernel, cache, x_offset)
 
     def _bias_shape(self, y):
         return (1, -1) + (1,) * (y.dim() - 2)

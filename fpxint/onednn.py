@@ -55,8 +55,14 @@ def onednn_exact() -> bool:
         twos = torch.full((8,), 2.0)
         z = onednn_conv_scaled(xs, ws, 2, 1, 1, 1, 1, [[twos, twos], [twos, None]], {})
         ref = [int64_conv_reference(xs[jj], ws[t], 2, 1, 1, 1, 1) for jj in range(2) for t in range(2)]
-        return bool(torch.equal(z[0].to(torch.int64), 2 * (ref[0] + ref[1]))
-                    and torch.equal(z[1].to(torch.int64), 2 * ref[2]))
+        if not (torch.equal(z[0].to(torch.int64), 2 * (ref[0] + ref[1]))
+                and torch.equal(z[1].to(torch.int64), 2 * ref[2])):
+            return False
+        # zero points other than 128 (8-bit asymmetric terms: u + c, zero point 128 - c), per image, padded
+        c = torch.tensor([128, 128, 0, -127, 5, 5]).reshape(1, 6, 1, 1, 1)
+        xo = torch.randint(-128, 128, (1, 6, 16, 6, 6), generator=g, dtype=torch.int8)
+        z = onednn_conv_scaled(xo, ws[:1], 2, 1, 1, 1, 1, [[torch.ones(8)]], {}, c)[0]
+        return bool(torch.equal(z.to(torch.int64), int64_conv_reference(xo[0] + c[0], ws[0], 2, 1, 1, 1, 1)))
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
 
@@ -91,7 +97,8 @@ def onednn_conv(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, d
     as `intops.conv_terms`."""
     j, nb = xq.shape[:2]
     i, cout = wq.shape[:2]
-    xu, st, pad, dil = _onednn_input(xq, wq, dim, stride, padding, dilation)
+    xu, st, pad, dil, hand = _onednn_input(xq, wq, dim, stride, padding, dilation)
+    xu = _pad_by_hand(xu, hand, _U8_ZERO)
     # weight terms stacked along Cout (one convolution) unless grouped: groups split Cout
     stacks = [list(range(i))] if groups == 1 else [[t] for t in range(i)]
     key = ("onednn", tuple(st), tuple(pad), tuple(dil), groups)
@@ -109,54 +116,82 @@ def onednn_conv(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, d
 
 
 def onednn_conv_scaled(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, dilation, groups: int,
-                       scales: list[list[torch.Tensor | None]], cache: dict) -> list[torch.Tensor | None]:
+                       scales: list[list[torch.Tensor | None]], cache: dict,
+                       x_offset: torch.Tensor | None = None) -> list[torch.Tensor | None]:
     """Per activation term j, z_j = sum_i scales[j][i] * acc_ij in float32, the rescale done by oneDNN:
     each convolution applies its per-channel scale to the int32 accumulator and adds the previous
     weight term's result (post-op "sum"). The forward's fast path; `intops.conv_terms` gives the integers.
 
     Args:
-        xq, wq, dim, ...: as `intops.conv_terms` (check `onednn_ok` first).
+        xq, wq, dim, ...: as `intops.conv_terms` (check `onednn_ok` first, with |xq| <= 128).
         scales: [J][I] float32 vectors [Cout] (C_ij * s_i), None where the pair is not kept.
+        x_offset: None, or offsets c [J, N, 1, ...] as `intops.conv_terms` (terms xq + c, |c| <= 128):
+            oneDNN takes them as the u8 input's zero point, 128 - c, one convolution per run of images
+            with the same value (one for post-ReLU inputs, whose zero point is 0 in every image).
     Returns:
         [z_0, ..., z_{J-1}] as [N, Cout, *spatial_out] (None for a term with no kept pair).
     """
     j, nb = xq.shape[:2]
-    xu, st, pad, dil = _onednn_input(xq, wq, dim, stride, padding, dilation)
+    xu, st, pad, dil, hand = _onednn_input(xq, wq, dim, stride, padding, dilation)
     key = ("onednn1", tuple(st), tuple(pad), tuple(dil), groups)
     if key not in cache:  # one packed weight per term: the sum post-op adds them
         cache[key] = [_pack(wq[t].to(torch.int8), dim, st, pad, dil, groups) for t in range(wq.shape[0])]
     zeros = torch.zeros(wq.shape[1], dtype=torch.int64)
+    args = (list(st), pad, list(dil), groups, 1.0, 0, torch.float32)
     out = []
     for jj in range(j):
-        x = xu[jj * nb:(jj + 1) * nb]
-        z = None
-        for t, sc in enumerate(scales[jj]):
-            if sc is None:
-                continue
-            args = (list(st), pad, list(dil), groups, 1.0, 0, torch.float32)
-            if z is None:
-                z = torch.ops.onednn.qconv2d_pointwise(x, 1.0, _U8_ZERO, cache[key][t], sc, zeros, None, *args,
-                                                       "none", [], "")
-            else:
-                z = torch.ops.onednn.qconv2d_pointwise.binary(x, 1.0, _U8_ZERO, cache[key][t], sc, zeros, z, None,
-                                                              *args, 1.0, 0, "sum", 1.0, "none", [], "")
+        x_all = xu[jj * nb:(jj + 1) * nb]
+        points = [_U8_ZERO] * nb if x_offset is None else [_U8_ZERO - c for c in x_offset[jj].reshape(-1).tolist()]
+        points = points * nb if len(points) == 1 else points  # a per-tensor offset
+        parts = []
+        for a, b, zp in _runs(points):  # one convolution per run of images with the same zero point
+            x = _pad_by_hand(x_all[a:b], hand, zp)
+            part = None
+            for t, sc in enumerate(scales[jj]):
+                if sc is None:
+                    continue
+                if part is None:
+                    part = torch.ops.onednn.qconv2d_pointwise(x, 1.0, zp, cache[key][t], sc, zeros, None, *args,
+                                                              "none", [], "")
+                else:
+                    part = torch.ops.onednn.qconv2d_pointwise.binary(x, 1.0, zp, cache[key][t], sc, zeros, part, None,
+                                                                     *args, 1.0, 0, "sum", 1.0, "none", [], "")
+            parts.append(part)
+        z = None if parts[0] is None else parts[0] if len(parts) == 1 else torch.cat(parts)
         out.append(z.squeeze(2) if z is not None and dim == 1 else z)
     return out
 
 
+def _runs(points: list[int]) -> list[tuple[int, int, int]]:
+    """[(start, end, value)] for each run of equal values."""
+    runs = []
+    for n, v in enumerate(points):
+        if runs and runs[-1][2] == v:
+            runs[-1] = (runs[-1][0], n + 1, v)
+        else:
+            runs.append((n, n + 1, v))
+    return runs
+
+
 def _onednn_input(xq, wq, dim, stride, padding, dilation):
-    """The activation terms as one u8 channels-last batch (x + 128) and oneDNN's geometry."""
+    """The activation terms as one u8 channels-last batch (x + 128), oneDNN's geometry, and the padding
+    to apply by hand (None when oneDNN pads: it pads symmetrically, with the zero point)."""
     _, st, dil, (pt, pb, pl, pr) = conv_geometry(dim, wq.shape[3:] if dim == 2 else wq.shape[3],
                                                  stride, padding, dilation)
     x4 = xq.reshape(-1, *xq.shape[2:])
     if dim == 1:
         x4 = x4.unsqueeze(2)
     xu = x4.to(torch.int8).contiguous(memory_format=torch.channels_last).view(torch.uint8).bitwise_xor(_U8_ZERO)
-    pad = [pt, pl]
-    if pt != pb or pl != pr:  # oneDNN pads symmetrically: pad with the zero point by hand
-        xu = F.pad(xu, (pl, pr, pt, pb), value=_U8_ZERO).contiguous(memory_format=torch.channels_last)
-        pad = [0, 0]
-    return xu, st, pad, dil
+    if pt != pb or pl != pr:
+        return xu, st, [0, 0], dil, (pl, pr, pt, pb)
+    return xu, st, [pt, pl], dil, None
+
+
+def _pad_by_hand(xu: torch.Tensor, hand, zero_point: int) -> torch.Tensor:
+    """Asymmetric padding, which oneDNN lacks, holding the zero point (the value 0)."""
+    if hand is None:
+        return xu
+    return F.pad(xu, hand, value=zero_point).contiguous(memory_format=torch.channels_last)
 
 
 def _pack(w: torch.Tensor, dim, st, pad, dil, groups):

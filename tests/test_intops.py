@@ -123,10 +123,10 @@ def test_linear_terms_equal_int64(kernel, k):
                                  ExpansionConfig(w_bits=8, w_terms=1, a_bits=7, a_terms=2, a_grid="asymmetric"),
                                  ExpansionConfig(w_bits=8, w_terms=2, a_bits=8, a_terms=1, a_grid="asymmetric"),
                                  ExpansionConfig(w_terms=3, a_terms=3, truncation="total_order")],
-                         ids=["full8", "asym7", "asym8_float64", "total_order"])
+                         ids=["full8", "asym7", "asym8_offsets", "total_order"])
 def test_layer_kernels_agree_with_each_other_and_int64(kernel, cfg):
     """The layer's accumulators through each kernel, including operands out of int8's range
-    (asymmetric 8-bit: centered terms up to 255 take the float64 path)."""
+    (asymmetric 8-bit: centered terms up to 255, int8 terms plus offsets)."""
     torch.manual_seed(3)
     for m, shape in [(nn.Conv2d(6, 10, 3, padding=1), (2, 6, 9, 9)), (nn.Linear(24, 10), (4, 24))]:
         layer = expand_layer(m, cfg)
@@ -140,3 +140,49 @@ def test_layer_kernels_agree_with_each_other_and_int64(kernel, cfg):
             ref = (int64_conv_reference(xq, wq, 2, 1, 1, 1, 1) if isinstance(m, nn.Conv2d)
                    else int64_linear_reference(xq, wq)) * int(layer.pairs[i, j])
             assert torch.equal(acc.to(torch.int64), ref), (i, j)
+
+
+def _offsets(j: int, n: int, g: torch.Generator, extreme: bool) -> torch.Tensor:
+    """Per (term, image) offsets c in [-127, 128] (8-bit asymmetric: c = 128 - z, z in [0, 255])."""
+    if extreme:
+        return torch.tensor([[[128, -127, 0][(a + b) % 3] for b in range(n)] for a in range(j)])
+    return torch.randint(-127, 129, (j, n), generator=g)
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "int_mm_cuda", "float", "float64"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"d{c[0]}w{c[1]}g{c[6]}p{c[4]}")
+@pytest.mark.parametrize("extreme", [False, True])
+def test_conv_offsets_give_the_int64_accumulators_of_the_shifted_terms(case, kernel, extreme):
+    """Terms u + c (u int8, c per term and image: 8-bit asymmetric terms reach 255): acc(u) + c S equals the
+    int64 convolution of u + c with zero padding, on every kernel, as integers."""
+    dim, wshape, xshape, stride, padding, dilation, groups = case
+    g = torch.Generator().manual_seed(7)
+    if extreme:
+        xq = torch.where(torch.rand((2, *xshape), generator=g) < 0.5, -128, 127).to(torch.int8)
+        wq = torch.where(torch.rand((3, *wshape), generator=g) < 0.5, -128, 127).to(torch.int8)
+    else:
+        xq = torch.randint(-128, 128, (2, *xshape), generator=g, dtype=torch.int8)
+        wq = torch.randint(-128, 128, (3, *wshape), generator=g, dtype=torch.int8)
+    c = _offsets(2, xshape[0], g, extreme)
+    shape = (2, xshape[0]) + (1,) * (len(xshape) - 1)
+    got = conv_terms(xq, wq, dim, stride, padding, dilation, groups, 128, 128, kernel, {}, c.reshape(shape))
+    assert not got.is_floating_point() or got.dtype == torch.float32  # float32 only below 2**24: exact
+    for j, i in itertools.product(range(2), range(3)):
+        want = int64_conv_reference(xq[j].long() + c[j].reshape(-1, *(1,) * (len(xshape) - 1)), wq[i],
+                                    dim, stride, padding, dilation, groups)
+        assert torch.equal(got[j, i].to(torch.int64), want), (j, i)
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "int_mm", "int_mm_cuda", "float", "float64"])
+@pytest.mark.parametrize("k", [40, 70000])
+def test_linear_offsets_give_the_int64_accumulators_of_the_shifted_terms(kernel, k):
+    """Per-row offsets (per token): the row sums of the weights carry c. K = 70,000: K * 256 * 128 passes
+    int32's bound, so the accumulators come back as int64 (all-ends operands reach it)."""
+    g = torch.Generator().manual_seed(8)
+    xq = torch.where(torch.rand((2, 3, 4, k), generator=g) < 0.5, -128, 127).to(torch.int8)
+    wq = torch.where(torch.rand((2, 5, k), generator=g) < 0.5, -128, 127).to(torch.int8)
+    c = _offsets(2, 12, g, True).reshape(2, 3, 4, 1)
+    got = linear_terms(xq, wq, 128, 128, kernel, c)
+    assert got.dtype == torch.int64 if k * 256 * 128 > INT32_MAX else got.dtype in (torch.float32, torch.int32)
+    for j, i in itertools.product(range(2), range(2)):
+        assert torch.equal(got[j, i].to(torch.int64), int64_linear_reference(xq[j].long() + c[j], wq[i]))

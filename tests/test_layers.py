@@ -31,6 +31,7 @@ CONFIGS = [  # the default (asymmetric activations) and the symmetric activation
     ExpansionConfig(w_bits=1, w_terms=4, a_bits=3, a_terms=2, w_granularity="per_tensor", a_granularity="per_token",
                     a_grid="symmetric"),
     ExpansionConfig(w_bits=8, w_terms=1, a_bits=8, a_terms=2),  # default grid at 8 bits: centered terms reach 255
+    ExpansionConfig(w_bits=8, w_terms=2, a_bits=8, a_terms=2, a_grid="auto"),  # 8-bit auto: signed rows, offsets 0
     ExpansionConfig(w_bits=2, w_terms=2, a_bits=8, a_terms=2, w_grid="full", a_grid="full", scale_rule="mse"),
 ]
 

@@ -67,3 +67,27 @@ def test_a_grouped_layer_gives_the_same_bits_on_every_kernel():
                 set_mode(q, mode)
                 want = set_int_kernel(q, "float64")(x)
                 assert torch.equal(set_int_kernel(q, "auto")(x), want), (mode, len(x))
+
+
+@pytest.mark.parametrize("grid", ["asymmetric", "auto"])
+def test_8bit_asymmetric_terms_take_the_fused_int8_path_with_the_same_bits(grid):
+    """8-bit asymmetric / auto activations (terms up to 255) run on oneDNN's fused int8 path, their zero
+    points given to oneDNN per run of images: post-ReLU inputs (zero point 0 in every image), signed
+    inputs (one zero point per image) and a mix, with symmetric and asymmetric ('same', even kernel)
+    padding. Outputs equal the unfused int8 path and the float64 kernel bit for bit."""
+    if not (onednn.onednn_exact() and onednn.onednn_epilogue_matches()):
+        pytest.skip("oneDNN's int8 path is not trusted on this CPU: the fast path is never taken")
+    from fpxint.exact_forward import exact_forward, onednn_forward
+
+    torch.manual_seed(9)
+    cfg = ExpansionConfig(w_bits=8, w_terms=2, a_bits=8, a_terms=2, a_grid=grid, mode="integer")
+    for conv in (nn.Conv2d(16, 24, 3, padding=1), nn.Conv2d(16, 24, 4, padding="same"),
+                 nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16)):
+        layer = expand(nn.Sequential(conv), cfg, device="cpu")[0]
+        x = torch.randn(4, 16, 11, 11)
+        for inp in (x.relu(), x, torch.cat([x[:2].relu(), x[2:]])):
+            with torch.no_grad():
+                fast = onednn_forward(layer, inp)
+                assert fast is not None  # the fused path applies to these terms
+                assert torch.equal(fast, exact_forward(layer, inp, "int_mm"))
+                assert torch.equal(fast, exact_forward(layer, inp, "float64"))
