@@ -105,7 +105,8 @@ def integer_timing(model, cfg: ExpansionConfig, x: torch.Tensor, device: str, re
         b = first.integer_accumulators(xin, kernel="float64")
         exact = all(torch.equal(a[k][0].to(torch.int64), b[k][0].to(torch.int64)) for k in a)
     return {"int_ms": int_ms, "fp_ms": fp_ms, "batch": len(x), "exact": exact, "layer": name,
-            "kernel": f"int8 torch._int_mm on {dev.type.upper()}"}
+            "kernel": "int8: oneDNN convolution and torch._int_mm on CPU" if dev.type == "cpu"
+            else f"int8: torch._int_mm on {dev.type.upper()}"}
 
 
 def output_residuals(lm, data, cfg: ExpansionConfig, device: str, progress: Progress | None = None) -> pd.DataFrame:
