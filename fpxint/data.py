@@ -3,22 +3,20 @@
 Every source becomes an :class:`ImageData` already preprocessed and normalized for one
 :class:`~fpxint.zoo.ModelSpec`. Quick-run subsets are stratified (``ImageFolder`` order is by
 class, so the first N images would be the first classes only). Decoded images are cached as
-uint8 tensors so a second run skips JPEG decoding.
+uint8 tensors (`fpxint.imagecache`) so a second run skips JPEG decoding.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
+from fpxint import imagecache
 from fpxint.imagefiles import (IMAGE_EXTENSIONS, MAX_FILE_BYTES, MAX_PIXELS, DataError, is_image, open_source,
                                read_decode)
 from fpxint.labelfiles import LabelFileError, find_label_file, parse_label_file, wnid_indices
@@ -27,8 +25,6 @@ from fpxint.zoo.registry import ModelSpec
 __all__ = ["ImageData", "DataError", "load_data", "stratified_indices", "batches", "random_images", "MAX_PIXELS",
            "MAX_FILE_BYTES"]
 
-_CACHE_VERSION = 1
-CACHE_MAX_BYTES = 2 << 30  # decoded-image cache: least recently used entries go beyond this
 
 @dataclass
 class ImageData:
@@ -218,62 +214,6 @@ def _labels_from_file(names: list[str], files: list[str], read, spec: ModelSpec,
     return [table[b] for b in bases], _class_names(spec), f", labels from {label_file}"
 
 
-def _cache_file(cache_dir, parts: list) -> Path | None:
-    if cache_dir is None:
-        return None
-    digest = hashlib.sha256(json.dumps([_CACHE_VERSION, *parts], default=str).encode()).hexdigest()[:24]
-    return Path(cache_dir) / "images" / f"{digest}.pt"
-
-
-def _read_cache(candidates: list[Path | None]) -> tuple[dict | None, Path | None]:
-    for candidate in candidates:
-        if candidate is not None and candidate.is_file():
-            try:
-                blob = torch.load(candidate, weights_only=True)
-                with contextlib.suppress(OSError):
-                    os.utime(candidate)  # the mtime is the entry's last use (atime is often off)
-                return blob, candidate
-            except Exception:  # a damaged entry is only a cache miss; it is rewritten below
-                continue
-    return None, None
-
-
-def _write_cache(target: Path | None, blob: dict) -> None:
-    """Writes a cache entry under a unique temporary name, then renames it: concurrent fills of the
-    same entry (threads of one server, or processes) never share a temporary file."""
-    if target is None:
-        return
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-        os.replace(tmp, target)  # atomic: a crash or a parallel run never leaves half an entry
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _prune(target.parent, CACHE_MAX_BYTES, keep=target)
-
-
-def _prune(folder: Path, max_bytes: int, keep: Path) -> None:
-    """Deletes the least recently used entries until the folder holds at most `max_bytes`: a visitor
-    stepping through every subset size must not fill the disk."""
-    entries = []
-    for p in folder.glob("*.pt"):
-        with contextlib.suppress(OSError):
-            st = p.stat()
-            entries.append((st.st_mtime, st.st_size, p))
-    total = sum(size for _, size, _ in entries)
-    for _, size, p in sorted(entries):
-        if total <= max_bytes:
-            break
-        if p != keep:
-            with contextlib.suppress(OSError):
-                p.unlink()
-                total -= size
-
-
 def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir, max_pixels: int = MAX_PIXELS,
                 max_file_bytes: int = MAX_FILE_BYTES) -> ImageData:
     """Loads an image folder or a zip of images (read in place, nothing is extracted)."""
@@ -291,9 +231,9 @@ def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir, max_pixels:
         prepare, prep_key = _prepare_fn(spec)
         listing = hashlib.sha256("\n".join(files).encode()).hexdigest()  # renames move labels
         key = [str(path.resolve()), len(files), listing, stamp, prep_key, max_pixels, max_file_bytes]
-        full_entry = _cache_file(cache_dir, key + ["all"])
-        subset_entry = _cache_file(cache_dir, key + [chosen.tolist()]) if subset else None
-        blob, hit = _read_cache([full_entry, subset_entry])  # the full entry serves any subset
+        full_entry = imagecache.entry_file(cache_dir, key + ["all"])
+        subset_entry = imagecache.entry_file(cache_dir, key + [chosen.tolist()]) if subset else None
+        blob, hit = imagecache.read([full_entry, subset_entry])  # the full entry serves any subset
         if blob is None:
             wanted = chosen.tolist()
             budget = len(wanted) * max_file_bytes  # the request's budget: images asked x the per-image cap
@@ -307,7 +247,7 @@ def _load_files(path: Path, spec: ModelSpec, limit, seed, cache_dir, max_pixels:
             images = torch.stack(decoded)
             del decoded
             blob = {"index": torch.tensor(ok), "images": images, "skipped": skipped}
-            _write_cache(subset_entry if subset else full_entry, blob)
+            imagecache.write(subset_entry if subset else full_entry, blob)
     finally:
         close()
     rows = torch.isin(blob["index"], chosen).nonzero().flatten()

@@ -168,7 +168,7 @@ def test_bombs_are_refused_under_a_memory_limit(kind, tmp_path):
 
 
 def test_the_decoded_image_cache_keeps_its_size_bound(tmp_path, monkeypatch):
-    import fpxint.data as D
+    from fpxint import imagecache
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -177,7 +177,7 @@ def test_the_decoded_image_cache_keeps_its_size_bound(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     load_data(folder, CIFAR, limit=10, cache_dir=cache)
     one = next((cache / "images").glob("*.pt")).stat().st_size
-    monkeypatch.setattr(D, "CACHE_MAX_BYTES", int(2.5 * one))  # room for about two entries of this size
+    monkeypatch.setattr(imagecache, "MAX_BYTES", int(2.5 * one))  # room for about two entries of this size
     for n in (11, 12, 13, 14, 15):  # every subset size is its own entry
         assert len(load_data(folder, CIFAR, limit=n, cache_dir=cache)) == n
     sizes = [p.stat().st_size for p in (cache / "images").glob("*.pt")]

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fpxint"
 # Bottom to top; a module may import its own layer and those below. A module's layer is given by the
 # longest pattern that matches its name. independent=True: the layer's modules never import each other.
 LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
-    ("data and models", ("fpxint.config", "fpxint.zoo", "fpxint.zoo.*", "fpxint.data", "fpxint.imagefiles",
+    ("data and models", ("fpxint.config", "fpxint.zoo", "fpxint.zoo.*", "fpxint.data", "fpxint.imagecache", "fpxint.imagefiles",
                          "fpxint.labelfiles", "fpxint.text", "fpxint.scratch", "fpxint.metrics", "fpxint.progress",
                          "fpxint.atomic"),
      False),
