@@ -170,14 +170,17 @@ def conv_terms(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, padding, di
     if x_offset is None:
         return out
     # S [I, Cout, *spatial_out]: each output's weights over the input's real positions (zero padding adds
-    # no c there), exact in float64; kept for the last input shape only
+    # no c there), exact in float64; kept for the last input shape only, read once into a local (threads
+    # of a server may share the layer: another input shape may replace the entry meanwhile)
     key = (tuple(xq.shape[3:]), xq.device)
-    if cache.get("window_sums", (None,))[0] != key:
+    entry = cache.get("window_sums")
+    if entry is None or entry[0] != key:
         ones = torch.ones((1, *xq.shape[2:]), dtype=torch.float64, device=xq.device)
         w = wq.reshape(-1, *wq.shape[2:]).to(torch.float64)
         sums = (F.conv1d if dim == 1 else F.conv2d)(ones, w, None, stride, padding, dilation, groups)
-        cache["window_sums"] = (key, sums.reshape(wq.shape[0], wq.shape[1], *sums.shape[2:]).to(torch.int64))
-    sums = cache["window_sums"][1]
+        entry = (key, sums.reshape(wq.shape[0], wq.shape[1], *sums.shape[2:]).to(torch.int64))
+        cache["window_sums"] = entry
+    sums = entry[1]
     c = x_offset.reshape(x_offset.shape[0], 1, x_offset.shape[1], *(1,) * (sums.dim() - 1))
     return with_offset(out, c, sums.unsqueeze(1), math.prod(wq.shape[2:]), max_x, max_w)
 

@@ -186,3 +186,20 @@ def test_linear_offsets_give_the_int64_accumulators_of_the_shifted_terms(kernel,
     assert got.dtype == torch.int64 if k * 256 * 128 > INT32_MAX else got.dtype in (torch.float32, torch.int32)
     for j, i in itertools.product(range(2), range(2)):
         assert torch.equal(got[j, i].to(torch.int64), int64_linear_reference(xq[j].long() + c[j], wq[i]))
+
+
+def test_offset_layers_shared_by_threads_with_different_input_shapes():
+    """A server's threads may share an expanded layer: inputs of different sizes at once (the window sums
+    are kept for one shape at a time) give each thread what it gets alone, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(10)
+    cfg = ExpansionConfig(w_bits=8, w_terms=1, a_bits=8, a_terms=2, mode="integer")  # asymmetric: offsets
+    layer = expand_layer(nn.Conv2d(4, 8, 3, padding=1), cfg)
+    layer.int_kernel = "int_mm"  # the unfused path: acc(u) + c S
+    xs = [torch.randn(2, 4, 6 + k, 6 + k) for k in range(4)]
+    with torch.no_grad():
+        alone = [layer(x) for x in xs]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda i: layer(xs[i % 4]), range(200)))
+    assert all(torch.equal(y, alone[i % 4]) for i, y in enumerate(got))
