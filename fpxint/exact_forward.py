@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.nn as nn
 
-from .intbounds import max_abs_int, reduction_size
+from .intbounds import max_abs_int, offset_form, reduction_size
 from .intops import resolve_kernel
 from .onednn import onednn_conv_scaled, onednn_epilogue_matches, onednn_ok
 
@@ -40,9 +40,8 @@ def int_blocks(layer: nn.Module, x: torch.Tensor, kernel: str) -> Iterator:
                          "(level='tensor' or truncation='weight_only'): use mode='simulate'")
     xq, xoff, xs = layer.activation_int_terms(x)
     wq = layer.w_int_terms()
-    # with offsets (8-bit asymmetric / auto) the op sees the int8 part u, |u| <= 128
-    mx = 128 if xoff is not None else max_abs_int(layer.a_bits, layer.a_grid)
-    mw = max_abs_int(layer.w_bits, layer.w_grid)
+    mx, mw = max_abs_int(layer.a_bits, layer.a_grid), max_abs_int(layer.w_bits, layer.w_grid)
+    mx = 128 if offset_form(mx) else mx  # with offsets the op sees the int8 part u, |u| <= 128
     for rows, js in pair_groups(layer._pairs_py):
         run = js == list(range(js[0], js[-1] + 1))
         xsel = xq[js[0]:js[-1] + 1] if run else xq[js]
@@ -112,7 +111,7 @@ def onednn_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     z_j = sum_i C_ij s_i acc_ij, then `rescale`. None where it does not apply. 8-bit asymmetric / auto
     terms go in as oneDNN's u8 input with their zero point (exact in int32, the same epilogue)."""
     mx, mw = max_abs_int(layer.a_bits, layer.a_grid), max_abs_int(layer.w_bits, layer.w_grid)
-    mx = 128 if 128 < mx <= 255 else mx  # 8-bit asymmetric / auto: int8 terms plus offsets (zero points here)
+    mx = 128 if offset_form(mx) else mx  # int8 terms plus offsets, which oneDNN takes as zero points
     if (layer.act_fp or x.device.type != "cpu" or resolve_kernel(layer.int_kernel, x.device) != "onednn"
             or not onednn_ok(reduction_size(layer.w_q[0]), mw, mx, layer.groups, layer.w_q.shape[2])
             or not onednn_epilogue_matches()):

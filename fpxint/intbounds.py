@@ -38,10 +38,17 @@ def fits_int8(max_w: int, max_x: int) -> bool:
     return max_w <= 128 and max_x <= 128
 
 
+def offset_form(max_x: int) -> bool:
+    """Whether activation terms this wide (8-bit asymmetric / auto: up to 255) run as int8 u = q - 128
+    plus a per-row offset (`layers.ExpandedLayer.activation_int_terms`, `intops`); the int8 part is then
+    bounded by 128."""
+    return 128 < max_x <= 255
+
+
 def int8_units_apply(max_w: int, max_x: int) -> bool:
     """Whether integer mode's int8 kernels take a layer's terms: weights that fit int8, and activations
-    that fit int8 directly or as q - 128 plus an offset (8-bit asymmetric / auto, |t| <= 255)."""
-    return max_w <= 128 and max_x <= 255
+    that fit int8 directly or in the offset form."""
+    return max_w <= 128 and (max_x <= 128 or offset_form(max_x))
 
 
 def int32_chunk(max_w: int, max_x: int) -> int:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .config import ExpansionConfig, LayerSpec
 from .exact_forward import exact_forward, integer_accumulators, onednn_forward
-from .intbounds import int8_units_apply, max_abs_int
+from .intbounds import int8_units_apply, max_abs_int, offset_form
 from .intops import conv_terms, linear_terms, resolve_kernel
 from .series import centered_term, expand_tensor_fused  # the C kernel: bit-identical to the eager series
 
@@ -148,7 +148,7 @@ class ExpandedLayer(nn.Module):
     def _simulate_forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.act_fp:  # exact accumulators, the integer mode's rescale: batch-independent. Every kernel
             # gives the same bits here, so simulate takes the fastest: int8 units wherever the terms fit int8,
-            # directly or as two halves (asymmetric 8-bit; 2-4x faster on this CPU than float ops), else
+            # directly or as int8 plus offsets (8-bit asymmetric / auto; 2-4x faster on this CPU than float ops), else
             # float ops on the integers (float32 below 2**24)
             if int8_units_apply(max_abs_int(self.w_bits, self.w_grid), max_abs_int(self.a_bits, self.a_grid)):
                 return self._integer_forward(x)
@@ -200,16 +200,16 @@ class ExpandedLayer(nn.Module):
         wide = max_abs_int(self.a_bits, self.a_grid)
         z = None if ts.zero_points is None else ts.zero_points.reshape(bshape).to(torch.int16)
         shift, offset = z, None  # term = (q - shift) + offset
-        if 128 < wide <= 255 and z is not None:  # 8-bit asymmetric: q - 128 fits int8; offset 128 - z
+        if offset_form(wide) and z is not None:  # 8-bit asymmetric: q - 128 fits int8; offset 128 - z
             shift, offset = 128, 128 - z
-        elif 128 < wide <= 255:  # 8-bit auto: rows with a level above 127 are unsigned; shift them by 128
+        elif offset_form(wide):  # 8-bit auto: rows with a level above 127 are unsigned; shift them by 128
             dims = [d for d in range(1, ts.q.dim()) if bshape[d] == 1]
             shift = offset = torch.where(ts.q.amax(dim=dims, keepdim=True) > 127, 128, 0).to(torch.int16)
         if isinstance(shift, int) and ts.q.dtype == torch.uint8:  # q - 128 in one pass: flip the top bit
             q = ts.q.bitwise_xor(128).view(torch.int8)
         else:
             q = ts.q if shift is None else ts.q.to(torch.int16) - shift
-        if wide <= 255:
+        if wide <= 128 or offset_form(wide):
             q = q.to(torch.int8)
         if nhwc:
             q = q.permute(0, 1, 4, 2, 3)

@@ -9,6 +9,7 @@ The path is trusted only after a probe on this CPU (`onednn_exact`, `onednn_epil
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -143,9 +144,10 @@ def onednn_conv_scaled(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, pad
         x_all = xu[jj * nb:(jj + 1) * nb]
         points = [_U8_ZERO] * nb if x_offset is None else [_U8_ZERO - c for c in x_offset[jj].reshape(-1).tolist()]
         points = points * nb if len(points) == 1 else points  # a per-tensor offset
-        parts = []
-        for a, b, zp in _runs(points):  # one convolution per run of images with the same zero point
-            x = _pad_by_hand(x_all[a:b], hand, zp)
+        parts, start = [], 0
+        for zp, run in itertools.groupby(points):  # one convolution per run of images with the same zero point
+            n = len(list(run))
+            x, start = _pad_by_hand(x_all[start:start + n], hand, zp), start + n
             part = None
             for t, sc in enumerate(scales[jj]):
                 if sc is None:
@@ -160,17 +162,6 @@ def onednn_conv_scaled(xq: torch.Tensor, wq: torch.Tensor, dim: int, stride, pad
         z = None if parts[0] is None else parts[0] if len(parts) == 1 else torch.cat(parts)
         out.append(z.squeeze(2) if z is not None and dim == 1 else z)
     return out
-
-
-def _runs(points: list[int]) -> list[tuple[int, int, int]]:
-    """[(start, end, value)] for each run of equal values."""
-    runs = []
-    for n, v in enumerate(points):
-        if runs and runs[-1][2] == v:
-            runs[-1] = (runs[-1][0], n + 1, v)
-        else:
-            runs.append((n, n + 1, v))
-    return runs
 
 
 def _onednn_input(xq, wq, dim, stride, padding, dilation):
